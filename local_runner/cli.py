@@ -1,0 +1,95 @@
+"""``runner``: the local Cloud Tasks runner's command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from local_runner.config import RunnerSettings
+from local_runner.errors import RunnerError
+from local_runner.server import RunnerServer
+
+
+@click.group()
+@click.version_option(package_name="tasktoolkit")
+def main() -> None:
+    """A local Google Cloud Tasks: the REST v2 API and faithful dispatch, persisted in SQLite."""
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free)."
+)
+@click.option(
+    "--data-dir",
+    default=".runner",
+    show_default=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the SQLite database and OIDC key live.",
+)
+@click.option("--in-memory", is_flag=True, help="Keep nothing on disk (overrides --data-dir).")
+@click.option(
+    "--project", default="local-project", show_default=True, help="Project of the queue file's short names."
+)
+@click.option(
+    "--location", default="us-central1", show_default=True, help="Location of the queue file's short names."
+)
+@click.option(
+    "--queues",
+    "queues_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of queues, in the REST field names `gcloud tasks queues describe` prints.",
+)
+@click.option(
+    "--task-tombstone",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds a completed or deleted task's name stays blocked.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
+def serve(
+    host: str,
+    port: int,
+    data_dir: Path,
+    in_memory: bool,
+    project: str,
+    location: str,
+    queues_file: Path | None,
+    task_tombstone: float,
+    verbose: bool,
+) -> None:
+    """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    settings = RunnerSettings(
+        host=host,
+        port=port,
+        data_dir=None if in_memory else data_dir,
+        project=project,
+        location=location,
+        queues_file=queues_file,
+        task_tombstone=task_tombstone,
+    )
+    try:
+        server = RunnerServer(settings)
+        asyncio.run(server.run())
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    except RunnerError as error:
+        raise click.ClickException(str(error)) from error
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from error
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

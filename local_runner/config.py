@@ -1,0 +1,87 @@
+"""Runner settings and the declarative queue file (REST field names, as ``gcloud ... describe`` prints)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from local_runner.codec import queue_from_json, queue_state_from_json
+from local_runner.errors import ApiError, RunnerError
+from local_runner.model import Queue, QueueState
+
+
+class ConfigError(RunnerError):
+    """The settings or the queue file are invalid."""
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How ``runner serve`` runs."""
+
+    host: str = "127.0.0.1"
+    port: int = 8123
+    #: Where the SQLite database and the OIDC signing key live; ``None`` keeps everything in memory.
+    data_dir: Path | None = Path(".runner")
+    project: str = "local-project"
+    location: str = "us-central1"
+    queues_file: Path | None = None
+    #: How long a completed or deleted task's name stays blocked, in seconds.
+    task_tombstone: float = 3600.0
+    #: How long a deleted queue's name stays blocked, in seconds.
+    queue_tombstone: float = 60.0
+    #: Seconds attempts in flight get to finish on shutdown before they are re-queued.
+    shutdown_grace: float = 5.0
+
+    @property
+    def parent(self) -> str:
+        """``projects/P/locations/L``."""
+        return f"projects/{self.project}/locations/{self.location}"
+
+
+@dataclass(frozen=True)
+class QueueSpec:
+    """One queue of the queue file, with the state it asks for (``None``: leave as is)."""
+
+    queue: Queue
+    state: QueueState | None
+
+
+def _documents(path: Path) -> Iterable[object]:
+    try:
+        text = path.read_text(encoding="utf-8")
+        docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
+    except OSError as error:
+        raise ConfigError(f"cannot read queue file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"queue file {path} is not valid YAML: {error}") from error
+    for doc in docs:
+        if isinstance(doc, dict) and set(doc) == {"queues"}:
+            if not isinstance(doc["queues"], list):
+                raise ConfigError(f"queue file {path}: 'queues' must be a list of queues")
+            yield from doc["queues"]
+        elif isinstance(doc, list):
+            yield from doc
+        else:
+            yield doc
+
+
+def load_queue_file(path: Path, parent: str) -> list[QueueSpec]:
+    """Read queues from YAML: a ``queues:`` list, a plain list, or one queue per YAML document.
+
+    A short ``name`` is placed under ``parent``. Errors name the file, the queue and the field.
+    """
+    specs: list[QueueSpec] = []
+    for index, doc in enumerate(_documents(path)):
+        if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
+            raise ConfigError(f"queue file {path}: queue #{index + 1} needs a 'name'")
+        data = dict(doc)
+        if "/" not in data["name"]:
+            data["name"] = f"{parent}/queues/{data['name']}"
+        try:
+            specs.append(QueueSpec(queue_from_json(data), queue_state_from_json(data)))
+        except ApiError as error:
+            raise ConfigError(f"queue file {path}: queue {data['name']!r}: {error.message}") from error
+    return specs

@@ -1,0 +1,191 @@
+"""The runner's only outbound HTTP: builds a task's request as Cloud Tasks sends it, and sends it."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+
+from local_runner.clock import Clock
+from local_runner.engine.attempts import Failure, Outcome
+from local_runner.model import HttpMethod, HttpTarget, Queue, Task, parse_queue_name
+from local_runner.oidc import TokenIssuer
+
+USER_AGENT = "Google-Cloud-Tasks"
+#: Headers a task may not set: Cloud Tasks replaces or reserves them (reference §5.1).
+_RESERVED_PREFIXES = ("x-cloudtasks-", "x-google-", "x-appengine-")
+_COMPUTED = frozenset({"host", "content-length", "user-agent"})
+#: An OAuth token cannot be minted locally; handlers see this placeholder instead.
+LOCAL_OAUTH_TOKEN = "local-runner-oauth-access-token"
+#: How much of a handler's response body is read before the connection is released.
+_MAX_RESPONSE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """An HTTP request ready to send."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _apply_uri_override(url: str, target: HttpTarget) -> str:
+    override = target.uri_override
+    if override is None:
+        return url
+    parts = urlsplit(url)
+    if override.enforce_mode == "IF_NOT_EXISTS":
+        scheme = parts.scheme or override.scheme.lower() or "https"
+        host = parts.hostname or override.host
+    else:
+        scheme = override.scheme.lower() or parts.scheme or "https"
+        host = override.host or parts.hostname or ""
+    port = override.port or parts.port
+    netloc = f"{host}:{port}" if port else host
+    path = override.path or parts.path
+    query = override.query or parts.query
+    return urlunsplit((scheme, netloc, path, query, ""))
+
+
+def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: float) -> OutboundRequest:
+    """The request Cloud Tasks would send for the attempt just claimed on ``task``.
+
+    Applies the queue's ``httpTarget`` overrides, then sets ``User-Agent``, the ``X-CloudTasks-*``
+    headers (reference §5.1) and the ``Authorization`` header from the OIDC token, if any.
+    """
+    request = task.http_request
+    target = queue.http_target or HttpTarget()
+    url = _apply_uri_override(request.url, target)
+    method = (
+        target.http_method
+        if target.http_method is not HttpMethod.HTTP_METHOD_UNSPECIFIED
+        else request.http_method
+    )
+    headers = {
+        key: value
+        for key, value in request.headers.items()
+        if key.lower() not in _COMPUTED and not key.lower().startswith(_RESERVED_PREFIXES)
+    }
+    for key, value in target.header_overrides:
+        for existing in [k for k in headers if k.lower() == key.lower()]:
+            del headers[existing]
+        headers[key] = value
+    attempt = task.last_attempt
+    retry_count = max(0, task.dispatch_count - 1)
+    headers["User-Agent"] = USER_AGENT
+    headers["X-CloudTasks-QueueName"] = parse_queue_name(task.queue_name).queue_id
+    headers["X-CloudTasks-TaskName"] = task.task_id
+    headers["X-CloudTasks-TaskRetryCount"] = str(retry_count)
+    headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
+    headers["X-CloudTasks-TaskETA"] = f"{attempt.schedule_time if attempt else task.schedule_time:.6f}"
+    if retry_count > 0:
+        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or 0)
+        headers["X-CloudTasks-TaskRetryReason"] = ""
+    oidc = target.oidc_token or request.oidc_token
+    oauth = target.oauth_token or request.oauth_token
+    if oidc is not None or oauth is not None:
+        for existing in [k for k in headers if k.lower() == "authorization"]:
+            del headers[existing]
+    if oidc is not None and issuer is not None:
+        token = issuer.mint(oidc.service_account_email, oidc.audience or url, now)
+        headers["Authorization"] = f"Bearer {token}"
+    elif oauth is not None:
+        headers["Authorization"] = f"Bearer {LOCAL_OAUTH_TOKEN}"
+    body = request.body if method.name in ("POST", "PUT", "PATCH") else b""
+    return OutboundRequest(method.name, url, headers, body)
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)
+
+
+class Dispatcher:
+    """Sends requests on one aiohttp session with no cap on connections and no thread per request."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Open the HTTP session (inside the running event loop)."""
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
+        self._session = aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False
+        )
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _exchange(self, request: OutboundRequest) -> tuple[int, str | None]:
+        assert self._session is not None, "Dispatcher.start() was not awaited"
+        async with self._session.request(
+            request.method,
+            request.url,
+            headers=dict(request.headers),
+            data=request.body or None,
+            allow_redirects=False,
+            skip_auto_headers=("Content-Type", "Accept", "Accept-Encoding"),
+        ) as response:
+            await response.content.read(_MAX_RESPONSE_BYTES)
+            return response.status, response.headers.get("Retry-After")
+
+    async def send(self, request: OutboundRequest, deadline: float) -> Outcome:
+        """Send one request; no response within ``deadline`` seconds is a DEADLINE failure."""
+        started = self.clock.now()
+        exchange = asyncio.ensure_future(self._exchange(request))
+        timer = asyncio.ensure_future(self.clock.sleep_until(started + deadline))
+        try:
+            await asyncio.wait({exchange, timer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            timer.cancel()
+        if not exchange.done():
+            exchange.cancel()
+            await asyncio.gather(exchange, return_exceptions=True)
+            return Outcome(
+                self.clock.now(), failure=Failure.DEADLINE, detail=f"deadline {deadline:g}s exceeded"
+            )
+        now = self.clock.now()
+        error = exchange.exception()
+        if error is not None:
+            return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
+        status, retry_after = exchange.result()
+        return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
+
+
+def _describe(error: BaseException, url: str) -> str:
+    if isinstance(error, aiohttp.ClientConnectorError):
+        return f"cannot connect to {url}: {error.os_error.strerror or error.os_error}"
+    if isinstance(error, aiohttp.InvalidURL):
+        return f"invalid URL {url}"
+    if isinstance(
+        error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError
+    ):
+        return f"connection to {url} broke before a full response: {error}"
+    return f"request to {url} failed: {type(error).__name__}: {error}"
+
+
+def format_latency(seconds: float) -> str:
+    """A latency for log lines: ``12 ms`` or ``1.5 s``."""
+    if seconds < 1:
+        return f"{math.floor(seconds * 1000 + 0.5)} ms"
+    return f"{seconds:.1f} s"

@@ -1,0 +1,226 @@
+"""Drives dispatch on the event loop: one worker per queue, one coroutine per attempt in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from local_runner.clock import Clock
+from local_runner.dispatch import Dispatcher, build_request, format_latency
+from local_runner.engine.attempts import Decision, Failure, Outcome, decide
+from local_runner.engine.pacing import QueuePacer
+from local_runner.model import Queue, QueueState, Task
+from local_runner.oidc import TokenIssuer
+from local_runner.service import TasksService
+
+log = logging.getLogger("local_runner.dispatch")
+#: Most tasks one store transaction claims.
+CLAIM_BATCH = 100
+#: How often expired tombstones are dropped.
+PRUNE_INTERVAL = 60.0
+
+
+class _QueueWorker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.wake = asyncio.Event()
+        self.pacer: QueuePacer | None = None
+        self.task: asyncio.Task[None] | None = None
+
+
+class Scheduler:
+    """Claims due tasks within each queue's limits and dispatches them."""
+
+    def __init__(
+        self, service: TasksService, dispatcher: Dispatcher, issuer: TokenIssuer, clock: Clock
+    ) -> None:
+        self.service = service
+        self.store = service.store
+        self.dispatcher = dispatcher
+        self.issuer = issuer
+        self.clock = clock
+        self._workers: dict[str, _QueueWorker] = {}
+        self._attempts: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._stopping = False
+        service.listener = self
+
+    # -- Listener (called by the service, possibly from another thread) --------------------------
+
+    def _on_loop(self, callback: object, *args: object) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        if threading.get_ident() == self._loop_thread:
+            callback(*args)  # type: ignore[operator]
+        else:
+            loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
+
+    def queue_changed(self, queue_name: str) -> None:
+        """Wake (or start) the queue's worker."""
+        self._on_loop(self._wake_queue, queue_name)
+
+    def run_now(self, task: Task) -> None:
+        """Dispatch a task claimed by RunTask, outside the queue's pacing."""
+        self._on_loop(self._run_claimed, task)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover attempts interrupted by a crash, then start a worker per queue."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        recovered = self.store.recover_in_flight()
+        if recovered:
+            log.warning("re-queued %d task(s) that were in flight when the runner stopped", recovered)
+        for queue in self.store.list_queues(""):
+            self._wake_queue(queue.name)
+        self._background.append(asyncio.create_task(self._prune_forever()))
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Stop claiming; give attempts in flight ``grace`` seconds, then cancel them.
+
+        A cancelled attempt stays DISPATCHING in the store and is dispatched again after a restart.
+        """
+        self._stopping = True
+        for worker in self._workers.values():
+            if worker.task is not None:
+                worker.task.cancel()
+        for task in self._background:
+            task.cancel()
+        pending = [w.task for w in self._workers.values() if w.task] + self._background
+        await asyncio.gather(*pending, return_exceptions=True)
+        if self._attempts:
+            _, still_running = await asyncio.wait(set(self._attempts), timeout=grace)
+            for attempt in still_running:
+                attempt.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
+
+    def _wake_queue(self, name: str) -> None:
+        if self._stopping:
+            return
+        worker = self._workers.get(name)
+        if worker is None or worker.task is None or worker.task.done():
+            worker = worker or _QueueWorker(name)
+            self._workers[name] = worker
+            worker.task = asyncio.create_task(self._run_queue(worker), name=f"queue:{name}")
+        worker.wake.set()
+
+    # -- the per-queue loop ----------------------------------------------------------------------
+
+    async def _run_queue(self, worker: _QueueWorker) -> None:
+        while True:
+            worker.wake.clear()
+            queue = self.store.get_queue(worker.name)
+            if queue is None:
+                self._workers.pop(worker.name, None)
+                return
+            now = self.clock.now()
+            if worker.pacer is None:
+                worker.pacer = QueuePacer(queue.rate_limits, now)
+            elif worker.pacer.limits != queue.rate_limits:
+                worker.pacer.reconfigure(queue.rate_limits, now)
+            wake_at = self._dispatch_due(worker.pacer, queue, now)
+            if wake_at is not None and wake_at <= now:
+                await asyncio.sleep(0)
+                continue
+            await self.clock.sleep_until(wake_at, worker.wake)
+
+    def _dispatch_due(self, pacer: QueuePacer, queue: Queue, now: float) -> float | None:
+        """Start what may start now; return when to look again (``None``: when woken)."""
+        if queue.state is not QueueState.RUNNING:
+            return None
+        budget = pacer.budget(now)
+        if budget > 0:
+            claimed = self.store.claim_due(queue.name, now, min(budget, CLAIM_BATCH))
+            pacer.started(len(claimed), now)
+            for task in claimed:
+                self._spawn(task, pacer)
+            if len(claimed) == min(budget, CLAIM_BATCH):
+                return now
+        next_due = self.store.next_schedule_time(queue.name)
+        if next_due is None:
+            return None
+        if next_due > now:
+            return next_due
+        return pacer.next_start_time(now)
+
+    def _run_claimed(self, task: Task) -> None:
+        worker = self._workers.get(task.queue_name)
+        pacer = worker.pacer if worker else None
+        if pacer is not None:
+            pacer.started(1, self.clock.now(), paced=False)
+        self._spawn(task, pacer)
+
+    def _spawn(self, task: Task, pacer: QueuePacer | None) -> None:
+        attempt = asyncio.create_task(self._attempt(task, pacer))
+        self._attempts.add(attempt)
+        attempt.add_done_callback(self._attempt_done)
+
+    def _attempt_done(self, attempt: asyncio.Task[None]) -> None:
+        self._attempts.discard(attempt)
+
+    # -- one attempt -----------------------------------------------------------------------------
+
+    async def _attempt(self, task: Task, pacer: QueuePacer | None) -> None:
+        queue = self.store.get_queue(task.queue_name)
+        if queue is None:
+            return
+        started = self.clock.now()
+        try:
+            request = build_request(task, queue, self.issuer, started)
+            outcome = await self.dispatcher.send(request, task.dispatch_deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # a bug must not strand the task in DISPATCHING
+            log.exception("dispatching %s failed inside the runner", task.name)
+            outcome = Outcome(self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}")
+        queue = self.store.get_queue(task.queue_name) or queue
+        decision = decide(task, outcome, queue.retry_config)
+        tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
+        recorded = self.store.finish_attempt(decision.task, decision.attempt, tombstone)
+        if pacer is not None:
+            pacer.finished(outcome.http_status, outcome.throttles, outcome.response_time)
+        _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
+        self._wake_queue(task.queue_name)
+
+    # -- housekeeping and test aids --------------------------------------------------------------
+
+    async def _prune_forever(self) -> None:
+        while True:
+            await self.clock.sleep_until(self.clock.now() + PRUNE_INTERVAL)
+            self.store.prune(self.clock.now())
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts currently in flight."""
+        return len(self._attempts)
+
+
+def _log_attempt(task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool) -> None:
+    queue_id = task.queue_name.rpartition("/")[2]
+    result = (
+        f"HTTP {outcome.http_status}" if outcome.http_status is not None else f"no response, {outcome.detail}"
+    )
+    if not recorded:
+        after = "task was deleted or purged meanwhile"
+    elif decision.delete:
+        after = "done"
+    elif decision.next_retry_in is None:
+        after = f"retries exhausted after {task.dispatch_count} attempt(s)"
+    else:
+        after = f"next retry in {decision.next_retry_in:g}s"
+    level = logging.INFO if outcome.succeeded else logging.WARNING
+    log.log(
+        level,
+        "%s/%s attempt %d: %s in %s; %s",
+        queue_id,
+        task.task_id,
+        task.dispatch_count,
+        result,
+        format_latency(latency),
+        after,
+    )

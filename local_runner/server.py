@@ -1,0 +1,164 @@
+"""Wires store, service, scheduler, dispatcher, OIDC issuer and REST API onto one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from local_runner import oidc
+from local_runner.api import rest
+from local_runner.clock import Clock, SystemClock
+from local_runner.config import RunnerSettings, load_queue_file
+from local_runner.dispatch import Dispatcher
+from local_runner.oidc import SigningKey, TokenIssuer
+from local_runner.scheduler import Scheduler
+from local_runner.service import TasksService
+from local_runner.store import open_store
+
+log = logging.getLogger("local_runner")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class RunnerServer:
+    """A local Cloud Tasks: the REST API and the dispatcher on one asyncio loop.
+
+    Use :meth:`run` from a CLI (blocks until cancelled) or :meth:`start`/:meth:`stop` to run it on a
+    background thread, as tests do.
+    """
+
+    def __init__(self, settings: RunnerSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        queue_specs = (
+            load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
+        )
+        self.store = open_store(settings.data_dir)
+        self.service = TasksService(
+            self.store,
+            self.clock,
+            task_tombstone=settings.task_tombstone,
+            queue_tombstone=settings.queue_tombstone,
+        )
+        for spec in queue_specs:
+            queue = self.service.upsert_queue(spec.queue)
+            if spec.state is not None and spec.state is not queue.state:
+                self.store.put_queue(queue.replace(state=spec.state))
+        self.signing_key = (
+            SigningKey.load_or_create(settings.data_dir)
+            if settings.data_dir is not None
+            else SigningKey.generate()
+        )
+        self.dispatcher = Dispatcher(self.clock)
+        self.issuer: TokenIssuer | None = None
+        self.scheduler: Scheduler | None = None
+        self.base_url = ""
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None
+
+    # -- asyncio lifecycle -----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Bind the port, then start dispatching (on the running loop)."""
+        app = web.Application(client_max_size=rest.MAX_REQUEST_BYTES)
+        app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
+        app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
+        app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
+        rest.register(app, self.service)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+        except BaseException:
+            await self._runner.cleanup()
+            raise
+        port = self._runner.addresses[0][1]
+        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        self.base_url = f"http://{host}:{port}"
+        self.issuer = TokenIssuer(self.signing_key, self.base_url)
+        await self.dispatcher.start()
+        self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock)
+        await self.scheduler.start()
+        if self.settings.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning(
+                "listening on %s: anyone who can reach this address can create and run tasks",
+                self.settings.host,
+            )
+        log.info(
+            "local Cloud Tasks runner on %s (data: %s)", self.base_url, self.settings.data_dir or "memory"
+        )
+
+    def _issuer_view(self, document: Callable[[TokenIssuer], object]) -> Handler:
+        async def view(request: web.Request) -> web.Response:
+            if self.issuer is None:
+                raise web.HTTPServiceUnavailable()
+            return web.json_response(document(self.issuer), headers={"Cache-Control": "public, max-age=3600"})
+
+        return view
+
+    async def close(self) -> None:
+        """Stop dispatching, close the API and the store; attempts cut short are re-run after restart."""
+        if self.scheduler is not None:
+            await self.scheduler.stop(self.settings.shutdown_grace)
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.dispatcher.close()
+        self.store.close()
+
+    async def run(self) -> None:
+        """Serve until cancelled (Ctrl-C in the CLI), then close cleanly."""
+        await self.open()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.close()
+
+    # -- background-thread lifecycle (tests, embedding) ------------------------------------------
+
+    def start(self) -> RunnerServer:
+        """Run on a background thread; returns once the port is bound and dispatch has started."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        def main() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._stopped = asyncio.Event()
+            try:
+                loop.run_until_complete(self.open())
+            except BaseException as error:
+                failure.append(error)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_until_complete(self._stopped.wait())
+                loop.run_until_complete(self.close())
+            finally:
+                loop.close()
+
+        self._thread = threading.Thread(target=main, name="local-runner", daemon=True)
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop the background thread started by :meth:`start`."""
+        if self._loop is not None and self._stopped is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stopped.set)
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> RunnerServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

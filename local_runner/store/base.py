@@ -1,0 +1,137 @@
+"""The storage contract every task store implements (SQLite on disk by default, memory for tests)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from local_runner.model import Attempt, Queue, Task
+
+
+class TaskStore(ABC):
+    """Queues, tasks, tombstones and attempt history.
+
+    Every method is atomic. Times are passed in (epoch seconds); a store never reads a clock.
+    """
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def put_queue(self, queue: Queue) -> None:
+        """Insert the queue or replace the stored one with the same name."""
+
+    @abstractmethod
+    def get_queue(self, name: str) -> Queue | None:
+        """The queue with this full name, or ``None``."""
+
+    @abstractmethod
+    def list_queues(self, parent: str) -> list[Queue]:
+        """Every queue under ``projects/P/locations/L``, in lexicographical order of name."""
+
+    @abstractmethod
+    def delete_queue(self, name: str, tombstone_until: float) -> bool:
+        """Delete a queue, its tasks and their history; block the name until ``tombstone_until``.
+
+        Returns:
+            ``False`` if there was no such queue (nothing is written then).
+        """
+
+    @abstractmethod
+    def queue_tombstoned(self, name: str, now: float) -> bool:
+        """Whether a queue with this name was deleted and its tombstone is still in force at ``now``."""
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    @abstractmethod
+    def insert_task(self, task: Task, now: float) -> None:
+        """Insert a new task.
+
+        Raises:
+            AlreadyExists: with ``errors.TASK_EXISTS`` if a task with this name exists (any state), or
+                with ``errors.TASK_TOMBSTONED`` if its name has a tombstone in force at ``now``.
+        """
+
+    @abstractmethod
+    def get_task(self, name: str) -> Task | None:
+        """The task with this full name in any state, or ``None``."""
+
+    @abstractmethod
+    def task_tombstoned(self, name: str, now: float) -> bool:
+        """Whether a task with this name completed or was deleted and its tombstone is in force."""
+
+    @abstractmethod
+    def list_tasks(
+        self, queue_name: str, after: str | None = None, limit: int = 1000, include_exhausted: bool = False
+    ) -> list[Task]:
+        """Tasks of a queue ordered by name, starting after the name ``after`` (for pagination)."""
+
+    @abstractmethod
+    def count_tasks(self, queue_name: str) -> dict[str, int]:
+        """How many tasks of the queue are in each state, keyed by ``TaskState`` value."""
+
+    @abstractmethod
+    def delete_task(self, name: str, tombstone_until: float) -> bool:
+        """Delete a task in any state and tombstone its name; ``False`` if there was no such task."""
+
+    @abstractmethod
+    def claim_due(self, queue_name: str, now: float, limit: int) -> list[Task]:
+        """Start an attempt on up to ``limit`` QUEUED tasks whose schedule time is ``<= now``.
+
+        Earliest schedule time first (ties by insertion order). Each claimed task is moved to
+        DISPATCHING with ``dispatch_count`` incremented, ``last_attempt`` set to
+        ``Attempt(schedule_time=<its schedule_time>, dispatch_time=now)`` and ``first_attempt`` set to
+        ``Attempt(schedule_time, dispatch_time=now)`` if it had none. Returns the tasks as stored after
+        the change. The cost must not grow with the number of tasks queued (indexed, no scan).
+        """
+
+    @abstractmethod
+    def claim_task(self, name: str, now: float) -> Task | None:
+        """Start an attempt on one QUEUED task whatever its schedule time (RunTask).
+
+        Same changes as :meth:`claim_due`. Returns ``None`` if the task does not exist or is not QUEUED.
+        """
+
+    @abstractmethod
+    def finish_attempt(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:
+        """Record the outcome of the attempt started by the last claim of ``task.name``.
+
+        ``attempt`` is appended to the task's history. If ``tombstone_until`` is given the task is
+        deleted and its name tombstoned until then (success, or retries exhausted in delete mode);
+        otherwise the stored task is replaced by ``task`` (QUEUED with a new schedule time, or
+        EXHAUSTED). Only applies while the stored task is DISPATCHING with the same ``dispatch_count``
+        as ``task``; returns ``False`` and changes nothing if it was deleted or purged meanwhile.
+        """
+
+    @abstractmethod
+    def attempts(self, name: str) -> list[Attempt]:
+        """Every finished attempt of a task, oldest first (kept after the task is deleted)."""
+
+    @abstractmethod
+    def purge(self, queue_name: str, purge_time: float, tombstone_until: float) -> int:
+        """Delete the queue's tasks created before ``purge_time`` (any state); tombstone their names.
+
+        Returns:
+            How many tasks were deleted.
+        """
+
+    @abstractmethod
+    def recover_in_flight(self) -> int:
+        """After a restart: move every DISPATCHING task back to QUEUED (at-least-once delivery).
+
+        Returns:
+            How many tasks were recovered.
+        """
+
+    @abstractmethod
+    def next_schedule_time(self, queue_name: str) -> float | None:
+        """The earliest schedule time among the queue's QUEUED tasks, or ``None``."""
+
+    @abstractmethod
+    def prune(self, now: float) -> int:
+        """Drop tombstones expired at ``now`` and the history of tasks that no longer exist with them."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Delete everything: queues, tasks, tombstones, history (a test aid)."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; the store is unusable afterwards."""

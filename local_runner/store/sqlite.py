@@ -1,0 +1,458 @@
+"""The default task store: one SQLite file in WAL mode that survives restarts."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from local_runner import codec
+from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists, InvalidArgument, StoreError
+from local_runner.model import (
+    Attempt,
+    Queue,
+    QueueState,
+    RetryConfig,
+    RpcStatus,
+    Task,
+    TaskState,
+    parse_queue_name,
+)
+from local_runner.store.base import TaskStore
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 5000
+
+_ATTEMPT_FIELDS = (
+    "schedule_time",
+    "dispatch_time",
+    "response_time",
+    "http_status",
+    "status_code",
+    "status_message",
+)
+_FIRST = tuple(f"first_{f}" for f in _ATTEMPT_FIELDS)
+_LAST = tuple(f"last_{f}" for f in _ATTEMPT_FIELDS)
+#: Task columns written from a Task (``seq`` is the rowid, assigned on insert: insertion order).
+_TASK_FIELDS = (
+    "name",
+    "queue",
+    "state",
+    "schedule_time",
+    "create_time",
+    "dispatch_deadline",
+    "dispatch_count",
+    "response_count",
+    "execution_count",
+    "http_request",
+    "retry_config",
+    *_FIRST,
+    *_LAST,
+)
+_TASK_COLUMNS = ", ".join(("seq", *_TASK_FIELDS))
+
+_SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY, parent TEXT NOT NULL, state INTEGER NOT NULL, purge_time REAL, doc TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queues_parent ON queues (parent, name);
+CREATE TABLE IF NOT EXISTS queue_tombstones (name TEXT PRIMARY KEY, until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tasks (
+    seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, state TEXT NOT NULL,
+    schedule_time REAL NOT NULL, create_time REAL NOT NULL, dispatch_deadline REAL NOT NULL,
+    dispatch_count INTEGER NOT NULL, response_count INTEGER NOT NULL, execution_count INTEGER NOT NULL,
+    http_request TEXT NOT NULL, retry_config TEXT,
+    first_schedule_time REAL, first_dispatch_time REAL, first_response_time REAL, first_http_status INTEGER,
+    first_status_code INTEGER, first_status_message TEXT,
+    last_schedule_time REAL, last_dispatch_time REAL, last_response_time REAL, last_http_status INTEGER,
+    last_status_code INTEGER, last_status_message TEXT
+);
+CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, state, schedule_time, seq);
+CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (queue, name);
+CREATE TABLE IF NOT EXISTS task_tombstones (name TEXT PRIMARY KEY, queue TEXT NOT NULL, until REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS task_tombstones_queue ON task_tombstones (queue);
+CREATE TABLE IF NOT EXISTS attempts (
+    task_name TEXT NOT NULL, seq INTEGER NOT NULL, {", ".join(_ATTEMPT_FIELDS)},
+    PRIMARY KEY (task_name, seq)
+) WITHOUT ROWID;
+PRAGMA user_version = {SCHEMA_VERSION};
+"""
+
+#: The due-task selection of :meth:`SQLiteTaskStore.claim_due`; served by the ``tasks_due`` index.
+CLAIM_DUE_SELECT = (
+    "SELECT seq FROM tasks WHERE queue = :queue AND state = 'QUEUED' AND schedule_time <= :now "
+    "ORDER BY schedule_time, seq LIMIT :limit"
+)
+_FIRST_IF_NONE = ("schedule_time", ":now", "NULL", "NULL", "NULL", "NULL")
+_START_ATTEMPT = (
+    "UPDATE tasks SET state = 'DISPATCHING', dispatch_count = dispatch_count + 1, "
+    + ", ".join(
+        f"{col} = CASE WHEN first_dispatch_time IS NULL THEN {value} ELSE {col} END"
+        for col, value in zip(_FIRST, _FIRST_IF_NONE, strict=True)
+    )
+    + ", "
+    + ", ".join(f"{col} = {value}" for col, value in zip(_LAST, _FIRST_IF_NONE, strict=True))
+    + " WHERE {where} RETURNING "
+    + _TASK_COLUMNS
+)
+_CLAIM_DUE = _START_ATTEMPT.format(where=f"seq IN ({CLAIM_DUE_SELECT})")
+_CLAIM_TASK = _START_ATTEMPT.format(where="name = :name AND state = 'QUEUED'")
+_INSERT_TASK = (
+    f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) VALUES ({', '.join(':' + f for f in _TASK_FIELDS)})"
+)
+_REPLACE_TASK = (
+    "UPDATE tasks SET "
+    + ", ".join(f"{f} = :{f}" for f in _TASK_FIELDS[2:])
+    + " WHERE name = :name AND state = 'DISPATCHING' AND dispatch_count = :dispatch_count"
+)
+_APPEND_ATTEMPT = (
+    f"INSERT INTO attempts (task_name, seq, {', '.join(_ATTEMPT_FIELDS)}) VALUES (?, "
+    "(SELECT coalesce(max(seq), 0) + 1 FROM attempts WHERE task_name = ?), ?, ?, ?, ?, ?, ?)"
+)
+_TOMBSTONE = "INSERT OR REPLACE INTO task_tombstones (name, queue, until) VALUES (?, ?, ?)"
+#: What a failed statement, or decoding a damaged row (JSON, codec and model validation), raises.
+_FAILURES = (sqlite3.Error, ValueError, TypeError, KeyError, InvalidArgument)
+
+
+def _attempt_values(attempt: Attempt | None) -> tuple[Any, ...]:
+    if attempt is None:
+        return (None,) * len(_ATTEMPT_FIELDS)
+    status = attempt.response_status
+    return (
+        attempt.schedule_time,
+        attempt.dispatch_time,
+        attempt.response_time,
+        attempt.http_status,
+        None if status is None else status.code,
+        None if status is None else status.message,
+    )
+
+
+def _attempt(values: tuple[Any, ...]) -> Attempt | None:
+    schedule_time, dispatch_time, response_time, http_status, code, message = values
+    if dispatch_time is None:
+        return None
+    return Attempt(
+        schedule_time=schedule_time,
+        dispatch_time=dispatch_time,
+        response_time=response_time,
+        http_status=http_status,
+        response_status=None if code is None else RpcStatus(code, message),
+    )
+
+
+def _task_params(task: Task) -> dict[str, Any]:
+    retry = task.retry_config
+    params: dict[str, Any] = {
+        "name": task.name,
+        "queue": task.queue_name,
+        "state": task.state.value,
+        "schedule_time": task.schedule_time,
+        "create_time": task.create_time,
+        "dispatch_deadline": task.dispatch_deadline,
+        "dispatch_count": task.dispatch_count,
+        "response_count": task.response_count,
+        "execution_count": task.execution_count,
+        "http_request": json.dumps(codec.http_request_to_json(task.http_request, full=True)),
+        "retry_config": None if retry is None else json.dumps(dataclasses.asdict(retry)),
+    }
+    params.update(zip(_FIRST, _attempt_values(task.first_attempt), strict=True))
+    params.update(zip(_LAST, _attempt_values(task.last_attempt), strict=True))
+    return params
+
+
+def _task(row: sqlite3.Row) -> Task:
+    retry = row["retry_config"]
+    return Task(
+        name=row["name"],
+        http_request=codec.http_request_from_json(json.loads(row["http_request"])),
+        schedule_time=row["schedule_time"],
+        create_time=row["create_time"],
+        dispatch_deadline=row["dispatch_deadline"],
+        dispatch_count=row["dispatch_count"],
+        response_count=row["response_count"],
+        execution_count=row["execution_count"],
+        first_attempt=_attempt(tuple(row[c] for c in _FIRST)),
+        last_attempt=_attempt(tuple(row[c] for c in _LAST)),
+        retry_config=None if retry is None else RetryConfig(**json.loads(retry)),
+        state=TaskState(row["state"]),
+    )
+
+
+class SQLiteTaskStore(TaskStore):
+    """Tasks in one SQLite file (or ``":memory:"``); every method is one transaction."""
+
+    def __init__(self, path: Path | str) -> None:
+        """Open (creating if needed) the store at ``path``.
+
+        Raises:
+            StoreError: if the file cannot be opened, is not a task store, or is corrupt.
+        """
+        self._path = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"Cannot open the task store {self._path}: {exc}") from exc
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _open(self) -> None:
+        conn = self._conn
+        conn.row_factory = sqlite3.Row
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"The task store {self._path} has schema version {version}; this runner reads up to "
+                    f"{SCHEMA_VERSION}. Use a newer runner or another data directory."
+                )
+            if version == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StoreError(f"{self._path} is an SQLite database but not a task store.")
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise StoreError(f"The task store {self._path} is corrupt: {'; '.join(problems)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"Cannot open the task store {self._path}: {exc}") from exc
+
+    @property
+    def path(self) -> str:
+        """The database file (or ``":memory:"``)."""
+        return self._path
+
+    def close(self) -> None:  # noqa: D102
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"Cannot close the task store {self._path}: {exc}") from exc
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _rollback(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def _error(self, exc: BaseException) -> StoreError:
+        if isinstance(exc, sqlite3.Error):
+            return StoreError(f"Task store {self._path} failed: {exc}")
+        return StoreError(f"Task store {self._path} holds an unreadable record: {exc!r}")
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction: committed whole, or rolled back whole on any error."""
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                yield self._conn
+                self._conn.execute("COMMIT")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, _FAILURES):
+                    raise self._error(exc) from exc
+                raise
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except _FAILURES as exc:
+                raise self._error(exc) from exc
+
+    # -- queues ----------------------------------------------------------------------------------
+
+    def put_queue(self, queue: Queue) -> None:  # noqa: D102
+        doc = json.dumps(codec.queue_to_json(queue))
+        with self._write() as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO queues (name, parent, state, purge_time, doc) VALUES (?, ?, ?, ?, ?)",
+                (queue.name, parse_queue_name(queue.name).parent, int(queue.state), queue.purge_time, doc),
+            )
+
+    def get_queue(self, name: str) -> Queue | None:  # noqa: D102
+        with self._read() as conn:
+            row = conn.execute("SELECT state, purge_time, doc FROM queues WHERE name = ?", (name,)).fetchone()
+            return None if row is None else self._queue(row)
+
+    def list_queues(self, parent: str) -> list[Queue]:  # noqa: D102
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT state, purge_time, doc FROM queues WHERE parent = ? ORDER BY name", (parent,)
+            ).fetchall()
+            return [self._queue(row) for row in rows]
+
+    @staticmethod
+    def _queue(row: sqlite3.Row) -> Queue:
+        queue = codec.queue_from_json(json.loads(row["doc"]))
+        return queue.replace(state=QueueState(row["state"]), purge_time=row["purge_time"])
+
+    def delete_queue(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
+        with self._write() as conn:
+            if conn.execute("DELETE FROM queues WHERE name = ?", (name,)).rowcount == 0:
+                return False
+            conn.execute("DELETE FROM tasks WHERE queue = ?", (name,))
+            # Task names under the queue sort between ".../tasks/" and ".../tasks0" ('0' follows '/').
+            conn.execute(
+                "DELETE FROM attempts WHERE task_name > ? AND task_name < ?",
+                (name + "/tasks/", name + "/tasks0"),
+            )
+            conn.execute("DELETE FROM task_tombstones WHERE queue = ?", (name,))
+            conn.execute(
+                "INSERT OR REPLACE INTO queue_tombstones (name, until) VALUES (?, ?)", (name, tombstone_until)
+            )
+            return True
+
+    def queue_tombstoned(self, name: str, now: float) -> bool:  # noqa: D102
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM queue_tombstones WHERE name = ? AND until > ?", (name, now)
+            ).fetchone()
+            return row is not None
+
+    # -- tasks -----------------------------------------------------------------------------------
+
+    def insert_task(self, task: Task, now: float) -> None:  # noqa: D102
+        params = _task_params(task)
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (task.name,)).fetchone() is not None:
+                raise AlreadyExists(TASK_EXISTS)
+            tombstone = conn.execute(
+                "SELECT until FROM task_tombstones WHERE name = ?", (task.name,)
+            ).fetchone()
+            if tombstone is not None and tombstone[0] > now:
+                raise AlreadyExists(TASK_TOMBSTONED)
+            conn.execute("DELETE FROM task_tombstones WHERE name = ?", (task.name,))
+            conn.execute("DELETE FROM attempts WHERE task_name = ?", (task.name,))  # an earlier task's
+            conn.execute(_INSERT_TASK, params)
+
+    def get_task(self, name: str) -> Task | None:  # noqa: D102
+        with self._read() as conn:
+            row = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ?", (name,)).fetchone()
+            return None if row is None else _task(row)
+
+    def task_tombstoned(self, name: str, now: float) -> bool:  # noqa: D102
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT 1 FROM task_tombstones WHERE name = ? AND until > ?", (name, now)
+            ).fetchone()
+            return row is not None
+
+    def list_tasks(  # noqa: D102
+        self, queue_name: str, after: str | None = None, limit: int = 1000, include_exhausted: bool = False
+    ) -> list[Task]:
+        if limit <= 0:
+            return []
+        hide = "" if include_exhausted else "AND state != 'EXHAUSTED' "
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue = ? AND name > ? {hide}ORDER BY name LIMIT ?",
+                (queue_name, after or "", limit),
+            ).fetchall()
+            return [_task(row) for row in rows]
+
+    def count_tasks(self, queue_name: str) -> dict[str, int]:  # noqa: D102
+        counts = {state.value: 0 for state in TaskState}
+        with self._read() as conn:
+            for state, count in conn.execute(
+                "SELECT state, count(*) FROM tasks WHERE queue = ? GROUP BY state", (queue_name,)
+            ):
+                counts[TaskState(state).value] = count
+        return counts
+
+    def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
+        with self._write() as conn:
+            row = conn.execute("DELETE FROM tasks WHERE name = ? RETURNING queue", (name,)).fetchone()
+            if row is None:
+                return False
+            conn.execute(_TOMBSTONE, (name, row[0], tombstone_until))
+            return True
+
+    def claim_due(self, queue_name: str, now: float, limit: int) -> list[Task]:  # noqa: D102
+        if limit <= 0:
+            return []
+        with self._write() as conn:
+            rows = conn.execute(_CLAIM_DUE, {"queue": queue_name, "now": now, "limit": limit}).fetchall()
+            rows.sort(key=lambda row: (row["schedule_time"], row["seq"]))  # RETURNING order is unspecified
+            return [_task(row) for row in rows]
+
+    def claim_task(self, name: str, now: float) -> Task | None:  # noqa: D102
+        with self._write() as conn:
+            row = conn.execute(_CLAIM_TASK, {"name": name, "now": now}).fetchone()
+            return None if row is None else _task(row)
+
+    def finish_attempt(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:  # noqa: D102
+        params = _task_params(task)
+        with self._write() as conn:
+            if tombstone_until is None:
+                changed = conn.execute(_REPLACE_TASK, params).rowcount
+            else:
+                changed = conn.execute(
+                    "DELETE FROM tasks WHERE name = ? AND state = 'DISPATCHING' AND dispatch_count = ?",
+                    (task.name, task.dispatch_count),
+                ).rowcount
+                if changed:
+                    conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
+            if not changed:
+                return False
+            conn.execute(_APPEND_ATTEMPT, (task.name, task.name, *_attempt_values(attempt)))
+            return True
+
+    def attempts(self, name: str) -> list[Attempt]:  # noqa: D102
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(_ATTEMPT_FIELDS)} FROM attempts WHERE task_name = ? ORDER BY seq", (name,)
+            ).fetchall()
+            return [a for a in (_attempt(tuple(row)) for row in rows) if a is not None]
+
+    def purge(self, queue_name: str, purge_time: float, tombstone_until: float) -> int:  # noqa: D102
+        with self._write() as conn:
+            names = conn.execute(
+                "DELETE FROM tasks WHERE queue = ? AND create_time < ? RETURNING name",
+                (queue_name, purge_time),
+            ).fetchall()
+            conn.executemany(_TOMBSTONE, [(row[0], queue_name, tombstone_until) for row in names])
+            return len(names)
+
+    def recover_in_flight(self) -> int:  # noqa: D102
+        with self._write() as conn:
+            return conn.execute("UPDATE tasks SET state = 'QUEUED' WHERE state = 'DISPATCHING'").rowcount
+
+    def next_schedule_time(self, queue_name: str) -> float | None:  # noqa: D102
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT schedule_time FROM tasks WHERE queue = ? AND state = 'QUEUED' "
+                "ORDER BY schedule_time LIMIT 1",
+                (queue_name,),
+            ).fetchone()
+            return None if row is None else float(row[0])
+
+    def prune(self, now: float) -> int:  # noqa: D102
+        with self._write() as conn:
+            conn.execute(
+                "DELETE FROM attempts WHERE task_name IN (SELECT name FROM task_tombstones WHERE until <= ?) "
+                "AND NOT EXISTS (SELECT 1 FROM tasks WHERE tasks.name = attempts.task_name)",
+                (now,),
+            )
+            tasks = conn.execute("DELETE FROM task_tombstones WHERE until <= ?", (now,)).rowcount
+            queues = conn.execute("DELETE FROM queue_tombstones WHERE until <= ?", (now,)).rowcount
+            return int(tasks + queues)
+
+    def reset(self) -> None:  # noqa: D102
+        with self._write() as conn:
+            for table in ("queues", "queue_tombstones", "tasks", "task_tombstones", "attempts"):
+                conn.execute(f"DELETE FROM {table}")

@@ -1,0 +1,308 @@
+"""The runner dispatching over real HTTP on 127.0.0.1, driven by a virtual clock."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from google.auth.transport import requests as google_requests
+from google.oauth2 import id_token
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from local_runner.clock import VirtualClock
+from local_runner.config import RunnerSettings
+from local_runner.model import HttpRequest, NewTask, OidcToken, Queue, RateLimits, RetryConfig, TaskState
+from local_runner.server import RunnerServer
+
+PARENT = "projects/test-proj/locations/us-central1"
+QUEUE = f"{PARENT}/queues/emails"
+
+
+def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Wait (bounded, real time) for the runner's event loop to reach a state."""
+    done = threading.Event()
+    deadline = 0.0
+    while not check():
+        if deadline > timeout:
+            raise AssertionError("condition not reached in time")
+        done.wait(0.005)
+        deadline += 0.005
+
+
+class Recorder:
+    """A handler that answers a scripted sequence of responses and records each request."""
+
+    def __init__(self, statuses: list[int | Callable[[], Response]]) -> None:
+        self.statuses = statuses
+        self.requests: list[dict[str, str]] = []
+        self.bodies: list[bytes] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, request: Request) -> Response:
+        with self.lock:
+            index = len(self.requests)
+            self.requests.append(dict(request.headers))
+            self.bodies.append(request.get_data())
+        answer = self.statuses[min(index, len(self.statuses) - 1)]
+        return answer() if callable(answer) else Response(status=answer)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    # Starts at the real time so that minted tokens are valid for google-auth's real-time checks.
+    return VirtualClock(start=time.time())
+
+
+@pytest.fixture
+def runner(clock: VirtualClock) -> Iterator[RunnerServer]:
+    with RunnerServer(RunnerSettings(port=0, data_dir=None, shutdown_grace=0.5), clock=clock) as server:
+        yield server
+
+
+@pytest.fixture
+def threaded_httpserver() -> Iterator[HTTPServer]:
+    server = HTTPServer(threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def make_queue(runner: RunnerServer, **changes: object) -> Queue:
+    queue = Queue(
+        QUEUE, retry_config=RetryConfig(min_backoff=10, max_backoff=300, max_doublings=3), **changes
+    )  # type: ignore[arg-type]
+    return runner.service.create_queue(PARENT, queue)
+
+
+def wait_for_attempts(runner: RunnerServer, name: str, count: int) -> None:
+    """Wait until the runner has recorded ``count`` finished attempts of the task."""
+    eventually(lambda: len(runner.store.attempts(name)) >= count)
+
+
+def test_header_sequence_over_real_http(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([503, 404, 429, 500, 302, 200])
+    httpserver.expect_request("/work").respond_with_handler(recorder)
+    make_queue(runner)
+    task = runner.service.create_task(
+        QUEUE,
+        NewTask(
+            HttpRequest(
+                url=httpserver.url_for("/work"),
+                body=b'{"n": 1}',
+                headers={"Content-Type": "application/json"},
+            )
+        ),
+    )
+    for attempt in range(1, 7):
+        wait_for_attempts(runner, task.name, attempt)
+        if attempt < 6:
+            stored = runner.store.get_task(task.name)
+            assert stored is not None and stored.state is TaskState.QUEUED
+            clock.set(stored.schedule_time)
+    assert runner.store.get_task(task.name) is None  # acknowledged: deleted
+    expected = [
+        ("0", "0", None),
+        ("1", "0", "503"),
+        ("2", "1", "404"),
+        ("3", "2", "429"),
+        ("4", "2", "500"),
+        ("5", "3", "302"),
+    ]
+    for headers, (retry, execution, previous) in zip(recorder.requests, expected, strict=True):
+        assert headers["User-Agent"] == "Google-Cloud-Tasks"
+        assert headers["X-Cloudtasks-Queuename"] == "emails"
+        assert headers["X-Cloudtasks-Taskname"] == task.task_id
+        assert headers["X-Cloudtasks-Taskretrycount"] == retry
+        assert headers["X-Cloudtasks-Taskexecutioncount"] == execution
+        assert headers["Content-Type"] == "application/json"
+        if previous is None:
+            assert "X-Cloudtasks-Taskpreviousresponse" not in headers
+        else:
+            assert headers["X-Cloudtasks-Taskpreviousresponse"] == previous
+            assert headers["X-Cloudtasks-Taskretryreason"] == ""
+    assert recorder.bodies == [b'{"n": 1}'] * 6
+    statuses = [a.http_status for a in runner.store.attempts(task.name)]
+    assert statuses == [503, 404, 429, 500, 302, 200]
+
+
+def test_backoff_schedule_over_real_http(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([500] * 8 + [200])
+    httpserver.expect_request("/work").respond_with_handler(recorder)
+    make_queue(runner)
+    task = runner.service.create_task(QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/work"))))
+    waits = []
+    for attempt in range(1, 9):
+        wait_for_attempts(runner, task.name, attempt)
+        stored = runner.store.get_task(task.name)
+        assert stored is not None
+        waits.append(round(stored.schedule_time - clock.now(), 6))
+        clock.set(stored.schedule_time)
+    wait_for_attempts(runner, task.name, 9)
+    assert waits == [10, 20, 40, 80, 160, 240, 300, 300]
+
+
+def test_deadline_exceeded_gives_504_previous_response(
+    runner: RunnerServer, clock: VirtualClock, threaded_httpserver: HTTPServer
+) -> None:
+    httpserver = threaded_httpserver
+    release = threading.Event()
+
+    def stall() -> Response:
+        release.wait(10)
+        return Response(status=200)
+
+    recorder = Recorder([stall, 200])
+    httpserver.expect_request("/slow").respond_with_handler(recorder)
+    make_queue(runner)
+    try:
+        task = runner.service.create_task(
+            QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/slow")), dispatch_deadline=15)
+        )
+        eventually(lambda: recorder.count() == 1)
+        clock.advance(15)
+        wait_for_attempts(runner, task.name, 1)
+        first = runner.store.attempts(task.name)[0]
+        assert first.http_status is None and first.response_status is not None
+        assert first.response_status.code == 4
+        stored = runner.store.get_task(task.name)
+        assert stored is not None
+        clock.set(stored.schedule_time)
+        wait_for_attempts(runner, task.name, 2)
+    finally:
+        release.set()
+    second = recorder.requests[1]
+    assert second["X-Cloudtasks-Taskpreviousresponse"] == "504"
+    assert second["X-Cloudtasks-Taskexecutioncount"] == "0"
+    assert second["X-Cloudtasks-Taskretrycount"] == "1"
+
+
+def test_refused_connection_is_a_failed_attempt(
+    runner: RunnerServer, clock: VirtualClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    make_queue(runner)
+    task = runner.service.create_task(QUEUE, NewTask(HttpRequest(url="http://127.0.0.1:9/nothing-listens")))
+    wait_for_attempts(runner, task.name, 1)
+    attempt = runner.store.attempts(task.name)[0]
+    assert attempt.http_status is None
+    assert (
+        attempt.response_status is not None
+        and "http://127.0.0.1:9/nothing-listens" in attempt.response_status.message
+    )
+    stored = runner.store.get_task(task.name)
+    assert stored is not None and stored.state is TaskState.QUEUED
+    assert any("http://127.0.0.1:9/nothing-listens" in r.getMessage() for r in caplog.records)
+
+
+def test_schedule_time_is_honoured(runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/later").respond_with_handler(recorder)
+    make_queue(runner)
+    task = runner.service.create_task(
+        QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/later")), schedule_time=clock.now() + 3600)
+    )
+    clock.advance(3599)
+    wait_for_attempts(runner, task.name, 0)
+    assert recorder.count() == 0
+    assert runner.store.get_task(task.name) is not None
+    clock.advance(1)
+    wait_for_attempts(runner, task.name, 1)
+    assert recorder.count() == 1
+
+
+def test_paused_queue_holds_tasks_and_run_task_still_dispatches_once(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/t").respond_with_handler(recorder)
+    make_queue(runner)
+    runner.service.pause_queue(QUEUE)
+    held = runner.service.create_task(
+        QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/t")), name=f"{QUEUE}/tasks/held")
+    )
+    run = runner.service.create_task(
+        QUEUE,
+        NewTask(
+            HttpRequest(url=httpserver.url_for("/t")),
+            name=f"{QUEUE}/tasks/run",
+            schedule_time=clock.now() + 60,
+        ),
+    )
+    clock.advance(120)
+    ran = runner.service.run_task(run.name)
+    assert ran.dispatch_count == 1
+    wait_for_attempts(runner, run.name, 1)
+    clock.advance(120)
+    assert recorder.count() == 1
+    assert recorder.requests[0]["X-Cloudtasks-Taskname"] == "run"
+    assert runner.store.get_task(held.name) is not None
+    runner.service.resume_queue(QUEUE)
+    wait_for_attempts(runner, held.name, 1)
+    assert [r["X-Cloudtasks-Taskname"] for r in recorder.requests] == ["run", "held"]
+
+
+def test_max_concurrent_dispatches_is_respected(
+    runner: RunnerServer, clock: VirtualClock, threaded_httpserver: HTTPServer
+) -> None:
+    httpserver = threaded_httpserver
+    release = threading.Event()
+    lock = threading.Lock()
+    active = [0, 0]  # now, peak
+
+    def slow() -> Response:
+        with lock:
+            active[0] += 1
+            active[1] = max(active[1], active[0])
+        release.wait(10)
+        with lock:
+            active[0] -= 1
+        return Response(status=200)
+
+    recorder = Recorder([slow])
+    httpserver.expect_request("/c").respond_with_handler(recorder)
+    make_queue(runner, rate_limits=RateLimits(max_dispatches_per_second=500, max_concurrent_dispatches=3))
+    names = [
+        runner.service.create_task(QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/c")))).name
+        for _ in range(8)
+    ]
+    try:
+        eventually(lambda: recorder.count() == 3)
+        clock.advance(1)
+        assert recorder.count() == 3
+    finally:
+        release.set()
+    eventually(lambda: all(runner.store.get_task(n) is None for n in names))
+    assert active[1] == 3
+    assert recorder.count() == 8
+
+
+def test_oidc_token_verifies_against_runner_certs(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/secure").respond_with_handler(recorder)
+    make_queue(runner)
+    url = httpserver.url_for("/secure")
+    task = runner.service.create_task(
+        QUEUE, NewTask(HttpRequest(url=url, oidc_token=OidcToken("tasks@test-proj.iam.gserviceaccount.com")))
+    )
+    wait_for_attempts(runner, task.name, 1)
+    token = recorder.requests[0]["Authorization"].removeprefix("Bearer ")
+    claims = id_token.verify_token(
+        token, google_requests.Request(), audience=url, certs_url=f"{runner.base_url}/certs"
+    )
+    assert claims["iss"] == runner.base_url
+    assert claims["email"] == "tasks@test-proj.iam.gserviceaccount.com"
+    assert claims["email_verified"] is True
+    assert claims["iat"] == int(clock.now())

@@ -1,0 +1,674 @@
+"""One contract suite for every TaskStore, plus what only the SQLite store promises (files, recovery)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local_runner import errors
+from local_runner.errors import AlreadyExists, StoreError
+from local_runner.model import (
+    Attempt,
+    HttpMethod,
+    HttpRequest,
+    HttpTarget,
+    OAuthToken,
+    OidcToken,
+    Queue,
+    QueueState,
+    RateLimits,
+    RetryConfig,
+    RpcStatus,
+    Task,
+    TaskState,
+    UriOverride,
+)
+from local_runner.store import MemoryTaskStore, SQLiteTaskStore, TaskStore, open_store
+from local_runner.store.sqlite import CLAIM_DUE_SELECT
+
+PARENT = "projects/p/locations/l"
+Q = f"{PARENT}/queues/q"
+Q2 = f"{PARENT}/queues/other"
+DB = "store.sqlite3"
+
+
+def task(task_id: str, schedule_time: float = 100.0, create_time: float = 50.0, queue: str = Q) -> Task:
+    return Task(
+        name=f"{queue}/tasks/{task_id}",
+        http_request=HttpRequest(url="https://example.com/work", body=task_id.encode()),
+        schedule_time=schedule_time,
+        create_time=create_time,
+    )
+
+
+def name(task_id: str, queue: str = Q) -> str:
+    return f"{queue}/tasks/{task_id}"
+
+
+def ids(tasks: list[Task]) -> list[str]:
+    return [t.task_id for t in tasks]
+
+
+def open_sqlite(path: Path) -> SQLiteTaskStore:
+    return SQLiteTaskStore(path)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskStore]:
+    s: TaskStore = MemoryTaskStore() if request.param == "memory" else SQLiteTaskStore(tmp_path / DB)
+    yield s
+    s.close()
+
+
+# -- queues --------------------------------------------------------------------------------------
+
+
+def full_queue(queue_name: str = Q) -> Queue:
+    return Queue(
+        name=queue_name,
+        rate_limits=RateLimits(max_dispatches_per_second=5.5, max_concurrent_dispatches=7),
+        retry_config=RetryConfig(
+            max_attempts=5, max_retry_duration=60.0, min_backoff=0.5, max_backoff=30.0, max_doublings=3
+        ),
+        state=QueueState.PAUSED,
+        purge_time=1234.5,
+        http_target=HttpTarget(
+            uri_override=UriOverride(scheme="https", host="h.example", port=8443, path="/p", query="a=1"),
+            http_method=HttpMethod.PUT,
+            header_overrides=(("X-A", "1"), ("x-b", "2")),
+            oidc_token=OidcToken("sa@p.iam.gserviceaccount.com", "aud"),
+        ),
+        logging_sampling_ratio=0.25,
+    )
+
+
+def test_queue_round_trip_and_replace(store: TaskStore) -> None:
+    assert store.get_queue(Q) is None
+    queue = full_queue()
+    store.put_queue(queue)
+    assert store.get_queue(Q) == queue
+    replaced = Queue(name=Q, state=QueueState.RUNNING)
+    store.put_queue(replaced)
+    assert store.get_queue(Q) == replaced
+
+
+def test_list_queues_sorted_and_filtered_by_parent(store: TaskStore) -> None:
+    for queue_id in ("b", "a-2", "a", "c"):
+        store.put_queue(Queue(name=f"{PARENT}/queues/{queue_id}"))
+    store.put_queue(Queue(name="projects/p/locations/elsewhere/queues/a"))
+    assert [q.name.rpartition("/")[2] for q in store.list_queues(PARENT)] == ["a", "a-2", "b", "c"]
+    assert store.list_queues("projects/p/locations/none") == []
+
+
+def test_delete_queue_removes_tasks_history_and_tombstones_name(store: TaskStore) -> None:
+    assert store.delete_queue(Q, tombstone_until=500.0) is False
+    assert store.queue_tombstoned(Q, now=0.0) is False
+    store.put_queue(Queue(name=Q))
+    store.put_queue(Queue(name=Q2))
+    store.insert_task(task("a"), now=0.0)
+    store.insert_task(task("done"), now=0.0)
+    store.insert_task(task("keep", queue=Q2), now=0.0)
+    claimed = store.claim_task(name("done"), now=1.0)
+    assert claimed is not None
+    assert store.finish_attempt(claimed, Attempt(100.0, 1.0, 2.0, 200), tombstone_until=900.0)
+
+    assert store.delete_queue(Q, tombstone_until=500.0) is True
+    assert store.get_queue(Q) is None
+    assert store.get_task(name("a")) is None
+    assert store.list_tasks(Q, include_exhausted=True) == []
+    assert store.count_tasks(Q) == {"QUEUED": 0, "DISPATCHING": 0, "EXHAUSTED": 0}
+    assert store.attempts(name("done")) == []
+    assert store.next_schedule_time(Q) is None
+    assert store.claim_due(Q, now=1000.0, limit=10) == []
+    assert store.queue_tombstoned(Q, now=499.9) is True
+    assert store.queue_tombstoned(Q, now=500.0) is False
+    assert store.queue_tombstoned(Q2, now=0.0) is False
+    assert ids(store.list_tasks(Q2)) == ["keep"]
+    assert store.get_queue(Q2) is not None
+
+
+# -- insert / tombstones -------------------------------------------------------------------------
+
+
+def test_insert_duplicate_in_any_state_is_task_exists(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    with pytest.raises(AlreadyExists) as info:
+        store.insert_task(task("a", schedule_time=5.0), now=0.0)
+    assert info.value.message == errors.TASK_EXISTS
+    assert store.claim_task(name("a"), now=1.0) is not None
+    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
+        store.insert_task(task("a"), now=0.0)
+    store.insert_task(task("b").replace(state=TaskState.EXHAUSTED), now=0.0)
+    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
+        store.insert_task(task("b"), now=0.0)
+    assert store.get_task(name("a")) is not None
+    assert store.get_task(name("a")).schedule_time == 100.0  # type: ignore[union-attr]
+
+
+def test_tombstoned_name_refused_until_expiry(store: TaskStore) -> None:
+    assert store.delete_task(name("missing"), tombstone_until=10.0) is False
+    assert store.task_tombstoned(name("missing"), now=0.0) is False
+    store.insert_task(task("a"), now=0.0)
+    assert store.delete_task(name("a"), tombstone_until=10.0) is True
+    assert store.get_task(name("a")) is None
+    assert store.task_tombstoned(name("a"), now=9.9) is True
+    with pytest.raises(AlreadyExists) as info:
+        store.insert_task(task("a"), now=9.9)
+    assert info.value.message == errors.TASK_TOMBSTONED
+    assert store.task_tombstoned(name("a"), now=10.0) is False
+    store.insert_task(task("a", schedule_time=7.0), now=10.0)
+    assert store.get_task(name("a")) == task("a", schedule_time=7.0)
+    assert store.task_tombstoned(name("a"), now=0.0) is False  # the new task replaced the old tombstone
+
+
+def test_reused_name_starts_with_empty_history(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    claimed = store.claim_task(name("a"), now=1.0)
+    assert claimed is not None
+    assert store.finish_attempt(claimed, Attempt(100.0, 1.0, 2.0, 200), tombstone_until=10.0)
+    assert len(store.attempts(name("a"))) == 1
+    store.insert_task(task("a"), now=10.0)
+    assert store.attempts(name("a")) == []
+
+
+# -- claiming ------------------------------------------------------------------------------------
+
+
+def test_claim_due_order_due_only_and_limit(store: TaskStore) -> None:
+    for task_id, at in (("c", 30.0), ("b1", 10.0), ("later", 50.0), ("b2", 10.0), ("a", 20.0)):
+        store.insert_task(task(task_id, schedule_time=at), now=0.0)
+    store.insert_task(task("x", schedule_time=1.0, queue=Q2), now=0.0)
+    assert store.claim_due(Q, now=30.0, limit=0) == []
+    assert ids(store.claim_due(Q, now=30.0, limit=2)) == ["b1", "b2"]
+    assert ids(store.claim_due(Q, now=30.0, limit=10)) == ["a", "c"]  # "later" is not due, due = at <= now
+    assert store.claim_due(Q, now=30.0, limit=10) == []
+    assert ids(store.claim_due(Q, now=50.0, limit=10)) == ["later"]
+    assert store.get_task(name("x", Q2)).state is TaskState.QUEUED  # type: ignore[union-attr]
+    assert store.count_tasks(Q2) == {"QUEUED": 1, "DISPATCHING": 0, "EXHAUSTED": 0}
+
+
+def test_claim_skips_dispatching_and_exhausted(store: TaskStore) -> None:
+    store.insert_task(task("q", schedule_time=3.0), now=0.0)
+    store.insert_task(task("d", schedule_time=1.0), now=0.0)
+    store.insert_task(task("e", schedule_time=2.0).replace(state=TaskState.EXHAUSTED), now=0.0)
+    assert store.claim_task(name("d"), now=0.0) is not None
+    assert ids(store.claim_due(Q, now=10.0, limit=10)) == ["q"]
+
+
+def test_claim_sets_counts_and_attempts(store: TaskStore) -> None:
+    store.insert_task(task("a", schedule_time=10.0), now=0.0)
+    [first] = store.claim_due(Q, now=11.0, limit=1)
+    assert first.state is TaskState.DISPATCHING
+    assert first.dispatch_count == 1
+    assert first.first_attempt == Attempt(schedule_time=10.0, dispatch_time=11.0)
+    assert first.last_attempt == Attempt(schedule_time=10.0, dispatch_time=11.0)
+    assert store.get_task(first.name) == first
+    retry = first.replace(
+        state=TaskState.QUEUED,
+        schedule_time=20.0,
+        response_count=1,
+        last_attempt=Attempt(10.0, 11.0, 12.0, 503, RpcStatus(14, "UNAVAILABLE")),
+    )
+    assert store.finish_attempt(retry, retry.last_attempt, tombstone_until=None)  # type: ignore[arg-type]
+    [second] = store.claim_due(Q, now=25.0, limit=5)
+    assert second.dispatch_count == 2
+    assert second.response_count == 1
+    assert second.first_attempt == Attempt(schedule_time=10.0, dispatch_time=11.0)
+    assert second.last_attempt == Attempt(schedule_time=20.0, dispatch_time=25.0)
+
+
+def test_claim_task_ignores_schedule_time(store: TaskStore) -> None:
+    assert store.claim_task(name("missing"), now=0.0) is None
+    store.insert_task(task("a", schedule_time=1000.0), now=0.0)
+    claimed = store.claim_task(name("a"), now=5.0)
+    assert claimed is not None
+    assert claimed.state is TaskState.DISPATCHING
+    assert claimed.dispatch_count == 1
+    assert claimed.first_attempt == claimed.last_attempt == Attempt(1000.0, 5.0)
+    assert store.get_task(name("a")) == claimed
+    assert store.claim_task(name("a"), now=6.0) is None
+    assert store.claim_due(Q, now=2000.0, limit=10) == []
+    store.insert_task(task("e").replace(state=TaskState.EXHAUSTED), now=0.0)
+    assert store.claim_task(name("e"), now=6.0) is None
+
+
+# -- finishing -----------------------------------------------------------------------------------
+
+
+def claim(store: TaskStore, task_id: str, now: float = 100.0) -> Task:
+    claimed = store.claim_task(name(task_id), now=now)
+    assert claimed is not None
+    return claimed
+
+
+def test_finish_retry_requeues_with_history(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    claimed = claim(store, "a")
+    attempt = Attempt(100.0, 100.0, 101.0, 500, RpcStatus(13, "Internal"))
+    retry = claimed.replace(
+        state=TaskState.QUEUED, schedule_time=160.0, response_count=1, execution_count=0, last_attempt=attempt
+    )
+    assert store.finish_attempt(retry, attempt, tombstone_until=None) is True
+    assert store.get_task(name("a")) == retry
+    assert store.attempts(name("a")) == [attempt]
+    assert store.next_schedule_time(Q) == 160.0
+    assert store.claim_due(Q, now=159.0, limit=1) == []
+    again = store.claim_due(Q, now=160.0, limit=1)[0]
+    attempt2 = Attempt(160.0, 160.0, 161.0, 404, RpcStatus(5, "Not found"))
+    retry2 = again.replace(state=TaskState.QUEUED, schedule_time=400.0, response_count=2, execution_count=1)
+    assert store.finish_attempt(retry2, attempt2, tombstone_until=None) is True
+    assert store.attempts(name("a")) == [attempt, attempt2]
+    assert store.get_task(name("a")) == retry2
+
+
+def test_finish_success_deletes_tombstones_and_keeps_history(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    claimed = claim(store, "a")
+    attempt = Attempt(100.0, 100.0, 100.5, 200, RpcStatus(0, "OK"))
+    done = claimed.replace(response_count=1, execution_count=1, last_attempt=attempt)
+    assert store.finish_attempt(done, attempt, tombstone_until=3700.0) is True
+    assert store.get_task(name("a")) is None
+    assert store.task_tombstoned(name("a"), now=3699.0) is True
+    assert store.attempts(name("a")) == [attempt]
+    assert store.count_tasks(Q) == {"QUEUED": 0, "DISPATCHING": 0, "EXHAUSTED": 0}
+
+
+def test_finish_exhausted_keeps_task_hidden_from_default_listing(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    store.insert_task(task("b"), now=0.0)
+    claimed = claim(store, "a")
+    attempt = Attempt(100.0, 100.0, 101.0, 500, RpcStatus(13, "Internal"))
+    exhausted = claimed.replace(state=TaskState.EXHAUSTED, response_count=1, last_attempt=attempt)
+    assert store.finish_attempt(exhausted, attempt, tombstone_until=None) is True
+    assert store.get_task(name("a")) == exhausted
+    assert ids(store.list_tasks(Q)) == ["b"]
+    assert ids(store.list_tasks(Q, include_exhausted=True)) == ["a", "b"]
+    assert store.count_tasks(Q) == {"QUEUED": 1, "DISPATCHING": 0, "EXHAUSTED": 1}
+    assert ids(store.claim_due(Q, now=1000.0, limit=10)) == ["b"]
+    assert store.task_tombstoned(name("a"), now=0.0) is False
+
+
+def test_stale_finish_after_delete_or_purge_resurrects_nothing(store: TaskStore) -> None:
+    store.insert_task(task("deleted"), now=0.0)
+    store.insert_task(task("purged"), now=0.0)
+    attempt = Attempt(100.0, 100.0, 101.0, 200)
+    for task_id in ("deleted", "purged"):
+        claimed = claim(store, task_id)
+        if task_id == "deleted":
+            assert store.delete_task(claimed.name, tombstone_until=50.0)
+        else:
+            assert store.purge(Q, purge_time=60.0, tombstone_until=50.0) == 1
+        requeued = claimed.replace(state=TaskState.QUEUED, schedule_time=200.0)
+        assert store.finish_attempt(requeued, attempt, tombstone_until=None) is False
+        assert store.finish_attempt(claimed, attempt, tombstone_until=99.0) is False
+        assert store.get_task(claimed.name) is None
+        assert store.attempts(claimed.name) == []
+        assert store.task_tombstoned(claimed.name, now=49.0) is True
+        assert store.task_tombstoned(claimed.name, now=50.0) is False  # not extended by the stale finish
+    assert store.count_tasks(Q) == {"QUEUED": 0, "DISPATCHING": 0, "EXHAUSTED": 0}
+
+
+def test_stale_finish_with_old_dispatch_count_or_not_dispatching(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    old = claim(store, "a")
+    assert store.finish_attempt(old, Attempt(100.0, 100.0), tombstone_until=None) is True  # still DISPATCHING
+    assert store.recover_in_flight() == 1
+    assert store.finish_attempt(old, Attempt(100.0, 100.0), tombstone_until=None) is False  # QUEUED now
+    current = claim(store, "a", now=200.0)
+    assert current.dispatch_count == 2
+    assert store.finish_attempt(old.replace(state=TaskState.QUEUED), Attempt(1.0, 2.0), None) is False
+    assert store.finish_attempt(old, Attempt(1.0, 2.0), tombstone_until=10.0) is False
+    assert store.get_task(name("a")) == current
+    assert store.attempts(name("a")) == [Attempt(100.0, 100.0)]
+
+
+# -- listing, counting, purging ------------------------------------------------------------------
+
+
+def test_list_tasks_paginates_by_name(store: TaskStore) -> None:
+    for task_id in ("d", "a", "e", "c", "b"):
+        store.insert_task(task(task_id), now=0.0)
+    store.insert_task(task("z", queue=Q2), now=0.0)
+    assert ids(store.list_tasks(Q, limit=2)) == ["a", "b"]
+    assert ids(store.list_tasks(Q, after=name("b"), limit=2)) == ["c", "d"]
+    assert ids(store.list_tasks(Q, after=name("d"), limit=2)) == ["e"]
+    assert store.list_tasks(Q, after=name("e"), limit=2) == []
+    assert ids(store.list_tasks(Q)) == ["a", "b", "c", "d", "e"]
+    assert store.list_tasks(Q, limit=0) == []
+    assert store.list_tasks("projects/p/locations/l/queues/none") == []
+
+
+def test_count_tasks_by_state(store: TaskStore) -> None:
+    assert store.count_tasks(Q) == {"QUEUED": 0, "DISPATCHING": 0, "EXHAUSTED": 0}
+    for task_id in ("a", "b", "c", "d"):
+        store.insert_task(task(task_id), now=0.0)
+    store.insert_task(task("e").replace(state=TaskState.EXHAUSTED), now=0.0)
+    store.insert_task(task("f", queue=Q2), now=0.0)
+    claim(store, "a")
+    assert store.count_tasks(Q) == {"QUEUED": 3, "DISPATCHING": 1, "EXHAUSTED": 1}
+
+
+def test_purge_deletes_tasks_created_before_purge_time(store: TaskStore) -> None:
+    store.insert_task(task("old", create_time=10.0), now=0.0)
+    store.insert_task(task("old-busy", create_time=19.0), now=0.0)
+    store.insert_task(task("old-exhausted", create_time=5.0).replace(state=TaskState.EXHAUSTED), now=0.0)
+    store.insert_task(task("at", create_time=20.0), now=0.0)
+    store.insert_task(task("new", create_time=30.0), now=0.0)
+    store.insert_task(task("other", create_time=1.0, queue=Q2), now=0.0)
+    claim(store, "old-busy")
+    assert store.purge(Q, purge_time=20.0, tombstone_until=100.0) == 3
+    assert ids(store.list_tasks(Q, include_exhausted=True)) == ["at", "new"]
+    for task_id in ("old", "old-busy", "old-exhausted"):
+        assert store.task_tombstoned(name(task_id), now=99.0) is True
+        with pytest.raises(AlreadyExists, match="existed too recently"):
+            store.insert_task(task(task_id), now=99.0)
+    assert store.task_tombstoned(name("at"), now=0.0) is False
+    assert ids(store.list_tasks(Q2)) == ["other"]
+    assert store.purge(Q, purge_time=20.0, tombstone_until=100.0) == 0
+
+
+def test_recover_in_flight(store: TaskStore) -> None:
+    assert store.recover_in_flight() == 0
+    store.insert_task(task("a", schedule_time=10.0), now=0.0)
+    store.insert_task(task("b", schedule_time=20.0), now=0.0)
+    store.insert_task(task("c", schedule_time=30.0, queue=Q2), now=0.0)
+    store.insert_task(task("e").replace(state=TaskState.EXHAUSTED), now=0.0)
+    store.claim_due(Q, now=100.0, limit=1)
+    store.claim_due(Q2, now=100.0, limit=1)
+    assert store.recover_in_flight() == 2
+    recovered = store.get_task(name("a"))
+    assert recovered is not None
+    assert recovered.state is TaskState.QUEUED
+    assert recovered.dispatch_count == 1
+    assert store.count_tasks(Q) == {"QUEUED": 2, "DISPATCHING": 0, "EXHAUSTED": 1}
+    assert ids(store.claim_due(Q, now=100.0, limit=5)) == ["a", "b"]
+    assert ids(store.claim_due(Q2, now=100.0, limit=5)) == ["c"]
+
+
+def test_next_schedule_time(store: TaskStore) -> None:
+    assert store.next_schedule_time(Q) is None
+    store.insert_task(task("a", schedule_time=40.0), now=0.0)
+    store.insert_task(task("b", schedule_time=30.0), now=0.0)
+    store.insert_task(task("e", schedule_time=1.0).replace(state=TaskState.EXHAUSTED), now=0.0)
+    store.insert_task(task("o", schedule_time=2.0, queue=Q2), now=0.0)
+    assert store.next_schedule_time(Q) == 30.0  # not due yet still counts
+    claim(store, "b")
+    assert store.next_schedule_time(Q) == 40.0
+    store.delete_task(name("a"), tombstone_until=1.0)
+    assert store.next_schedule_time(Q) is None
+
+
+def test_prune_drops_expired_tombstones_and_orphaned_history(store: TaskStore) -> None:
+    store.put_queue(Queue(name=Q2))
+    for task_id in ("early", "late"):
+        store.insert_task(task(task_id), now=0.0)
+        claimed = claim(store, task_id)
+        until = 50.0 if task_id == "early" else 500.0
+        assert store.finish_attempt(claimed, Attempt(100.0, 100.0, 101.0, 200), tombstone_until=until)
+    store.insert_task(task("alive"), now=0.0)
+    alive = claim(store, "alive")
+    assert store.finish_attempt(alive.replace(state=TaskState.QUEUED), Attempt(100.0, 100.0), None)
+    assert store.delete_queue(Q2, tombstone_until=60.0)
+
+    assert store.prune(now=60.0) == 2
+    assert store.attempts(name("early")) == []
+    assert store.attempts(name("late")) == [Attempt(100.0, 100.0, 101.0, 200)]
+    assert store.attempts(name("alive")) == [Attempt(100.0, 100.0)]
+    assert store.task_tombstoned(name("late"), now=60.0) is True
+    assert store.queue_tombstoned(Q2, now=0.0) is False
+    assert store.prune(now=60.0) == 0
+    assert store.prune(now=500.0) == 1
+    assert store.attempts(name("late")) == []
+
+
+def test_reset_deletes_everything(store: TaskStore) -> None:
+    store.put_queue(Queue(name=Q))
+    store.put_queue(Queue(name=Q2))
+    store.insert_task(task("a"), now=0.0)
+    store.insert_task(task("b"), now=0.0)
+    store.finish_attempt(claim(store, "a"), Attempt(1.0, 2.0), tombstone_until=100.0)
+    store.delete_queue(Q2, tombstone_until=100.0)
+    store.reset()
+    assert store.list_queues(PARENT) == []
+    assert store.list_tasks(Q, include_exhausted=True) == []
+    assert store.attempts(name("a")) == []
+    assert store.task_tombstoned(name("a"), now=0.0) is False
+    assert store.queue_tombstoned(Q2, now=0.0) is False
+    store.insert_task(task("a"), now=0.0)
+    assert ids(store.claim_due(Q, now=1000.0, limit=5)) == ["a"]
+
+
+def test_every_task_field_round_trips(store: TaskStore) -> None:
+    full = Task(
+        name=name("full"),
+        http_request=HttpRequest(
+            url="https://example.com/path?q=1",
+            http_method=HttpMethod.PATCH,
+            headers={"X-Mixed-Case": "Value", "content-type": "application/octet-stream"},
+            body=b"\x00\xff\x10binary",
+            oidc_token=OidcToken("sa@p.iam.gserviceaccount.com", "https://aud.example"),
+        ),
+        schedule_time=1_700_000_000.123456789,
+        create_time=1_699_999_999.5,
+        dispatch_deadline=42.25,
+        dispatch_count=3,
+        response_count=2,
+        execution_count=1,
+        first_attempt=Attempt(1_699_999_999.75, 1_700_000_000.000001),
+        last_attempt=Attempt(1_700_000_000.1, 1_700_000_000.2, 1_700_000_000.3, None, None),
+        retry_config=RetryConfig(
+            max_attempts=-1, max_retry_duration=0.0, min_backoff=0.0, max_backoff=0.0, max_doublings=0
+        ),
+        state=TaskState.QUEUED,
+    )
+    oauth = Task(
+        name=name("oauth"),
+        http_request=HttpRequest(
+            url="http://localhost:8080/x",
+            http_method=HttpMethod.GET,
+            oauth_token=OAuthToken("sa@p.iam.gserviceaccount.com", "https://scope.example"),
+        ),
+        schedule_time=1.0,
+        create_time=0.0,
+        last_attempt=Attempt(1.0, 2.0, 3.0, 0, RpcStatus(4, "DEADLINE_EXCEEDED")),
+        state=TaskState.EXHAUSTED,
+    )
+    for t in (full, oauth):
+        store.insert_task(t, now=0.0)
+        assert store.get_task(t.name) == t
+    stored = store.get_task(full.name)
+    assert stored is not None
+    assert stored.http_request.body == b"\x00\xff\x10binary"
+    assert list(stored.http_request.headers) == ["X-Mixed-Case", "content-type"]
+    assert store.list_tasks(Q, include_exhausted=True) == [full, oauth]
+    claimed = store.claim_task(full.name, now=1_700_000_001.0)
+    assert claimed is not None
+    assert claimed.first_attempt == full.first_attempt
+    assert claimed == full.replace(
+        state=TaskState.DISPATCHING,
+        dispatch_count=4,
+        last_attempt=Attempt(full.schedule_time, 1_700_000_001.0),
+    )
+    history = [
+        Attempt(1.0, 2.0),
+        Attempt(1.5, 2.5, 3.5, 502, RpcStatus(14, "UNAVAILABLE")),
+        Attempt(1_700_000_000.123456789, 1_700_000_000.987654321, None, None, RpcStatus(4, "deadline")),
+    ]
+    assert store.finish_attempt(claimed, history[0], None)
+    for attempt in history[1:]:
+        assert store.finish_attempt(claimed, attempt, None)
+    assert store.attempts(full.name) == history
+
+
+# -- SQLite only ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / DB
+
+
+def test_sqlite_data_survives_reopen(db_path: Path) -> None:
+    s = open_sqlite(db_path)
+    try:
+        s.put_queue(full_queue())
+        s.put_queue(Queue(name=Q2))
+        s.insert_task(task("tie-1", schedule_time=5.0), now=0.0)
+        s.insert_task(task("gone"), now=0.0)
+        s.insert_task(task("busy", schedule_time=1.0), now=0.0)
+        done = s.claim_task(name("gone"), now=1.0)
+        assert done is not None
+        assert s.finish_attempt(done, Attempt(100.0, 1.0, 2.0, 200), tombstone_until=1000.0)
+        busy = s.claim_due(Q, now=1.0, limit=1)[0]
+        assert s.delete_queue(Q2, tombstone_until=2000.0)
+    finally:
+        s.close()
+
+    s = open_sqlite(db_path)
+    try:
+        assert s.get_queue(Q) == full_queue()
+        assert s.queue_tombstoned(Q2, now=1999.0) is True
+        assert s.task_tombstoned(name("gone"), now=999.0) is True
+        assert s.attempts(name("gone")) == [Attempt(100.0, 1.0, 2.0, 200)]
+        assert s.get_task(name("busy")) == busy
+        assert s.recover_in_flight() == 1
+        s.insert_task(task("tie-0", schedule_time=5.0), now=0.0)  # same time, inserted later
+        assert ids(s.claim_due(Q, now=10.0, limit=10)) == ["busy", "tie-1", "tie-0"]
+    finally:
+        s.close()
+
+
+def test_open_store_picks_backend(tmp_path: Path) -> None:
+    memory = open_store(None)
+    assert isinstance(memory, MemoryTaskStore)
+    memory.close()
+    data_dir = tmp_path / "nested" / "data"
+    s = open_store(data_dir)
+    try:
+        assert isinstance(s, SQLiteTaskStore)
+        s.put_queue(Queue(name=Q))
+    finally:
+        s.close()
+    assert (data_dir / "runner.sqlite3").is_file()
+
+
+def test_sqlite_garbage_file_is_refused_naming_path(db_path: Path) -> None:
+    db_path.write_bytes(bytes(range(256)) * 64)
+    with pytest.raises(StoreError, match=r"store\.sqlite3") as info:
+        open_sqlite(db_path)
+    assert str(db_path) in str(info.value)
+
+
+def test_sqlite_foreign_database_is_refused(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("CREATE TABLE unrelated (x)")
+        conn.commit()
+    finally:
+        conn.close()
+    with pytest.raises(StoreError, match="not a task store"):
+        open_sqlite(db_path)
+
+
+def test_sqlite_newer_schema_is_refused(db_path: Path) -> None:
+    open_sqlite(db_path).close()
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute("PRAGMA user_version = 99")
+    finally:
+        conn.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        open_sqlite(db_path)
+
+
+def test_sqlite_truncated_file_is_never_an_empty_store(db_path: Path) -> None:
+    s = open_sqlite(db_path)
+    try:
+        s.put_queue(Queue(name=Q))
+        for i in range(40):
+            s.insert_task(
+                task(f"t{i}").replace(http_request=HttpRequest(url="https://e.x/", body=b"x" * 2000)), 0.0
+            )
+    finally:
+        s.close()
+    size = db_path.stat().st_size
+    assert size > 16 * 4096
+    with db_path.open("r+b") as f:
+        f.truncate(size // 2)
+
+    def open_and_read() -> None:
+        reopened = open_sqlite(db_path)
+        try:
+            reopened.get_queue(Q)
+            reopened.list_tasks(Q)
+        finally:
+            reopened.close()
+
+    with pytest.raises(StoreError, match=r"store\.sqlite3"):
+        open_and_read()
+
+
+def test_sqlite_failed_write_is_rolled_back_and_wrapped(db_path: Path) -> None:
+    s = open_sqlite(db_path)
+    try:
+        s.insert_task(task("a"), now=0.0)
+        conn = sqlite3.connect(db_path)
+        try:
+            conn.execute(
+                "CREATE TRIGGER refuse AFTER INSERT ON task_tombstones "
+                "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        with pytest.raises(StoreError, match="disk says no"):
+            s.delete_task(name("a"), tombstone_until=10.0)  # deletes the row, then fails on the tombstone
+        assert s.get_task(name("a")) == task("a")
+        assert ids(s.claim_due(Q, now=1000.0, limit=1)) == ["a"]  # the store is still usable
+    finally:
+        s.close()
+    with pytest.raises(StoreError, match=r"store\.sqlite3"):
+        s.get_task(name("a"))  # closed
+
+
+def test_sqlite_claim_due_uses_the_due_index(db_path: Path) -> None:
+    open_sqlite(db_path).close()
+    conn = sqlite3.connect(db_path)
+    try:
+        plan = " | ".join(
+            row[3]
+            for row in conn.execute(
+                f"EXPLAIN QUERY PLAN {CLAIM_DUE_SELECT}", {"queue": Q, "now": 1.0, "limit": 1}
+            )
+        )
+    finally:
+        conn.close()
+    assert "tasks_due" in plan
+    assert "TEMP B-TREE" not in plan  # no sort: the index yields schedule order
+    assert "SCAN" not in plan
+
+
+def test_sqlite_damaged_row_is_a_store_error(db_path: Path) -> None:
+    s = open_sqlite(db_path)
+    try:
+        s.insert_task(task("a"), now=0.0)
+        conn = sqlite3.connect(db_path)
+        try:
+            conn.execute("UPDATE tasks SET http_request = '{not json'")
+            conn.commit()
+        finally:
+            conn.close()
+        with pytest.raises(StoreError, match="unreadable record"):
+            s.get_task(name("a"))
+        with pytest.raises(StoreError, match="unreadable record"):
+            s.claim_due(Q, now=1000.0, limit=1)
+        conn = sqlite3.connect(db_path)
+        try:
+            assert conn.execute("SELECT state FROM tasks").fetchone() == ("QUEUED",)  # claim rolled back
+        finally:
+            conn.close()
+    finally:
+        s.close()
