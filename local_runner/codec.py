@@ -267,19 +267,29 @@ _TOKEN_OIDC_FIELDS = ("serviceAccountEmail", "audience")
 _TOKEN_OAUTH_FIELDS = ("serviceAccountEmail", "scope")
 
 
-def rate_limits_from_json(reader: _Reader | None) -> RateLimits:
-    """RateLimits with proto3 semantics: an absent or zero field takes the default."""
+def _or_default(value: T | None, default: T, zero_means_default: bool) -> T:
+    if value is None or (zero_means_default and not value):
+        return default
+    return value
+
+
+def rate_limits_from_json(reader: _Reader | None, zero_means_default: bool = True) -> RateLimits:
+    """RateLimits; an absent field (and, with proto3 semantics, a zero one) takes the default."""
     if reader is None:
         return RateLimits()
     defaults = RateLimits()
-    rate = reader.number("maxDispatchesPerSecond") or defaults.max_dispatches_per_second
-    concurrent = reader.integer("maxConcurrentDispatches") or defaults.max_concurrent_dispatches
+    rate = _or_default(
+        reader.number("maxDispatchesPerSecond"), defaults.max_dispatches_per_second, zero_means_default
+    )
+    concurrent = _or_default(
+        reader.integer("maxConcurrentDispatches"), defaults.max_concurrent_dispatches, zero_means_default
+    )
     reader.integer("maxBurstSize")  # output only: type-checked, then ignored
     return RateLimits(max_dispatches_per_second=rate, max_concurrent_dispatches=concurrent)
 
 
-def retry_config_from_json(reader: _Reader | None) -> RetryConfig:
-    """RetryConfig with proto3 semantics: absent or zero scalars take the default."""
+def retry_config_from_json(reader: _Reader | None, zero_means_default: bool = True) -> RetryConfig:
+    """RetryConfig; absent fields (and, with proto3 semantics, zero scalars) take the default."""
     if reader is None:
         return RetryConfig()
     defaults = RetryConfig()
@@ -287,11 +297,11 @@ def retry_config_from_json(reader: _Reader | None) -> RetryConfig:
     max_backoff = reader.duration("maxBackoff")
     retry_duration = reader.duration("maxRetryDuration")
     return RetryConfig(
-        max_attempts=reader.integer("maxAttempts") or defaults.max_attempts,
+        max_attempts=_or_default(reader.integer("maxAttempts"), defaults.max_attempts, zero_means_default),
         max_retry_duration=retry_duration if retry_duration is not None else defaults.max_retry_duration,
         min_backoff=min_backoff if min_backoff is not None else defaults.min_backoff,
         max_backoff=max_backoff if max_backoff is not None else defaults.max_backoff,
-        max_doublings=reader.integer("maxDoublings") or defaults.max_doublings,
+        max_doublings=_or_default(reader.integer("maxDoublings"), defaults.max_doublings, zero_means_default),
     )
 
 
@@ -308,6 +318,21 @@ def _oauth_from_json(reader: _Reader | None) -> OAuthToken | None:
     return OAuthToken(reader.string("serviceAccountEmail") or "", scope or OAuthToken("").scope)
 
 
+#: UriOverride.Scheme and UriOverride.UriOverrideEnforceMode by number; 0 (unspecified) reads as unset.
+_SCHEMES = ("", "HTTP", "HTTPS")
+_ENFORCE_MODES = ("", "IF_NOT_EXISTS", "ALWAYS")
+
+
+def _string_enum(reader: _Reader, key: str, names: tuple[str, ...]) -> str | None:
+    """An enum kept as its name in the model, given as a name or (as official clients send it) a number."""
+    value = reader.raw(key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 0 <= value < len(names):
+            raise _invalid_value(f"{reader.path}.{_snake(key)}", "TYPE_ENUM", value)
+        return names[value]
+    return reader.string(key)
+
+
 def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
     if reader is None:
         return None
@@ -319,12 +344,12 @@ def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
         path = uri.message("pathOverride", ("path",))
         query = uri.message("queryOverride", ("queryParams",))
         override = UriOverride(
-            scheme=uri.string("scheme") or "",
+            scheme=_string_enum(uri, "scheme", _SCHEMES) or "",
             host=uri.string("host") or "",
             port=uri.integer("port") or 0,
             path=(path.string("path") or "") if path else "",
             query=(query.string("queryParams") or "") if query else "",
-            enforce_mode=uri.string("uriOverrideEnforceMode") or "ALWAYS",
+            enforce_mode=_string_enum(uri, "uriOverrideEnforceMode", _ENFORCE_MODES) or "ALWAYS",
         )
     headers: list[tuple[str, str]] = []
     raw_overrides = reader.raw("headerOverrides")
@@ -345,8 +370,12 @@ def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
     )
 
 
-def queue_from_json(data: object, path: str = "queue") -> Queue:
-    """A Queue from its JSON form; output-only fields (state, purgeTime, maxBurstSize) are ignored."""
+def queue_from_json(data: object, path: str = "queue", zero_means_default: bool = True) -> Queue:
+    """A Queue from its JSON form; output-only fields (state, purgeTime, maxBurstSize) are ignored.
+
+    With ``zero_means_default`` (the API's proto3 semantics) a zero rate, concurrency, attempt count
+    or doubling count takes the default; the store reads its own documents exactly.
+    """
     reader = _Reader(data, path, _QUEUE_FIELDS)
     logging = reader.message("stackdriverLoggingConfig", ("samplingRatio",))
     reader.message("appEngineRoutingOverride", ("service", "version", "instance", "host"))
@@ -354,8 +383,8 @@ def queue_from_json(data: object, path: str = "queue") -> Queue:
     reader.timestamp("purgeTime")
     return Queue(
         name=reader.string("name") or "",
-        rate_limits=rate_limits_from_json(reader.message("rateLimits", _RATE_FIELDS)),
-        retry_config=retry_config_from_json(reader.message("retryConfig", _RETRY_FIELDS)),
+        rate_limits=rate_limits_from_json(reader.message("rateLimits", _RATE_FIELDS), zero_means_default),
+        retry_config=retry_config_from_json(reader.message("retryConfig", _RETRY_FIELDS), zero_means_default),
         http_target=_http_target_from_json(
             reader.message(
                 "httpTarget", ("uriOverride", "httpMethod", "headerOverrides", "oidcToken", "oauthToken")

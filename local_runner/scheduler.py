@@ -76,7 +76,7 @@ class Scheduler:
         recovered = self.store.recover_in_flight()
         if recovered:
             log.warning("re-queued %d task(s) that were in flight when the runner stopped", recovered)
-        for queue in self.store.list_queues(""):
+        for queue in self.store.list_queues(None):
             self._wake_queue(queue.name)
         self._background.append(asyncio.create_task(self._prune_forever()))
 

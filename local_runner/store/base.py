@@ -24,8 +24,8 @@ class TaskStore(ABC):
         """The queue with this full name, or ``None``."""
 
     @abstractmethod
-    def list_queues(self, parent: str) -> list[Queue]:
-        """Every queue under ``projects/P/locations/L``, in lexicographical order of name."""
+    def list_queues(self, parent: str | None) -> list[Queue]:
+        """Every queue under ``projects/P/locations/L`` (all queues if ``None``), ordered by name."""
 
     @abstractmethod
     def delete_queue(self, name: str, tombstone_until: float) -> bool:

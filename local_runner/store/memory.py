@@ -44,9 +44,11 @@ class MemoryTaskStore(TaskStore):
     def get_queue(self, name: str) -> Queue | None:  # noqa: D102
         return self._queues.get(name)
 
-    def list_queues(self, parent: str) -> list[Queue]:  # noqa: D102
+    def list_queues(self, parent: str | None) -> list[Queue]:  # noqa: D102
         return [
-            self._queues[name] for name in sorted(self._queues) if parse_queue_name(name).parent == parent
+            self._queues[name]
+            for name in sorted(self._queues)
+            if parent is None or parse_queue_name(name).parent == parent
         ]
 
     def delete_queue(self, name: str, tombstone_until: float) -> bool:  # noqa: D102

@@ -51,6 +51,7 @@ _TASK_FIELDS = (
     "execution_count",
     "http_request",
     "retry_config",
+    "previous_response",
     *_FIRST,
     *_LAST,
 )
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, state TEXT NOT NULL,
     schedule_time REAL NOT NULL, create_time REAL NOT NULL, dispatch_deadline REAL NOT NULL,
     dispatch_count INTEGER NOT NULL, response_count INTEGER NOT NULL, execution_count INTEGER NOT NULL,
-    http_request TEXT NOT NULL, retry_config TEXT,
+    http_request TEXT NOT NULL, retry_config TEXT, previous_response INTEGER,
     first_schedule_time REAL, first_dispatch_time REAL, first_response_time REAL, first_http_status INTEGER,
     first_status_code INTEGER, first_status_message TEXT,
     last_schedule_time REAL, last_dispatch_time REAL, last_response_time REAL, last_http_status INTEGER,
@@ -160,6 +161,7 @@ def _task_params(task: Task) -> dict[str, Any]:
         "execution_count": task.execution_count,
         "http_request": json.dumps(codec.http_request_to_json(task.http_request, full=True)),
         "retry_config": None if retry is None else json.dumps(dataclasses.asdict(retry)),
+        "previous_response": task.previous_response,
     }
     params.update(zip(_FIRST, _attempt_values(task.first_attempt), strict=True))
     params.update(zip(_LAST, _attempt_values(task.last_attempt), strict=True))
@@ -181,6 +183,7 @@ def _task(row: sqlite3.Row) -> Task:
         last_attempt=_attempt(tuple(row[c] for c in _LAST)),
         retry_config=None if retry is None else RetryConfig(**json.loads(retry)),
         state=TaskState(row["state"]),
+        previous_response=row["previous_response"],
     )
 
 
@@ -289,16 +292,19 @@ class SQLiteTaskStore(TaskStore):
             row = conn.execute("SELECT state, purge_time, doc FROM queues WHERE name = ?", (name,)).fetchone()
             return None if row is None else self._queue(row)
 
-    def list_queues(self, parent: str) -> list[Queue]:  # noqa: D102
+    def list_queues(self, parent: str | None) -> list[Queue]:  # noqa: D102
         with self._read() as conn:
-            rows = conn.execute(
-                "SELECT state, purge_time, doc FROM queues WHERE parent = ? ORDER BY name", (parent,)
-            ).fetchall()
+            if parent is None:
+                rows = conn.execute("SELECT state, purge_time, doc FROM queues ORDER BY name").fetchall()
+            else:
+                rows = conn.execute(
+                    "SELECT state, purge_time, doc FROM queues WHERE parent = ? ORDER BY name", (parent,)
+                ).fetchall()
             return [self._queue(row) for row in rows]
 
     @staticmethod
     def _queue(row: sqlite3.Row) -> Queue:
-        queue = codec.queue_from_json(json.loads(row["doc"]))
+        queue = codec.queue_from_json(json.loads(row["doc"]), zero_means_default=False)
         return queue.replace(state=QueueState(row["state"]), purge_time=row["purge_time"])
 
     def delete_queue(self, name: str, tombstone_until: float) -> bool:  # noqa: D102

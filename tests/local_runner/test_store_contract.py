@@ -95,6 +95,23 @@ def test_queue_round_trip_and_replace(store: TaskStore) -> None:
     assert store.get_queue(Q) == replaced
 
 
+def test_zero_limits_round_trip_exactly(store: TaskStore) -> None:
+    queue = Queue(
+        name=Q,
+        rate_limits=RateLimits(max_dispatches_per_second=0, max_concurrent_dispatches=0),
+        retry_config=RetryConfig(max_attempts=0, min_backoff=0, max_backoff=0, max_doublings=0),
+    )
+    store.put_queue(queue)
+    assert store.get_queue(Q) == queue
+
+
+def test_list_all_queues_across_parents(store: TaskStore) -> None:
+    other = "projects/p2/locations/l2/queues/z"
+    for queue_name in (other, Q2, Q):
+        store.put_queue(Queue(queue_name))
+    assert [q.name for q in store.list_queues(None)] == sorted([other, Q2, Q])
+
+
 def test_list_queues_sorted_and_filtered_by_parent(store: TaskStore) -> None:
     for queue_id in ("b", "a-2", "a", "c"):
         store.put_queue(Queue(name=f"{PARENT}/queues/{queue_id}"))
@@ -463,6 +480,7 @@ def test_every_task_field_round_trips(store: TaskStore) -> None:
             max_attempts=-1, max_retry_duration=0.0, min_backoff=0.0, max_backoff=0.0, max_doublings=0
         ),
         state=TaskState.QUEUED,
+        previous_response=504,
     )
     oauth = Task(
         name=name("oauth"),

@@ -1,0 +1,76 @@
+"""The import rules of the architecture: the two halves meet only on the wire."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def imported_packages(package: str) -> dict[str, set[str]]:
+    """Map each module file of ``package`` to the top-level names and full modules it imports."""
+    result: dict[str, set[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+        result[str(path.relative_to(ROOT))] = names
+    return result
+
+
+def offenders(package: str, forbidden: tuple[str, ...], only: str = "") -> list[str]:
+    return [
+        f"{path} imports {name}"
+        for path, names in imported_packages(package).items()
+        if path.startswith(only or package)
+        for name in names
+        if name == forbidden or name.startswith(tuple(f"{f}." for f in forbidden)) or name in forbidden
+    ]
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("local_runner", ("tasktoolkit", "sample_worker")),
+        ("tasktoolkit", ("local_runner", "sample_worker")),
+        ("sample_worker", ("local_runner",)),
+    ],
+)
+def test_halves_never_import_each_other(package: str, forbidden: tuple[str, ...]) -> None:
+    assert offenders(package, forbidden) == []
+
+
+def test_engine_imports_only_model_and_errors() -> None:
+    allowed_local = ("local_runner.model", "local_runner.errors", "local_runner.engine")
+    bad = [
+        f"{path} imports {name}"
+        for path, names in imported_packages("local_runner/engine").items()
+        for name in names
+        if name.startswith("local_runner") and not name.startswith(allowed_local)
+    ]
+    assert bad == []
+
+
+def test_engine_and_store_do_no_network_io() -> None:
+    for package in ("local_runner/engine", "local_runner/store"):
+        assert offenders(package, ("aiohttp", "requests", "socket", "urllib.request")) == []
+
+
+def test_library_core_modules_import_no_flask() -> None:
+    for module in ("tasktoolkit/headers.py", "tasktoolkit/oidc.py", "tasktoolkit/dedup"):
+        if (ROOT / module).exists():
+            assert offenders("tasktoolkit", ("flask", "werkzeug"), only=module) == []
+
+
+def test_the_layering_check_sees_imports() -> None:
+    """Guard against a vacuous pass: the scan must find the runner's real imports."""
+    imports = imported_packages("local_runner")
+    assert "local_runner.model" in imports["local_runner/service.py"]
+    assert "aiohttp" in imports["local_runner/dispatch.py"]
