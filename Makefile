@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m local_runner.demo
+	$(BIN)/python -m sample_worker.demo
 
 serve: $(STAMP)
 	$(BIN)/runner serve
