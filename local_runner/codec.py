@@ -97,6 +97,8 @@ def parse_duration(text: object, path: str = "duration") -> float:
     if match is None:
         raise _invalid_value(path, "google.protobuf.Duration", text)
     value = int(match.group(2)) + (int((match.group(3) or "0").ljust(9, "0")) / 1e9)
+    if value > MAX_DURATION_SECONDS:
+        raise _invalid_value(path, "google.protobuf.Duration", text)
     return -value if match.group(1) else value
 
 
@@ -158,7 +160,10 @@ class _Reader:
         return self._get(key, _as_float, "TYPE_DOUBLE")
 
     def integer(self, key: str) -> int | None:
-        return self._get(key, _as_int, "TYPE_INT32")
+        return self._get(key, lambda v: _in_range(_as_int(v), _INT32), "TYPE_INT32")
+
+    def integer64(self, key: str) -> int | None:
+        return self._get(key, lambda v: _in_range(_as_int(v), _INT64), "TYPE_INT64")
 
     def boolean(self, key: str) -> bool | None:
         return self._get(key, lambda v: v if isinstance(v, bool) else None, "TYPE_BOOL")
@@ -202,6 +207,16 @@ def _as_float(value: object) -> float | None:
         except ValueError:
             return None
     return None
+
+
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+#: The largest google.protobuf.Duration: about 10,000 years.
+MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def _in_range(value: int | None, bounds: tuple[int, int]) -> int | None:
+    return value if value is not None and bounds[0] <= value <= bounds[1] else None
 
 
 def _as_int(value: object) -> int | None:
@@ -346,7 +361,7 @@ def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
         override = UriOverride(
             scheme=_string_enum(uri, "scheme", _SCHEMES) or "",
             host=uri.string("host") or "",
-            port=uri.integer("port") or 0,
+            port=uri.integer64("port") or 0,
             path=(path.string("path") or "") if path else "",
             query=(query.string("queryParams") or "") if query else "",
             enforce_mode=_string_enum(uri, "uriOverrideEnforceMode", _ENFORCE_MODES) or "ALWAYS",

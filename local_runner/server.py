@@ -43,6 +43,7 @@ class RunnerServer:
             task_tombstone=settings.task_tombstone,
             queue_tombstone=settings.queue_tombstone,
         )
+        self.service.location_id = settings.location
         for spec in queue_specs:
             queue = self.service.upsert_queue(spec.queue)
             if spec.state is not None and spec.state is not queue.state:

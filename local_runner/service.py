@@ -5,11 +5,16 @@ The REST API and the CLI call these; the scheduler is told about changes through
 
 from __future__ import annotations
 
+import base64
+import binascii
+import copy
 import dataclasses
+import json
+import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from local_runner import errors
 from local_runner.clock import Clock
@@ -20,11 +25,14 @@ from local_runner.model import (
     MAX_SCHEDULE_AHEAD,
     MAX_TASK_BYTES,
     Attempt,
+    HttpMethod,
+    HttpRequest,
     NewTask,
     Queue,
     QueueState,
     Task,
     TaskState,
+    UriOverride,
     estimated_task_bytes,
     parse_location,
     parse_queue_name,
@@ -37,6 +45,10 @@ DEFAULT_TASK_TOMBSTONE = 3600.0
 #: Default time a deleted queue's name stays blocked (reference §3: up to 7 days; short for development).
 DEFAULT_QUEUE_TOMBSTONE = 60.0
 USER_AGENT = "Google-Cloud-Tasks"
+#: The location ListLocations reports unless the embedding server sets ``TasksService.location_id``.
+DEFAULT_LOCATION = "us-central1"
+#: ListQueues' largest (and default) page size (reference §1).
+MAX_QUEUE_PAGE_SIZE = 9800
 
 
 class Listener(Protocol):
@@ -65,6 +77,14 @@ class Page:
     next_page_token: str
 
 
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of ListQueues."""
+
+    items: Sequence[Queue]
+    next_page_token: str
+
+
 class TasksService:
     """Queue and task operations with the real service's rules and messages."""
 
@@ -80,6 +100,10 @@ class TasksService:
         self.task_tombstone = task_tombstone
         self.queue_tombstone = queue_tombstone
         self.listener: Listener = _NoListener()
+        #: The runner's location, as ListLocations reports it (queues may live in any location).
+        self.location_id = DEFAULT_LOCATION
+        #: IAM policies per queue name (google.iam.v1.Policy JSON without etag): stored, never enforced.
+        self._iam_policies: dict[str, dict[str, Any]] = {}
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -100,7 +124,7 @@ class TasksService:
         return created
 
     def upsert_queue(self, queue: Queue) -> Queue:
-        """UpdateQueue without a mask: replace the configuration, keep state and purge time; create if absent."""
+        """UpdateQueue without a mask: replace the configuration, keep state and purge time; create if new."""
         existing = self.store.get_queue(queue.name)
         if existing is None:
             if self.store.queue_tombstoned(queue.name, self.clock.now()):
@@ -129,6 +153,7 @@ class TasksService:
         parse_queue_name(name)
         if not self.store.delete_queue(name, self.clock.now() + self.queue_tombstone):
             raise NotFound(errors.ENTITY_NOT_FOUND)
+        self._iam_policies.pop(name, None)
         self.listener.queue_changed(name)
 
     def _set_state(self, name: str, state: QueueState) -> Queue:
@@ -244,3 +269,127 @@ class TasksService:
         """The attempt history of a task (a runner extension)."""
         parse_task_name(name)
         return self.store.attempts(name)
+
+    # -- extensions beyond the scheduler's needs: listing pages, BufferTask, IAM, locations ----------
+
+    def list_queues_page(
+        self, parent: str, filter_text: str = "", page_size: int = 0, page_token: str = ""
+    ) -> QueuePage:
+        """ListQueues with a ``state`` filter and pagination, in lexicographical order.
+
+        Args:
+            parent: ``projects/P/locations/L``.
+            filter_text: ``""``, ``state:PAUSED``, ``state = RUNNING`` or ``state != PAUSED``.
+            page_size: 0 for the maximum (9800).
+            page_token: ``next_page_token`` of the previous page, asked with the same filter.
+        """
+        queues = self.list_queues(parent)
+        keep = _queue_filter(filter_text)
+        if not 0 <= page_size <= MAX_QUEUE_PAGE_SIZE:
+            raise InvalidArgument(f"page_size must be between 0 and {MAX_QUEUE_PAGE_SIZE}; got {page_size}.")
+        size = page_size or MAX_QUEUE_PAGE_SIZE
+        after = _decode_queue_token(page_token, parent, filter_text) if page_token else None
+        items = [q for q in queues if keep(q) and (after is None or q.name > after)]
+        token = _encode_queue_token(filter_text, items[size - 1].name) if len(items) > size else ""
+        return QueuePage(items[:size], token)
+
+    def buffer_task(self, queue_name: str, task_id: str | None, body: bytes, content_type: str = "") -> Task:
+        """BufferTask: a POST task to the queue's ``httpTarget.uriOverride`` carrying ``body``."""
+        queue = self.get_queue(queue_name)
+        target = queue.http_target
+        override = target.uri_override if target is not None else None
+        if override is None or not override.host:
+            raise FailedPrecondition(
+                "BufferTask requires queue-level routing: set the queue's httpTarget.uriOverride "
+                "(with a host) before buffering tasks."
+            )
+        headers = {"Content-Type": content_type} if content_type else {}
+        url = _override_url(override)
+        request = HttpRequest(url=url, http_method=HttpMethod.POST, headers=headers, body=body)
+        name = f"{queue.name}/tasks/{task_id}" if task_id is not None else None
+        return self.create_task(queue.name, NewTask(http_request=request, name=name))
+
+    def get_iam_policy(self, name: str) -> dict[str, Any]:
+        """GetIamPolicy: the stored policy document (``{}`` if none was set)."""
+        queue = self.get_queue(name)
+        return copy.deepcopy(self._iam_policies.get(queue.name, {}))
+
+    def set_iam_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
+        """SetIamPolicy: store a validated policy document; the runner never enforces it."""
+        queue = self.get_queue(name)
+        self._iam_policies[queue.name] = copy.deepcopy(policy)
+        return copy.deepcopy(policy)
+
+    def test_iam_permissions(self, name: str, permissions: Sequence[str]) -> list[str]:
+        """TestIamPermissions: every permission is granted on an existing queue, none on a missing one."""
+        queue_name = str(parse_queue_name(name))
+        return list(permissions) if self.store.get_queue(queue_name) is not None else []
+
+    def list_locations(self, project: str) -> list[str]:
+        """ListLocations: the runner's one location in ``project``."""
+        name = f"projects/{project}/locations/{self.location_id}"
+        parse_location(name)
+        return [name]
+
+    def get_location(self, name: str) -> str:
+        """GetLocation: any well-formed location (the runner accepts queues in every location)."""
+        parse_location(name)
+        return name
+
+
+_FILTER_RE = re.compile(r"\s*state\s*(:|=|!=)\s*(\"?)([A-Za-z_]+|\d+)\2\s*")
+
+
+def _queue_filter(text: str) -> Callable[[Queue], bool]:
+    """The predicate of a ListQueues filter; only ``state`` comparisons are supported."""
+    if not text.strip():
+        return lambda queue: True
+    match = _FILTER_RE.fullmatch(text)
+    if match is None:
+        raise InvalidArgument(
+            f'Unsupported filter "{text}": the local runner supports "state:<STATE>", "state = <STATE>" '
+            'and "state != <STATE>".'
+        )
+    operator, value = match.group(1), match.group(3)
+    if value.isdigit() and int(value) in {s.value for s in QueueState}:
+        state = QueueState(int(value))
+    elif value.upper() in QueueState.__members__:
+        state = QueueState[value.upper()]
+    else:
+        raise InvalidArgument(f'Invalid filter "{text}": unknown queue state "{value}".')
+    if operator == "!=":
+        return lambda queue: queue.state is not state
+    return lambda queue: queue.state is state
+
+
+def _encode_queue_token(filter_text: str, last_name: str) -> str:
+    raw = json.dumps([filter_text, last_name]).encode()
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def _decode_queue_token(token: str, parent: str, filter_text: str) -> str:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidArgument("Invalid page token.") from None
+    if (
+        not isinstance(decoded, list)
+        or len(decoded) != 2
+        or not all(isinstance(part, str) for part in decoded)
+        or not decoded[1].startswith(parent + "/queues/")
+    ):
+        raise InvalidArgument("Invalid page token.")
+    if decoded[0] != filter_text:
+        raise InvalidArgument("The filter must not change between pages; ask for page 1 with the new filter.")
+    return str(decoded[1])
+
+
+def _override_url(override: UriOverride) -> str:
+    """The URL a BufferTask task targets, built from the queue's uriOverride."""
+    scheme = "http" if override.scheme.upper() == "HTTP" else "https"
+    netloc = f"{override.host}:{override.port}" if override.port else override.host
+    path = override.path or "/"
+    if not path.startswith("/"):
+        path = "/" + path
+    query = f"?{override.query}" if override.query else ""
+    return f"{scheme}://{netloc}{path}{query}"

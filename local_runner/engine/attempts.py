@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from local_runner.engine.retry import backoff_interval, retries_exhausted
+from local_runner.engine.retry import TASK_RETENTION, backoff_interval, retries_exhausted
 from local_runner.model import Attempt, RetryConfig, RpcStatus, Task, TaskState
 
 #: google.rpc codes for the HTTP statuses a handler may answer (google/rpc/code.proto mapping).
@@ -127,5 +127,7 @@ def decide(task: Task, outcome: Outcome, queue_retry: RetryConfig) -> Decision:
     delay = backoff_interval(config, task.dispatch_count)
     if outcome.retry_after is not None:
         delay = max(delay, outcome.retry_after)
+    if now + delay >= task.create_time + TASK_RETENTION:  # deleted by retention before the retry is due
+        return Decision(updated.replace(state=TaskState.EXHAUSTED), attempt, delete=False, next_retry_in=None)
     queued = updated.replace(state=TaskState.QUEUED, schedule_time=now + delay)
     return Decision(queued, attempt, delete=False, next_retry_in=delay)

@@ -214,3 +214,10 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after("Wed, 15 Nov 2023 00:00:00 GMT", 1700006400.0 - 60) == pytest.approx(60)
     assert parse_retry_after("soon", T0) is None
     assert parse_retry_after(None, T0) is None
+
+
+def test_a_retry_due_after_retention_ends_the_task() -> None:
+    config = RetryConfig(max_attempts=-1, min_backoff=40 * 24 * 3600, max_backoff=40 * 24 * 3600)
+    decision = decide(claim(new_task(), T0), Outcome(T0, http_status=500), config)
+    assert decision.task.state is TaskState.EXHAUSTED
+    assert decision.next_retry_in is None

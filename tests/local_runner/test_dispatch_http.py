@@ -306,3 +306,65 @@ def test_oidc_token_verifies_against_runner_certs(
     assert claims["email"] == "tasks@test-proj.iam.gserviceaccount.com"
     assert claims["email_verified"] is True
     assert claims["iat"] == int(clock.now())
+
+
+def test_rate_limit_and_burst_over_real_http(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/r").respond_with_handler(recorder)
+    runner.service.pause_queue(make_queue(runner, rate_limits=RateLimits(max_dispatches_per_second=5)).name)
+    names = [
+        runner.service.create_task(QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/r")))).name
+        for _ in range(30)
+    ]
+    runner.service.resume_queue(QUEUE)
+    eventually(lambda: recorder.count() == 10)  # the burst: 5/s gives a bucket of 10
+    clock.advance(0.1)
+    assert recorder.count() == 10
+    eventually(lambda: sum(runner.store.get_task(n) is None for n in names) == 10)
+    clock.advance(1.0)  # 5 more tokens
+    eventually(lambda: recorder.count() == 15)
+    clock.advance(0.19)
+    eventually(lambda: sum(runner.store.get_task(n) is None for n in names) == 15)
+    assert recorder.count() == 15
+    clock.advance(2.81)  # 14 tokens' worth of time, but the bucket holds only 10
+    eventually(lambda: recorder.count() == 25)
+    eventually(lambda: sum(runner.store.get_task(n) is None for n in names) == 25)
+    assert recorder.count() == 25
+    clock.advance(1.0)
+    eventually(lambda: recorder.count() == 30)
+
+
+def test_429_with_retry_after_delays_the_retry(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([lambda: Response(status=429, headers={"Retry-After": "120"}), 200])
+    httpserver.expect_request("/busy").respond_with_handler(recorder)
+    make_queue(runner)
+    task = runner.service.create_task(QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/busy"))))
+    wait_for_attempts(runner, task.name, 1)
+    stored = runner.store.get_task(task.name)
+    assert stored is not None
+    assert stored.schedule_time - clock.now() == pytest.approx(120)  # not the 10 s backoff
+    clock.advance(119)
+    assert recorder.count() == 1
+    clock.advance(1)
+    wait_for_attempts(runner, task.name, 2)
+    assert recorder.requests[1]["X-Cloudtasks-Taskpreviousresponse"] == "429"
+
+
+def test_purge_removes_queued_tasks(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/p").respond_with_handler(recorder)
+    make_queue(runner)
+    task = runner.service.create_task(
+        QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/p")), schedule_time=clock.now() + 10)
+    )
+    clock.advance(1)
+    runner.service.purge_queue(QUEUE)
+    clock.advance(20)
+    assert runner.store.get_task(task.name) is None
+    assert recorder.count() == 0

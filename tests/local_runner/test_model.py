@@ -139,3 +139,15 @@ def test_headers_limit() -> None:
     assert "less than 80KB" in message_of(
         lambda: HttpRequest(url="https://x", headers={"X-Big": "a" * 80 * 1024})
     )
+
+
+def test_codec_rejects_out_of_range_numbers() -> None:
+    from local_runner.codec import queue_from_json
+
+    name = "projects/p/locations/l/queues/q"
+    assert "retry_config.max_attempts" in message_of(
+        lambda: queue_from_json({"name": name, "retryConfig": {"maxAttempts": 1e30}})
+    )
+    assert "retry_config.max_backoff" in message_of(
+        lambda: queue_from_json({"name": name, "retryConfig": {"maxBackoff": "99999999999999999999s"}})
+    )
