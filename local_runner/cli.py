@@ -9,6 +9,8 @@ from pathlib import Path
 
 import click
 
+from local_runner.cli_queues import queues
+from local_runner.cli_tasks import tasks
 from local_runner.config import RunnerSettings
 from local_runner.errors import RunnerError
 from local_runner.server import RunnerServer
@@ -52,6 +54,9 @@ def main() -> None:
     type=click.FloatRange(0),
     help="Seconds a completed or deleted task's name stays blocked.",
 )
+@click.option(
+    "--no-test-aids", is_flag=True, help="Refuse the state-changing test aids (/runner/v1/reset, :replay)."
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
 def serve(
     host: str,
@@ -62,6 +67,7 @@ def serve(
     location: str,
     queues_file: Path | None,
     task_tombstone: float,
+    no_test_aids: bool,
     verbose: bool,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
@@ -79,6 +85,7 @@ def serve(
         location=location,
         queues_file=queues_file,
         task_tombstone=task_tombstone,
+        test_aids=not no_test_aids,
     )
     try:
         server = RunnerServer(settings)
@@ -90,6 +97,9 @@ def serve(
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from error
 
+
+main.add_command(queues)
+main.add_command(tasks)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

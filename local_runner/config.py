@@ -34,6 +34,8 @@ class RunnerSettings:
     queue_tombstone: float = 60.0
     #: Seconds attempts in flight get to finish on shutdown before they are re-queued.
     shutdown_grace: float = 5.0
+    #: Serve the state-changing test aids (reset, replay) under ``/runner/v1/``.
+    test_aids: bool = True
 
     @property
     def parent(self) -> str:

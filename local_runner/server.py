@@ -70,7 +70,7 @@ class RunnerServer:
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
-        rest.register(app, self.service)
+        rest.register(app, self.service, self.settings.test_aids)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -41,11 +42,13 @@ log = logging.getLogger("local_runner.api")
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def register(app: web.Application, service: TasksService) -> None:
-    """Add the REST v2 routes (and the runner extensions) to ``app``."""
+def register(app: web.Application, service: TasksService, test_aids: bool = True) -> None:
+    """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay)."""
     app.router.add_route("*", API_PREFIX + "{tail:.*}", make_view(CloudTasksApi(service).router, API_PREFIX))
     app.router.add_route(
-        "*", runner_ext.PREFIX + "{tail:.*}", make_view(runner_ext.routes(service), runner_ext.PREFIX)
+        "*",
+        runner_ext.PREFIX + "{tail:.*}",
+        make_view(runner_ext.routes(service, test_aids), runner_ext.PREFIX),
     )
 
 
@@ -58,7 +61,10 @@ def make_view(router: Router, prefix: str) -> View:
             if match is None:
                 raise NotFound(f"The requested URL {request.path} was not found on this server.")
             call = await read_call(request, match.params, match.route.query, MAX_REQUEST_BYTES)
-            return json_response(match.route.handler(call))
+            result = match.route.handler(call)
+            if inspect.isawaitable(result):
+                result = await result
+            return json_response(result)
         except ApiError as error:
             return api_error_response(error)
         except Exception:

@@ -3,20 +3,33 @@
 - ``GET /runner/v1/{task}:attempts``: the task's attempt history (kept after the task is deleted).
 - ``GET /runner/v1/{queue}/tasks?exhausted=true``: ListTasks including tasks whose retries ran out.
 - ``GET /runner/v1/{task}``: GetTask that also finds exhausted tasks.
+- ``POST /runner/v1/{task}:replay``: queue an exhausted task again with a fresh retry budget.
+- ``POST /runner/v1/waitIdle``: answer once nothing is in flight or due (body ``queue``, ``timeout``,
+  ``within``), or DEADLINE_EXCEEDED after the timeout.
+- ``POST /runner/v1/reset``: delete every queue, task, tombstone and attempt.
+
+``replay`` and ``reset`` change state and are refused when the runner runs with ``--no-test-aids``.
 
 Tasks carry an extra ``state`` field: ``QUEUED``, ``DISPATCHING`` or ``EXHAUSTED``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from local_runner.api.request import Call, JsonObject, parse_int, parse_view
 from local_runner.api.routing import QUEUE, TASK, Router
-from local_runner.codec import attempt_to_stored_json, task_to_json
-from local_runner.errors import InvalidArgument
+from local_runner.codec import attempt_to_stored_json, parse_duration, task_to_json
+from local_runner.errors import ApiError, Code, InvalidArgument
 from local_runner.model import Task, TaskView
 from local_runner.service import TasksService
 
 PREFIX = "/runner/v1/"
+#: waitIdle's default and longest wait, in seconds.
+DEFAULT_WAIT = 30.0
+MAX_WAIT = 300.0
+_POLL_INTERVAL = 0.01
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -31,8 +44,37 @@ def _task(task: Task, view: TaskView, int_enums: bool) -> JsonObject:
     return task_to_json(task, view, int_enums) | {"state": task.state.value}
 
 
-def routes(service: TasksService) -> Router:
-    """The extension routes, answering from ``service``."""
+def routes(service: TasksService, test_aids: bool = True) -> Router:
+    """The extension routes, answering from ``service``; ``test_aids=False`` refuses replay and reset."""
+
+    def require_test_aids() -> None:
+        if not test_aids:
+            raise ApiError(
+                "Test aids are disabled on this runner (runner serve --no-test-aids).", Code.PERMISSION_DENIED
+            )
+
+    def replay(call: Call) -> JsonObject:
+        require_test_aids()
+        return _task(service.replay_task(call.params["name"]), TaskView.BASIC, call.int_enums)
+
+    def reset(call: Call) -> JsonObject:
+        require_test_aids()
+        service.reset()
+        return {}
+
+    async def wait_idle(call: Call) -> JsonObject:
+        body = call.fields("queue", "timeout", "within")
+        queue = body.get("queue") or None
+        timeout = parse_duration(body.get("timeout", f"{DEFAULT_WAIT:g}s"), "timeout")
+        if not 0 <= timeout <= MAX_WAIT:
+            raise InvalidArgument(f"timeout must be between 0s and {MAX_WAIT:g}s; got {timeout:g}s.")
+        within = parse_duration(body["within"], "within") if "within" in body else None
+        deadline = time.monotonic() + timeout
+        while not service.is_idle(queue, within):
+            if time.monotonic() >= deadline:
+                raise ApiError(f"Not idle after {timeout:g}s.", Code.DEADLINE_EXCEEDED)
+            await asyncio.sleep(_POLL_INTERVAL)
+        return {"idle": True}
 
     def attempts(call: Call) -> JsonObject:
         history = service.attempts(call.params["name"])
@@ -58,6 +100,9 @@ def routes(service: TasksService) -> Router:
         return _task(service.get_task(call.params["name"], include_exhausted=True), view, call.int_enums)
 
     router = Router()
+    router.add("POST", rf"(?P<name>{TASK}):replay", replay)
+    router.add("POST", "waitIdle", wait_idle)
+    router.add("POST", "reset", reset)
     router.add("GET", rf"(?P<name>{TASK}):attempts", attempts)
     router.add(
         "GET",

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from local_runner.model import Attempt, Queue, Task
+from local_runner.model import Attempt, Queue, Task, TaskState
+
+
+def replayed_task(task: Task, now: float) -> Task:
+    """An exhausted task queued again at ``now`` as if new (what ``replay_exhausted`` stores)."""
+    return task.replace(
+        state=TaskState.QUEUED,
+        schedule_time=now,
+        dispatch_count=0,
+        response_count=0,
+        execution_count=0,
+        first_attempt=None,
+        last_attempt=None,
+        previous_response=None,
+    )
 
 
 class TaskStore(ABC):
@@ -111,6 +125,14 @@ class TaskStore(ABC):
 
         Returns:
             How many tasks were deleted.
+        """
+
+    @abstractmethod
+    def replay_exhausted(self, name: str, now: float) -> Task | None:
+        """Queue an EXHAUSTED task again, due at ``now``, with a fresh retry budget.
+
+        Its counts and attempts are reset (its history is kept). Returns ``None`` if the task does not
+        exist or is not EXHAUSTED.
         """
 
     @abstractmethod

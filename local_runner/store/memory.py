@@ -7,7 +7,7 @@ import itertools
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState, parse_queue_name
-from local_runner.store.base import TaskStore
+from local_runner.store.base import TaskStore, replayed_task
 
 #: A heap entry: (schedule_time, insertion seq, task name). Stale entries are skipped lazily.
 _Entry = tuple[float, int, str]
@@ -153,6 +153,14 @@ class MemoryTaskStore(TaskStore):
         for name in doomed:
             self._remove(name, tombstone_until)
         return len(doomed)
+
+    def replay_exhausted(self, name: str, now: float) -> Task | None:  # noqa: D102
+        task = self.get_task(name)
+        if task is None or task.state is not TaskState.EXHAUSTED:
+            return None
+        replayed = replayed_task(task, now)
+        self._put(replayed)
+        return replayed
 
     def recover_in_flight(self) -> int:  # noqa: D102
         in_flight = [

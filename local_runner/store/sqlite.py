@@ -23,7 +23,7 @@ from local_runner.model import (
     TaskState,
     parse_queue_name,
 )
-from local_runner.store.base import TaskStore
+from local_runner.store.base import TaskStore, replayed_task
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
@@ -433,6 +433,22 @@ class SQLiteTaskStore(TaskStore):
             ).fetchall()
             conn.executemany(_TOMBSTONE, [(row[0], queue_name, tombstone_until) for row in names])
             return len(names)
+
+    def replay_exhausted(self, name: str, now: float) -> Task | None:  # noqa: D102
+        with self._write() as conn:
+            row = conn.execute(
+                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ? AND state = 'EXHAUSTED'", (name,)
+            ).fetchone()
+            if row is None:
+                return None
+            replayed = replayed_task(_task(row), now)
+            conn.execute(
+                "UPDATE tasks SET "
+                + ", ".join(f"{f} = :{f}" for f in _TASK_FIELDS[2:])
+                + " WHERE name = :name",
+                _task_params(replayed),
+            )
+            return replayed
 
     def recover_in_flight(self) -> int:  # noqa: D102
         with self._write() as conn:

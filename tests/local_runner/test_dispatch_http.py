@@ -57,7 +57,7 @@ class Recorder:
 @pytest.fixture
 def clock() -> VirtualClock:
     # Starts at the real time so that minted tokens are valid for google-auth's real-time checks.
-    return VirtualClock(start=time.time())
+    return VirtualClock(start=float(int(time.time())))
 
 
 @pytest.fixture
@@ -320,13 +320,13 @@ def test_rate_limit_and_burst_over_real_http(
     ]
     runner.service.resume_queue(QUEUE)
     eventually(lambda: recorder.count() == 10)  # the burst: 5/s gives a bucket of 10
-    clock.advance(0.1)
+    clock.advance(0.1)  # half a token
     assert recorder.count() == 10
     eventually(lambda: sum(runner.store.get_task(n) is None for n in names) == 10)
-    clock.advance(1.0)  # 5 more tokens
+    clock.advance(0.9)  # one second since the burst: 5 tokens
     eventually(lambda: recorder.count() == 15)
-    clock.advance(0.19)
     eventually(lambda: sum(runner.store.get_task(n) is None for n in names) == 15)
+    clock.advance(0.19)  # 0.95 of a token: nothing may start
     assert recorder.count() == 15
     clock.advance(2.81)  # 14 tokens' worth of time, but the bucket holds only 10
     eventually(lambda: recorder.count() == 25)

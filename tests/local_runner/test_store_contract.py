@@ -690,3 +690,26 @@ def test_sqlite_damaged_row_is_a_store_error(db_path: Path) -> None:
             conn.close()
     finally:
         s.close()
+
+
+def test_replay_exhausted_requeues_with_fresh_counts_and_keeps_history(store: TaskStore) -> None:
+    store.put_queue(Queue(Q))
+    store.insert_task(task("a"), now=0.0)
+    [claimed] = store.claim_due(Q, now=100.0, limit=1)
+    done = Attempt(100.0, 100.0, 101.0, 500, RpcStatus(13, "HTTP status code 500"))
+    assert store.finish_attempt(
+        claimed.replace(
+            state=TaskState.EXHAUSTED, last_attempt=done, response_count=1, previous_response=500
+        ),
+        done,
+        None,
+    )
+    assert store.replay_exhausted(name("missing"), now=200.0) is None
+    replayed = store.replay_exhausted(name("a"), now=200.0)
+    assert replayed is not None
+    assert (replayed.state, replayed.schedule_time, replayed.dispatch_count) == (TaskState.QUEUED, 200.0, 0)
+    assert replayed.last_attempt is None and replayed.previous_response is None
+    assert store.get_task(name("a")) == replayed
+    assert store.replay_exhausted(name("a"), now=201.0) is None  # only exhausted tasks
+    assert ids(store.claim_due(Q, now=200.0, limit=5)) == ["a"]
+    assert store.attempts(name("a")) == [done]
