@@ -448,6 +448,15 @@ def _token_to_json(token: OidcToken | OAuthToken) -> JsonObject:
     return {"serviceAccountEmail": token.service_account_email, "scope": token.scope}
 
 
+def _tokens_to_json(oidc: OidcToken | None, oauth: OAuthToken | None) -> JsonObject:
+    out: JsonObject = {}
+    if oidc is not None:
+        out["oidcToken"] = _token_to_json(oidc)
+    if oauth is not None:
+        out["oauthToken"] = _token_to_json(oauth)
+    return out
+
+
 def _http_target_to_json(target: HttpTarget, int_enums: bool) -> JsonObject:
     out: JsonObject = {}
     if target.uri_override is not None:
@@ -469,11 +478,7 @@ def _http_target_to_json(target: HttpTarget, int_enums: bool) -> JsonObject:
         out["httpMethod"] = _enum_out(target.http_method, int_enums)
     if target.header_overrides:
         out["headerOverrides"] = [{"header": {"key": k, "value": v}} for k, v in target.header_overrides]
-    if target.oidc_token is not None:
-        out["oidcToken"] = _token_to_json(target.oidc_token)
-    if target.oauth_token is not None:
-        out["oauthToken"] = _token_to_json(target.oauth_token)
-    return out
+    return out | _tokens_to_json(target.oidc_token, target.oauth_token)
 
 
 def queue_to_json(queue: Queue, int_enums: bool = False) -> JsonObject:
@@ -553,11 +558,7 @@ def http_request_to_json(request: HttpRequest, full: bool = True, int_enums: boo
         out["headers"] = dict(request.headers)
     if full and request.body:
         out["body"] = base64.b64encode(request.body).decode("ascii")
-    if request.oidc_token is not None:
-        out["oidcToken"] = _token_to_json(request.oidc_token)
-    if request.oauth_token is not None:
-        out["oauthToken"] = _token_to_json(request.oauth_token)
-    return out
+    return out | _tokens_to_json(request.oidc_token, request.oauth_token)
 
 
 def attempt_to_json(attempt: Attempt, first: bool = False) -> JsonObject:
