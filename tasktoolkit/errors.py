@@ -1,0 +1,52 @@
+"""The exceptions of tasktoolkit: one root, each mapped to one HTTP answer by the handler."""
+
+from __future__ import annotations
+
+import math
+
+
+class TaskToolkitError(Exception):
+    """Root of every exception raised by tasktoolkit."""
+
+
+class ConfigurationError(TaskToolkitError):
+    """Raised at start-up when a setting is missing or invalid (the toolkit never starts half-configured)."""
+
+
+class RetryTask(TaskToolkitError):
+    """Raised by a handler to ask Cloud Tasks to retry later: answers 503 with ``Retry-After``.
+
+    Args:
+        delay_s: Seconds to wait before the next attempt (a hint; Cloud Tasks may wait longer).
+        message: Optional text for the log.
+    """
+
+    def __init__(self, delay_s: float = 0.0, message: str = "") -> None:
+        if not math.isfinite(delay_s) or delay_s < 0:
+            raise ValueError(f"RetryTask delay_s must be a finite number >= 0, got {delay_s!r}")
+        super().__init__(message or f"retry requested in {delay_s:g}s")
+        self.delay_s = float(delay_s)
+
+
+class PermanentFailure(TaskToolkitError):
+    """Raised by a handler when retrying cannot help: the task is acknowledged and recorded as FAILED."""
+
+
+class InvalidTaskRequest(TaskToolkitError):
+    """Raised when a request has malformed ``X-CloudTasks-*`` headers or an unreadable body (400)."""
+
+
+class TokenVerificationError(TaskToolkitError):
+    """Raised when the bearer token is missing, malformed, unsigned by a trusted key or not for us (401)."""
+
+
+class CallerNotAllowed(TaskToolkitError):
+    """Raised when a valid token belongs to a service account that is not allowed or not verified (403)."""
+
+
+class CertificateFetchError(TaskToolkitError):
+    """Raised when the signing certificates cannot be fetched; the task should be retried (503)."""
+
+
+class DedupStoreUnavailable(TaskToolkitError):
+    """Raised when the dedup store cannot be reached or fails; the handler is not run (503)."""

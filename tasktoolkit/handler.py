@@ -1,0 +1,313 @@
+"""@task_handler: verify -> context -> claim -> run -> complete/release -> HTTP answer (design.md §5)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, overload
+
+from flask import Response, jsonify, make_response, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from tasktoolkit.dedup.base import DedupRecord, DedupStatus, StoredResponse
+from tasktoolkit.errors import (
+    CallerNotAllowed,
+    CertificateFetchError,
+    ConfigurationError,
+    DedupStoreUnavailable,
+    InvalidTaskRequest,
+    PermanentFailure,
+    RetryTask,
+    TokenVerificationError,
+)
+from tasktoolkit.extension import TaskToolkit, ToolkitState
+from tasktoolkit.headers import TaskContext, parse_task_context
+
+log = logging.getLogger("tasktoolkit")
+
+#: ``Retry-After`` when the dedup store or the certificate endpoint is down.
+UNAVAILABLE_RETRY_AFTER_S = 10
+#: Cap of ``Retry-After`` for a duplicate that arrives while the first delivery runs.
+IN_PROGRESS_RETRY_AFTER_MAX_S = 30
+#: Longest dedup key accepted from a ``dedup_key`` callable.
+MAX_KEY_LENGTH = 1024
+#: Header set on a replayed response.
+REPLAYED_HEADER = "X-TaskToolkit-Replayed"
+
+DedupKey = Callable[[Any, TaskContext], str]
+TaskFunction = Callable[..., ResponseReturnValue]
+
+
+def default_dedup_key(payload: Any, task: TaskContext) -> str:
+    """``queue/task-name``: stable across redeliveries and retries of one task."""
+    return f"{task.queue_name}/{task.task_name}"
+
+
+@dataclass(frozen=True)
+class HandlerOptions:
+    """Validated options of one :func:`task_handler`."""
+
+    dedup_key: DedupKey | None
+    lease_s: float | None
+    ttl_s: float | None
+    parse_json: bool
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = jsonify(body)
+    response.status_code = status
+    response.headers.update(headers or {})
+    return response
+
+
+def _retry_after(status: int, message: str, seconds: float) -> Response:
+    return _json(status, {"error": message}, {"Retry-After": str(max(1, math.ceil(seconds)))})
+
+
+def _acknowledge(outcome: str) -> Response:
+    return _json(200, {"acknowledged": True, "outcome": outcome})
+
+
+def _stored(response: Response) -> StoredResponse:
+    response.direct_passthrough = False
+    return StoredResponse(response.status_code, response.get_data(), response.headers.get("Content-Type"))
+
+
+def _replay(stored: StoredResponse) -> Response:
+    response = Response(stored.body, status=stored.status)
+    if stored.content_type is not None:
+        response.headers["Content-Type"] = stored.content_type
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+def _bearer_token() -> str | None:
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return (token.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def _admit(options: HandlerOptions, state: ToolkitState) -> TaskContext | Response:
+    """Verifies the caller and parses the task, or returns the rejection."""
+    token = _bearer_token()
+    if token is None:
+        log.warning("rejected task request to %s: missing bearer token", request.path)
+        return _json(401, {"error": "missing bearer token"}, {"WWW-Authenticate": "Bearer"})
+    extra = (request.url, request.base_url) if state.audience_from_request else ()
+    try:
+        caller = state.verifier.verify(token, extra_audiences=extra)
+        headers = dict(request.headers.items())
+        task = parse_task_context(headers, request.get_data(), parse_json=options.parse_json)
+    except TokenVerificationError as exc:
+        log.warning("rejected task request to %s: %s", request.path, exc)
+        return _json(401, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+    except CallerNotAllowed as exc:
+        log.warning("rejected task request to %s: %s", request.path, exc)
+        return _json(403, {"error": str(exc)})
+    except CertificateFetchError as exc:
+        log.error("cannot verify task request to %s: %s", request.path, exc)
+        return _retry_after(503, "token verification unavailable", UNAVAILABLE_RETRY_AFTER_S)
+    except InvalidTaskRequest as exc:
+        log.warning("rejected task request to %s: %s", request.path, exc)
+        return _json(400, {"error": str(exc)})
+    log.debug("task %s/%s from %s", task.queue_name, task.task_name, caller.email)
+    return task
+
+
+class _Outcome(Enum):
+    """What a run means for its dedup record."""
+
+    COMPLETE = "complete"
+    FAIL = "fail"
+    RELEASE = "release"
+
+
+def _execute(
+    func: TaskFunction, task: TaskContext, view_args: dict[str, Any]
+) -> tuple[Response | HTTPException, _Outcome]:
+    """Runs the task function and maps how it ended to an answer and a record outcome (the one table)."""
+    try:
+        response = make_response(func(task.payload, task, **view_args))
+    except RetryTask as exc:
+        log.info("task %s/%s asked to be retried in %gs", task.queue_name, task.task_name, exc.delay_s)
+        return _retry_after(503, "retry requested", exc.delay_s), _Outcome.RELEASE
+    except PermanentFailure as exc:
+        log.warning("task %s/%s failed permanently: %s", task.queue_name, task.task_name, exc)
+        return _acknowledge("permanent_failure"), _Outcome.FAIL
+    except HTTPException as exc:
+        return exc, _Outcome.RELEASE
+    except Exception:
+        log.exception("task %s/%s raised", task.queue_name, task.task_name)
+        return _json(500, {"error": "task handler failed"}), _Outcome.RELEASE
+    return response, _Outcome.COMPLETE if 200 <= response.status_code < 300 else _Outcome.RELEASE
+
+
+def _duplicate(record: DedupRecord, fingerprint: str, state: ToolkitState, task: TaskContext) -> Response:
+    if record.fingerprint != fingerprint:
+        log.error(
+            "dedup key %r reused with a different payload (task %s/%s): acknowledged without running",
+            record.key,
+            task.queue_name,
+            task.task_name,
+        )
+        return _acknowledge("payload_mismatch")
+    if record.status is DedupStatus.IN_PROGRESS:
+        remaining = record.expires_at - state.store.clock()
+        log.info("dedup key %r is in progress; asking Cloud Tasks to retry", record.key)
+        return _retry_after(409, "task already in progress", min(remaining, IN_PROGRESS_RETRY_AFTER_MAX_S))
+    assert record.response is not None, "a finished record stores its response"
+    log.info("dedup key %r is %s; replaying the stored response", record.key, record.status.value.lower())
+    return _replay(record.response)
+
+
+def _record(
+    state: ToolkitState, claim: DedupRecord, outcome: _Outcome, stored: StoredResponse | None, ttl_s: float
+) -> None:
+    """Completes, fails or releases the claim; a store failure here is logged and never changes the answer."""
+    try:
+        if outcome is _Outcome.RELEASE or stored is None:
+            held = state.store.release(claim)
+        elif outcome is _Outcome.FAIL:
+            held = state.store.fail(claim, stored, ttl_s=ttl_s)
+        else:
+            held = state.store.complete(claim, stored, ttl_s=ttl_s)
+        if not held:
+            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, outcome.value)
+    except DedupStoreUnavailable as exc:
+        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, outcome.value, exc)
+
+
+def _claim(options: HandlerOptions, state: ToolkitState, task: TaskContext) -> DedupRecord | Response:
+    """Claims the task's dedup key, or returns the answer when it cannot run now (duplicate, store down)."""
+    assert options.dedup_key is not None
+    try:
+        key = options.dedup_key(task.payload, task)
+        if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
+            raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {key!r}")
+    except Exception:
+        log.exception("dedup_key failed for task %s/%s", task.queue_name, task.task_name)
+        return _json(500, {"error": "task handler failed"})
+    fingerprint = hashlib.sha256(task.body).hexdigest()
+    try:
+        claim = state.store.claim(key, fingerprint, lease_s=options.lease_s or state.lease_s)
+    except DedupStoreUnavailable as exc:
+        log.error("dedup store unavailable; task %s/%s not run: %s", task.queue_name, task.task_name, exc)
+        return _retry_after(503, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)
+    return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, task)
+
+
+def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> ResponseReturnValue:
+    state = TaskToolkit.state()
+    task = _admit(options, state)
+    if isinstance(task, Response):
+        return task
+    claim = _claim(options, state, task) if options.dedup_key is not None else None
+    if isinstance(claim, Response):
+        return claim
+    answer, outcome = _execute(func, task, view_args)
+    if claim is not None:
+        stored = _stored(answer) if isinstance(answer, Response) and outcome is not _Outcome.RELEASE else None
+        _record(state, claim, outcome, stored, options.ttl_s or state.ttl_s)
+    if isinstance(answer, HTTPException):
+        raise answer  # Flask renders it, through the app's error handlers
+    return answer
+
+
+class TaskHandler:
+    """A Flask view running one task function under verification and dedup (made by :func:`task_handler`)."""
+
+    def __init__(self, func: TaskFunction, options: HandlerOptions) -> None:
+        functools.update_wrapper(self, func)
+        self.func = func
+        self.options = options
+
+    def __call__(self, **view_args: Any) -> ResponseReturnValue:
+        """Handles one delivery (Flask passes the URL's variables as keyword arguments)."""
+        return _dispatch(self.func, self.options, view_args)
+
+
+def _duration(name: str, value: float | None) -> float | None:
+    if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
+        raise ConfigurationError(f"task_handler {name} must be a number of seconds > 0, got {value!r}")
+    return value
+
+
+def _check_key(key: DedupKey | None) -> DedupKey | None:
+    if key is not None:
+        if not callable(key):
+            raise ConfigurationError(
+                f"task_handler dedup_key must be a callable(payload, task) or None, got {key!r}"
+            )
+        try:
+            inspect.signature(key).bind(None, None)
+        except TypeError as exc:
+            raise ConfigurationError(f"task_handler dedup_key must accept (payload, task): {exc}") from exc
+        except ValueError:  # pragma: no cover - builtins without a signature
+            pass
+    return key
+
+
+def _check_function(func: TaskFunction) -> None:
+    if not callable(func) or inspect.iscoroutinefunction(func):
+        raise ConfigurationError(f"task_handler needs a plain (non-async) function, got {func!r}")
+    try:
+        inspect.signature(func).bind_partial(None, None)
+    except TypeError as exc:
+        raise ConfigurationError(f"task function {func.__name__} must accept (payload, task): {exc}") from exc
+
+
+@overload
+def task_handler(func: TaskFunction, /) -> TaskHandler: ...
+
+
+@overload
+def task_handler(
+    *,
+    dedup_key: DedupKey | None = ...,
+    lease_s: float | None = ...,
+    ttl_s: float | None = ...,
+    parse_json: bool = ...,
+) -> Callable[[TaskFunction], TaskHandler]: ...
+
+
+def task_handler(
+    func: TaskFunction | None = None,
+    /,
+    *,
+    dedup_key: DedupKey | None = default_dedup_key,
+    lease_s: float | None = None,
+    ttl_s: float | None = None,
+    parse_json: bool = True,
+) -> TaskHandler | Callable[[TaskFunction], TaskHandler]:
+    """Turns a Flask view into a verified, idempotent Cloud Tasks handler.
+
+    The function is called as ``func(payload, task, **view_args)`` where ``payload`` is the JSON body and
+    ``task`` the :class:`~tasktoolkit.TaskContext`. Answers follow the table in ``docs/handlers.md``.
+
+    Args:
+        func: The task function (when used as a bare ``@task_handler``).
+        dedup_key: ``(payload, task) -> str``; default ``"<queue>/<task name>"``; ``None`` turns dedup off.
+        lease_s: How long a claim blocks duplicates while running (default ``TASKTOOLKIT_LEASE_S``).
+        ttl_s: How long a result is kept for replay (default ``TASKTOOLKIT_RESULT_TTL_S``).
+        parse_json: Parse the body as JSON into ``payload``; when false ``payload`` is ``None``.
+
+    Raises:
+        ConfigurationError: An option is invalid (checked when the decorator is applied).
+    """
+    options = HandlerOptions(
+        _check_key(dedup_key), _duration("lease_s", lease_s), _duration("ttl_s", ttl_s), parse_json
+    )
+
+    def decorate(function: TaskFunction) -> TaskHandler:
+        _check_function(function)
+        return TaskHandler(function, options)
+
+    if func is not None:
+        return decorate(func)
+    return decorate

@@ -1,0 +1,136 @@
+"""TaskContext: what Cloud Tasks says about a delivery, parsed from its ``X-CloudTasks-*`` headers."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tasktoolkit.errors import InvalidTaskRequest
+
+QUEUE_NAME = "X-CloudTasks-QueueName"
+TASK_NAME = "X-CloudTasks-TaskName"
+RETRY_COUNT = "X-CloudTasks-TaskRetryCount"
+EXECUTION_COUNT = "X-CloudTasks-TaskExecutionCount"
+ETA = "X-CloudTasks-TaskETA"
+PREVIOUS_RESPONSE = "X-CloudTasks-TaskPreviousResponse"
+RETRY_REASON = "X-CloudTasks-TaskRetryReason"
+
+#: Queue and task ids are short printable names; anything else is not from Cloud Tasks.
+_NAME = re.compile(r"[\x21-\x7e]{1,500}")
+
+
+@dataclass(frozen=True)
+class TaskContext:
+    """One delivery of a task, as Cloud Tasks describes it (reference §5.1).
+
+    The headers are information, not identity: the handler trusts them only after the OIDC token checks out.
+    """
+
+    #: Short queue id, e.g. ``"emails"``.
+    queue_name: str
+    #: Short task id, e.g. ``"welcome-42"`` (Cloud Tasks generates one when the task was created unnamed).
+    task_name: str
+    #: Number of earlier dispatches of this task, including 5xx answers and timeouts.
+    retry_count: int
+    #: Number of earlier dispatches that got a non-5xx answer.
+    execution_count: int
+    #: When the task was scheduled to run (UTC).
+    eta: datetime.datetime
+    #: HTTP status of the previous attempt, absent on the first attempt.
+    previous_response: int | None
+    #: Why the task is retried (often empty), absent on the first attempt.
+    retry_reason: str | None
+    #: The raw request body.
+    body: bytes
+    #: The body parsed as JSON; ``None`` for an empty body or when JSON parsing is turned off.
+    payload: Any
+
+    @property
+    def is_retry(self) -> bool:
+        """Whether an earlier dispatch of this task happened."""
+        return self.retry_count > 0
+
+
+def _get(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None:
+        lowered = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
+    return value
+
+
+def _required(headers: Mapping[str, str], name: str) -> str:
+    value = _get(headers, name)
+    if value is None:
+        raise InvalidTaskRequest(f"missing {name} header: not a Cloud Tasks request")
+    return value
+
+
+def _name(headers: Mapping[str, str], name: str) -> str:
+    value = _required(headers, name)
+    if not _NAME.fullmatch(value):
+        raise InvalidTaskRequest(f"{name} must be 1-500 printable characters without spaces, got {value!r}")
+    return value
+
+
+def _count(name: str, value: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidTaskRequest(f"{name} must be a non-negative integer, got {value!r}")
+    return int(value)
+
+
+def _eta(value: str) -> datetime.datetime:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or value.strip() != value:
+        raise InvalidTaskRequest(f"{ETA} must be seconds since the epoch (e.g. 1721236265.27), got {value!r}")
+    try:
+        return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    except (OverflowError, OSError, ValueError) as exc:
+        raise InvalidTaskRequest(f"{ETA} is out of range: {value!r}") from exc
+
+
+def parse_payload(body: bytes) -> Any:
+    """Returns the body parsed as JSON, or ``None`` for an empty body.
+
+    Raises:
+        InvalidTaskRequest: The body is not UTF-8 JSON.
+    """
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidTaskRequest(f"request body is not valid JSON: {exc}") from exc
+
+
+def parse_task_context(headers: Mapping[str, str], body: bytes, *, parse_json: bool = True) -> TaskContext:
+    """Builds the TaskContext of a delivery from its headers and body.
+
+    Args:
+        headers: Request headers (any case).
+        body: Raw request body.
+        parse_json: Parse the body as JSON into ``payload``; when false ``payload`` is ``None``.
+
+    Raises:
+        InvalidTaskRequest: A required header is missing or a header value is malformed (names the header).
+    """
+    previous = _get(headers, PREVIOUS_RESPONSE)
+    return TaskContext(
+        queue_name=_name(headers, QUEUE_NAME),
+        task_name=_name(headers, TASK_NAME),
+        retry_count=_count(RETRY_COUNT, _required(headers, RETRY_COUNT)),
+        execution_count=_count(EXECUTION_COUNT, _required(headers, EXECUTION_COUNT)),
+        eta=_eta(_required(headers, ETA)),
+        previous_response=_count(PREVIOUS_RESPONSE, previous) if previous is not None else None,
+        retry_reason=_get(headers, RETRY_REASON),
+        body=body,
+        payload=parse_payload(body) if parse_json else None,
+    )

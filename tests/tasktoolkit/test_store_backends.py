@@ -1,0 +1,189 @@
+"""What only one backend has: SQLite across processes, Redis outages and lazy import, store URLs."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tasktoolkit.dedup import DedupStore, MemoryDedupStore, SQLiteDedupStore, StoredResponse
+from tasktoolkit.dedup.url import store_from_url
+from tasktoolkit.errors import DedupStoreUnavailable
+
+CLAIM_IN_CHILD = textwrap.dedent(
+    """
+    import json, sys
+    from tasktoolkit.dedup import SQLiteDedupStore
+    store = SQLiteDedupStore(sys.argv[1])
+    claim = store.claim(sys.argv[2], "fp")
+    print(json.dumps({"acquired": claim.acquired, "owner": claim.record.owner}))
+    store.close()
+    """
+)
+
+
+def claim_in_child(path: Path, key: str) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-c", CLAIM_IN_CHILD, str(path), key], capture_output=True, text=True, timeout=30
+    )
+    assert out.returncode == 0, out.stderr
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def test_sqlite_claims_are_seen_by_other_processes(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.db"
+    store = SQLiteDedupStore(path)
+    try:
+        mine = store.claim("q/t1", "fp")
+        assert mine.acquired
+        theirs = claim_in_child(path, "q/t1")
+        assert theirs == {"acquired": False, "owner": mine.record.owner}
+        other = claim_in_child(path, "q/t2")
+        assert other["acquired"]
+        assert not store.claim("q/t2", "fp").acquired
+    finally:
+        store.close()
+
+
+def test_sqlite_concurrent_processes_claim_once(tmp_path: Path) -> None:
+    path = tmp_path / "dedup.db"
+    SQLiteDedupStore(path).close()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIM_IN_CHILD, str(path), "q/hot"], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(6)
+    ]
+    results = [json.loads(child.communicate(timeout=30)[0]) for child in children]
+    assert sum(result["acquired"] for result in results) == 1
+    assert len({result["owner"] for result in results}) == 1
+
+
+def test_sqlite_two_connections_in_one_process(tmp_path: Path) -> None:
+    first, second = SQLiteDedupStore(tmp_path / "d.db"), SQLiteDedupStore(tmp_path / "d.db")
+    try:
+        claim = first.claim("k", "fp").record
+        assert not second.claim("k", "fp").acquired
+        assert second.complete(claim, StoredResponse(200, b"ok"))
+        record = first.get("k")
+        assert record is not None and record.response == StoredResponse(200, b"ok")
+    finally:
+        first.close()
+        second.close()
+
+
+def test_sqlite_uses_wal(tmp_path: Path) -> None:
+    SQLiteDedupStore(tmp_path / "d.db").close()
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
+def test_sqlite_unusable_file_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(DedupStoreUnavailable, match="SQLiteDedupStore unavailable"):
+        SQLiteDedupStore(tmp_path / "missing-dir" / "d.db")
+
+
+def test_sqlite_locked_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "d.db"
+    store = SQLiteDedupStore(path, timeout_s=0.05)
+    blocker = sqlite3.connect(path, isolation_level=None)
+    try:
+        blocker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(DedupStoreUnavailable):
+            store.claim("k", "fp")
+        blocker.execute("ROLLBACK")
+        assert store.claim("k", "fp").acquired
+    finally:
+        blocker.close()
+        store.close()
+
+
+def test_redis_outage_raises_unavailable_and_recovers(
+    own_redis_server: Any, store_factory: Callable[..., DedupStore]
+) -> None:
+    from tasktoolkit.dedup import RedisDedupStore
+
+    store = RedisDedupStore.from_url(own_redis_server.url)
+    try:
+        claim = store.claim("k", "fp").record
+        own_redis_server.kill()
+        with pytest.raises(DedupStoreUnavailable, match="RedisDedupStore unavailable"):
+            store.claim("k2", "fp")
+        with pytest.raises(DedupStoreUnavailable):
+            store.release(claim)
+        own_redis_server.start()
+        assert store.claim("k2", "fp").acquired
+        assert store.claim("k", "fp").acquired  # no persistence: the restarted server is empty
+    finally:
+        store.close()
+
+
+def test_redis_store_accepts_a_decoding_client(redis_server: Any) -> None:
+    import redis
+
+    from tasktoolkit.dedup import RedisDedupStore
+
+    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    store = RedisDedupStore(client, prefix="decoded:")
+    try:
+        claim = store.claim("k", "fp")
+        assert store.complete(claim.record, StoredResponse(200, b"\xff\x00"))
+        again = store.claim("k", "fp")
+        assert not again.acquired and again.record.response == StoredResponse(200, b"\xff\x00")
+        client.delete("decoded:k")
+    finally:
+        store.close()
+
+
+def test_redis_is_imported_lazily_with_an_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tasktoolkit.dedup
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    monkeypatch.delitem(sys.modules, "tasktoolkit.dedup.redis", raising=False)
+    with pytest.raises(ImportError, match=r"pip install 'tasktoolkit\[redis\]'"):
+        tasktoolkit.dedup.RedisDedupStore  # noqa: B018
+    monkeypatch.undo()
+    importlib.import_module("tasktoolkit.dedup.redis")
+
+
+def test_store_urls(tmp_path: Path, redis_server: Any) -> None:
+    assert isinstance(store_from_url("memory://"), MemoryDedupStore)
+    sqlite_store = store_from_url(f"sqlite:///{tmp_path}/u.db")
+    assert isinstance(sqlite_store, SQLiteDedupStore) and sqlite_store.path == f"{tmp_path}/u.db"
+    sqlite_store.close()
+    redis_store = store_from_url(redis_server.url)
+    assert redis_store.claim("url-test", "fp").acquired
+    redis_store.close()
+    with pytest.raises(ValueError, match="needs a path"):
+        store_from_url("sqlite://")
+    with pytest.raises(ValueError, match="unknown dedup store URL"):
+        store_from_url("postgres://db")
+
+
+def test_sqlite_connections_stay_bounded_under_thread_churn(tmp_path: Path) -> None:
+    store = SQLiteDedupStore(tmp_path / "d.db", max_idle_connections=2)
+    try:
+        for round_ in range(5):  # fresh threads each round, like a thread-per-request server
+            threads = [
+                threading.Thread(target=store.claim, args=(f"k{round_}-{index}", "fp")) for index in range(10)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(10)
+        assert len(store._idle) <= 2
+        assert all(store.get(f"k{r}-{i}") is not None for r in range(5) for i in range(10))
+    finally:
+        store.close()
+    assert store._idle == []
