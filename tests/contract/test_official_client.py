@@ -1,10 +1,9 @@
-"""The official ``google-cloud-tasks`` client (REST transport) as a peer of the local runner."""
+"""The official ``google-cloud-tasks`` client (REST transport) as a peer of a ``runner serve`` process."""
 
 from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,8 +26,6 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from local_runner import errors
-from local_runner.config import RunnerSettings
-from local_runner.server import RunnerServer
 
 PARENT = "projects/contract-project/locations/us-central1"
 NOWHERE = "http://127.0.0.1:9/"
@@ -36,17 +33,12 @@ _ids = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[RunnerServer]:
-    with RunnerServer(RunnerSettings(port=0, data_dir=None)) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(server: RunnerServer) -> tasks_v2.CloudTasksClient:
+def client(runner_url: str) -> tasks_v2.CloudTasksClient:
+    """The official client against a real ``runner serve`` process (see conftest.py)."""
     return tasks_v2.CloudTasksClient(
         transport="rest",
         credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=server.base_url),
+        client_options=ClientOptions(api_endpoint=runner_url),
     )
 
 
