@@ -39,6 +39,10 @@ JsonObject = dict[str, Any]
 E = TypeVar("E", bound=enum.IntEnum)
 T = TypeVar("T")
 
+#: google.protobuf.Timestamp's range, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z (whole seconds at the top,
+#: so that rounding to microseconds never leaves year 9999).
+MIN_TIMESTAMP = -62_135_596_800.0
+MAX_TIMESTAMP = 253_402_300_799.0
 _DURATION_RE = re.compile(r"(-)?(\d+)(?:\.(\d{1,9}))?s")
 _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
 
@@ -74,7 +78,10 @@ def parse_timestamp(text: str, path: str = "timestamp") -> float:
     except ValueError:
         raise _invalid_value(path, "google.protobuf.Timestamp", text) from None
     micros = int((fraction + "000000000")[:9]) / 1e9 if fraction else 0.0
-    return parsed.timestamp() + micros
+    instant = parsed.timestamp() + micros
+    if not MIN_TIMESTAMP <= instant <= MAX_TIMESTAMP:  # google.protobuf.Timestamp's range
+        raise _invalid_value(path, "google.protobuf.Timestamp", text)
+    return instant
 
 
 def format_duration(seconds: float) -> str:

@@ -156,6 +156,9 @@ class Dispatcher:
         timer = asyncio.ensure_future(self.clock.sleep_until(started + deadline))
         try:
             await asyncio.wait({exchange, timer}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            exchange.cancel()
+            raise
         finally:
             timer.cancel()
         if not exchange.done():

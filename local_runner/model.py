@@ -377,6 +377,8 @@ class Task:
     state: TaskState = TaskState.QUEUED
     #: HTTP status of the previous attempt, 504 after a deadline: ``X-CloudTasks-TaskPreviousResponse``.
     previous_response: int | None = None
+    #: The store's id for this task, never reused by a later task of the same name (0 before insertion).
+    uid: int = field(default=0, compare=False)
 
     def __post_init__(self) -> None:
         if not MIN_DISPATCH_DEADLINE <= self.dispatch_deadline <= MAX_DISPATCH_DEADLINE:

@@ -19,6 +19,8 @@ log = logging.getLogger("local_runner.dispatch")
 CLAIM_BATCH = 100
 #: How often expired tombstones are dropped.
 PRUNE_INTERVAL = 60.0
+#: Longest pause of a queue's loop after a store error, in seconds.
+MAX_ERROR_BACKOFF = 5.0
 
 
 class _QueueWorker:
@@ -67,6 +69,15 @@ class Scheduler:
         """Dispatch a task claimed by RunTask, outside the queue's pacing."""
         self._on_loop(self._run_claimed, task)
 
+    def queue_deleted(self, queue_name: str) -> None:
+        """Forget the queue's pacing, so a queue created again under the name starts afresh."""
+        self._on_loop(self._forget_pacer, queue_name)
+
+    def _forget_pacer(self, queue_name: str) -> None:
+        worker = self._workers.get(queue_name)
+        if worker is not None:
+            worker.pacer = None
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -112,18 +123,27 @@ class Scheduler:
     # -- the per-queue loop ----------------------------------------------------------------------
 
     async def _run_queue(self, worker: _QueueWorker) -> None:
+        failures = 0
         while True:
             worker.wake.clear()
-            queue = self.store.get_queue(worker.name)
-            if queue is None:
-                self._workers.pop(worker.name, None)
-                return
-            now = self.clock.now()
-            if worker.pacer is None:
-                worker.pacer = QueuePacer(queue.rate_limits, now)
-            elif worker.pacer.limits != queue.rate_limits:
-                worker.pacer.reconfigure(queue.rate_limits, now)
-            wake_at = self._dispatch_due(worker.pacer, queue, now)
+            try:
+                queue = self.store.get_queue(worker.name)
+                if queue is None:
+                    self._workers.pop(worker.name, None)
+                    return
+                now = self.clock.now()
+                if worker.pacer is None:
+                    worker.pacer = QueuePacer(queue.rate_limits, now)
+                elif worker.pacer.limits != queue.rate_limits:
+                    worker.pacer.reconfigure(queue.rate_limits, now)
+                wake_at = self._dispatch_due(worker.pacer, queue, now)
+            except Exception:  # a store error must not end the queue's dispatching for good
+                failures += 1
+                delay = min(MAX_ERROR_BACKOFF, 0.05 * 2 ** min(failures, 10))
+                log.exception("queue %s: dispatch loop failed; trying again in %gs", worker.name, delay)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
             if wake_at is not None and wake_at <= now:
                 await asyncio.sleep(0)
                 continue
@@ -149,6 +169,8 @@ class Scheduler:
         return pacer.next_start_time(now)
 
     def _run_claimed(self, task: Task) -> None:
+        if self._stopping:  # stays DISPATCHING: dispatched again after the restart
+            return
         worker = self._workers.get(task.queue_name)
         pacer = worker.pacer if worker else None
         if pacer is not None:
@@ -166,33 +188,46 @@ class Scheduler:
     # -- one attempt -----------------------------------------------------------------------------
 
     async def _attempt(self, task: Task, pacer: QueuePacer | None) -> None:
-        queue = self.store.get_queue(task.queue_name)
-        if queue is None:
-            return
         started = self.clock.now()
+        outcome: Outcome | None = None
         try:
-            request = build_request(task, queue, self.issuer, started)
-            outcome = await self.dispatcher.send(request, task.dispatch_deadline)
-        except asyncio.CancelledError:
-            raise
-        except Exception as error:  # a bug must not strand the task in DISPATCHING
-            log.exception("dispatching %s failed inside the runner", task.name)
-            outcome = Outcome(self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}")
-        queue = self.store.get_queue(task.queue_name) or queue
-        decision = decide(task, outcome, queue.retry_config)
-        tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
-        recorded = self.store.finish_attempt(decision.task, decision.attempt, tombstone)
-        if pacer is not None:
-            pacer.finished(outcome.http_status, outcome.throttles, outcome.response_time)
-        _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
-        self._wake_queue(task.queue_name)
+            queue = self.store.get_queue(task.queue_name)
+            if queue is None:
+                return
+            try:
+                request = build_request(task, queue, self.issuer, started)
+                outcome = await self.dispatcher.send(request, task.dispatch_deadline)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bug must not strand the task in DISPATCHING
+                log.exception("dispatching %s failed inside the runner", task.name)
+                outcome = Outcome(
+                    self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}"
+                )
+            queue = self.store.get_queue(task.queue_name) or queue
+            decision = decide(task, outcome, queue.retry_config)
+            tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
+            recorded = self.store.finish_attempt(decision.task, decision.attempt, tombstone)
+            _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
+        except Exception:
+            log.exception(
+                "recording an attempt of %s failed; it is dispatched again after a restart", task.name
+            )
+        finally:
+            if pacer is not None:
+                status = outcome.http_status if outcome else None
+                pacer.finished(status, bool(outcome and outcome.throttles), self.clock.now())
+            self._wake_queue(task.queue_name)
 
     # -- housekeeping and test aids --------------------------------------------------------------
 
     async def _prune_forever(self) -> None:
         while True:
             await self.clock.sleep_until(self.clock.now() + PRUNE_INTERVAL)
-            self.store.prune(self.clock.now())
+            try:
+                self.store.prune(self.clock.now())
+            except Exception:
+                log.exception("dropping expired tombstones failed; trying again later")
 
     @property
     def in_flight(self) -> int:

@@ -60,12 +60,18 @@ class Listener(Protocol):
     def run_now(self, task: Task) -> None:
         """Dispatch this claimed task at once (RunTask)."""
 
+    def queue_deleted(self, queue_name: str) -> None:
+        """A queue was deleted (or everything was reset); the name may come back as a new queue."""
+
 
 class _NoListener:
     def queue_changed(self, queue_name: str) -> None:
         pass
 
     def run_now(self, task: Task) -> None:
+        pass
+
+    def queue_deleted(self, queue_name: str) -> None:
         pass
 
 
@@ -153,6 +159,7 @@ class TasksService:
         parse_queue_name(name)
         if not self.store.delete_queue(name, self.clock.now() + self.queue_tombstone):
             raise NotFound(errors.ENTITY_NOT_FOUND)
+        self.listener.queue_deleted(name)
         self._iam_policies.pop(name, None)
         self.listener.queue_changed(name)
 
@@ -281,6 +288,7 @@ class TasksService:
         names = [queue.name for queue in self.store.list_queues(None)]
         self.store.reset()
         for name in names:
+            self.listener.queue_deleted(name)
             self.listener.queue_changed(name)
 
     def is_idle(self, queue_name: str | None = None, within: float | None = None) -> bool:
@@ -406,7 +414,7 @@ def _encode_queue_token(filter_text: str, last_name: str) -> str:
 def _decode_queue_token(token: str, parent: str, filter_text: str) -> str:
     try:
         decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError):
+    except (binascii.Error, ValueError, RecursionError):
         raise InvalidArgument("Invalid page token.") from None
     if (
         not isinstance(decoded, list)

@@ -65,6 +65,8 @@ def routes(service: TasksService, test_aids: bool = True) -> Router:
     async def wait_idle(call: Call) -> JsonObject:
         body = call.fields("queue", "timeout", "within")
         queue = body.get("queue") or None
+        if queue is not None and not isinstance(queue, str):
+            raise InvalidArgument(f"Invalid value at 'queue' (TYPE_STRING), {queue!r}")
         timeout = parse_duration(body.get("timeout", f"{DEFAULT_WAIT:g}s"), "timeout")
         if not 0 <= timeout <= MAX_WAIT:
             raise InvalidArgument(f"timeout must be between 0s and {MAX_WAIT:g}s; got {timeout:g}s.")

@@ -6,6 +6,7 @@ from local_runner.model import RetryConfig
 
 #: Tasks are deleted this long after creation whatever their state (reference §3, task retention).
 TASK_RETENTION = 31 * 24 * 3600.0
+_MAX_EXPONENT = 1000
 
 
 def backoff_interval(config: RetryConfig, retry_number: int) -> float:
@@ -18,7 +19,10 @@ def backoff_interval(config: RetryConfig, retry_number: int) -> float:
     if retry_number < 1:
         raise ValueError(f"retry_number must be >= 1, got {retry_number}")
     doublings = config.max_doublings
-    interval = config.min_backoff * 2 ** min(retry_number - 1, doublings) * max(1, retry_number - doublings)
+    exponent = min(retry_number - 1, doublings)
+    if exponent > _MAX_EXPONENT:  # 2**1024 overflows a float; the cap was reached long before
+        return config.max_backoff if config.min_backoff > 0 else 0.0
+    interval = config.min_backoff * 2.0**exponent * max(1, retry_number - doublings)
     return float(min(config.max_backoff, interval))
 
 

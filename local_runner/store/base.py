@@ -121,7 +121,9 @@ class TaskStore(ABC):
 
     @abstractmethod
     def purge(self, queue_name: str, purge_time: float, tombstone_until: float) -> int:
-        """Delete the queue's tasks created before ``purge_time`` (any state); tombstone their names.
+        """Delete the queue's tasks created at or before ``purge_time`` (any state); tombstone their names.
+
+        Calls are serialized, so a task with the purge's own clock reading was created before the purge.
 
         Returns:
             How many tasks were deleted.

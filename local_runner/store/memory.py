@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState, parse_queue_name
@@ -11,19 +15,40 @@ from local_runner.store.base import TaskStore, replayed_task
 
 #: A heap entry: (schedule_time, insertion seq, task name). Stale entries are skipped lazily.
 _Entry = tuple[float, int, str]
+_Store = TypeVar("_Store", bound=type[TaskStore])
+
+
+def _synchronized(cls: _Store) -> _Store:
+    """Run every TaskStore method of ``cls`` under the instance's ``_lock``."""
+
+    def locked(method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                return method(self, *args, **kwargs)
+
+        return call
+
+    for name in TaskStore.__abstractmethods__:
+        setattr(cls, name, locked(getattr(cls, name)))
+    return cls
 
 
 def _queue_of(task_name: str) -> str:
     return task_name.rpartition("/tasks/")[0]
 
 
+@_synchronized
 class MemoryTaskStore(TaskStore):
     """Dicts plus, per queue, a heap of QUEUED tasks by (schedule time, insertion order).
 
-    Meant for one thread (the runner's event loop); the model objects are frozen and stored as is.
+    Every method holds one lock, so the runner's loop and other threads (tests calling the service)
+    can share it; the model objects are frozen and stored as is.
     """
 
     def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._counter = itertools.count(1)  # never restarted, so no id is ever reused
         self.reset()
 
     def reset(self) -> None:  # noqa: D102 - documented in TaskStore
@@ -34,7 +59,6 @@ class MemoryTaskStore(TaskStore):
         self._heaps: dict[str, list[_Entry]] = {}
         self._task_tombstones: dict[str, tuple[str, float]] = {}
         self._history: dict[str, list[Attempt]] = {}
-        self._counter = itertools.count(1)
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -79,7 +103,7 @@ class MemoryTaskStore(TaskStore):
         self._task_tombstones.pop(task.name, None)
         self._history.pop(task.name, None)  # left by an earlier task of this name
         self._seq[task.name] = next(self._counter)
-        self._put(task)
+        self._put(task.replace(uid=self._seq[task.name]))
 
     def get_task(self, name: str) -> Task | None:  # noqa: D102
         return self._get(name)
@@ -136,6 +160,7 @@ class MemoryTaskStore(TaskStore):
             stored is None
             or stored.state is not TaskState.DISPATCHING
             or stored.dispatch_count != task.dispatch_count
+            or stored.uid != task.uid
         ):
             return False
         self._history.setdefault(task.name, []).append(attempt)
@@ -149,7 +174,7 @@ class MemoryTaskStore(TaskStore):
         return list(self._history.get(name, ()))
 
     def purge(self, queue_name: str, purge_time: float, tombstone_until: float) -> int:  # noqa: D102
-        doomed = [t.name for t in self._tasks.get(queue_name, {}).values() if t.create_time < purge_time]
+        doomed = [t.name for t in self._tasks.get(queue_name, {}).values() if t.create_time <= purge_time]
         for name in doomed:
             self._remove(name, tombstone_until)
         return len(doomed)

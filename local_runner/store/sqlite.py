@@ -64,7 +64,8 @@ CREATE TABLE IF NOT EXISTS queues (
 CREATE INDEX IF NOT EXISTS queues_parent ON queues (parent, name);
 CREATE TABLE IF NOT EXISTS queue_tombstones (name TEXT PRIMARY KEY, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tasks (
-    seq INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, queue TEXT NOT NULL, state TEXT NOT NULL,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL UNIQUE, queue TEXT NOT NULL,
+    state TEXT NOT NULL,
     schedule_time REAL NOT NULL, create_time REAL NOT NULL, dispatch_deadline REAL NOT NULL,
     dispatch_count INTEGER NOT NULL, response_count INTEGER NOT NULL, execution_count INTEGER NOT NULL,
     http_request TEXT NOT NULL, retry_config TEXT, previous_response INTEGER,
@@ -109,7 +110,7 @@ _INSERT_TASK = (
 _REPLACE_TASK = (
     "UPDATE tasks SET "
     + ", ".join(f"{f} = :{f}" for f in _TASK_FIELDS[2:])
-    + " WHERE name = :name AND state = 'DISPATCHING' AND dispatch_count = :dispatch_count"
+    + " WHERE name = :name AND seq = :seq AND state = 'DISPATCHING' AND dispatch_count = :dispatch_count"
 )
 _APPEND_ATTEMPT = (
     f"INSERT INTO attempts (task_name, seq, {', '.join(_ATTEMPT_FIELDS)}) VALUES (?, "
@@ -162,6 +163,7 @@ def _task_params(task: Task) -> dict[str, Any]:
         "http_request": json.dumps(codec.http_request_to_json(task.http_request, full=True)),
         "retry_config": None if retry is None else json.dumps(dataclasses.asdict(retry)),
         "previous_response": task.previous_response,
+        "seq": task.uid,
     }
     params.update(zip(_FIRST, _attempt_values(task.first_attempt), strict=True))
     params.update(zip(_LAST, _attempt_values(task.last_attempt), strict=True))
@@ -184,6 +186,7 @@ def _task(row: sqlite3.Row) -> Task:
         retry_config=None if retry is None else RetryConfig(**json.loads(retry)),
         state=TaskState(row["state"]),
         previous_response=row["previous_response"],
+        uid=row["seq"],
     )
 
 
@@ -408,8 +411,9 @@ class SQLiteTaskStore(TaskStore):
                 changed = conn.execute(_REPLACE_TASK, params).rowcount
             else:
                 changed = conn.execute(
-                    "DELETE FROM tasks WHERE name = ? AND state = 'DISPATCHING' AND dispatch_count = ?",
-                    (task.name, task.dispatch_count),
+                    "DELETE FROM tasks WHERE name = ? AND seq = ? AND state = 'DISPATCHING' "
+                    "AND dispatch_count = ?",
+                    (task.name, task.uid, task.dispatch_count),
                 ).rowcount
                 if changed:
                     conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
@@ -428,7 +432,7 @@ class SQLiteTaskStore(TaskStore):
     def purge(self, queue_name: str, purge_time: float, tombstone_until: float) -> int:  # noqa: D102
         with self._write() as conn:
             names = conn.execute(
-                "DELETE FROM tasks WHERE queue = ? AND create_time < ? RETURNING name",
+                "DELETE FROM tasks WHERE queue = ? AND create_time <= ? RETURNING name",
                 (queue_name, purge_time),
             ).fetchall()
             conn.executemany(_TOMBSTONE, [(row[0], queue_name, tombstone_until) for row in names])

@@ -151,3 +151,12 @@ def test_codec_rejects_out_of_range_numbers() -> None:
     assert "retry_config.max_backoff" in message_of(
         lambda: queue_from_json({"name": name, "retryConfig": {"maxBackoff": "99999999999999999999s"}})
     )
+
+
+@pytest.mark.parametrize(
+    "text", ["9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.9999999Z", "0000-12-31T00:00:00Z"]
+)
+def test_timestamps_outside_the_proto_range_are_invalid(text: str) -> None:
+    from local_runner.codec import parse_timestamp
+
+    assert "google.protobuf.Timestamp" in message_of(lambda: parse_timestamp(text, "task.schedule_time"))

@@ -67,3 +67,9 @@ def test_retry_duration_is_measured_from_first_attempt_not_creation() -> None:
     created, first = T0, T0 + 1000
     assert not retries_exhausted(config, 3, first, created, first + 99)
     assert retries_exhausted(config, 3, first, created, first + 100)
+
+
+def test_backoff_with_huge_doublings_does_not_overflow() -> None:
+    config = RetryConfig(max_attempts=-1, min_backoff=0.1, max_backoff=0.1, max_doublings=2000)
+    assert backoff_interval(config, 1500) == 0.1
+    assert backoff_interval(RetryConfig(min_backoff=0, max_backoff=0, max_doublings=5000), 3000) == 0.0

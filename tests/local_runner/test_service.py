@@ -27,6 +27,9 @@ class Recorder:
     def run_now(self, task: Task) -> None:
         self.run.append(task)
 
+    def queue_deleted(self, queue_name: str) -> None:
+        self.changed.append(f"deleted:{queue_name}")
+
 
 @pytest.fixture
 def clock() -> VirtualClock:

@@ -368,21 +368,21 @@ def test_count_tasks_by_state(store: TaskStore) -> None:
     assert store.count_tasks(Q) == {"QUEUED": 3, "DISPATCHING": 1, "EXHAUSTED": 1}
 
 
-def test_purge_deletes_tasks_created_before_purge_time(store: TaskStore) -> None:
+def test_purge_deletes_tasks_created_up_to_purge_time(store: TaskStore) -> None:
     store.insert_task(task("old", create_time=10.0), now=0.0)
     store.insert_task(task("old-busy", create_time=19.0), now=0.0)
     store.insert_task(task("old-exhausted", create_time=5.0).replace(state=TaskState.EXHAUSTED), now=0.0)
-    store.insert_task(task("at", create_time=20.0), now=0.0)
+    store.insert_task(task("at", create_time=20.0), now=0.0)  # same clock reading: created before the call
     store.insert_task(task("new", create_time=30.0), now=0.0)
     store.insert_task(task("other", create_time=1.0, queue=Q2), now=0.0)
     claim(store, "old-busy")
-    assert store.purge(Q, purge_time=20.0, tombstone_until=100.0) == 3
-    assert ids(store.list_tasks(Q, include_exhausted=True)) == ["at", "new"]
-    for task_id in ("old", "old-busy", "old-exhausted"):
+    assert store.purge(Q, purge_time=20.0, tombstone_until=100.0) == 4
+    assert ids(store.list_tasks(Q, include_exhausted=True)) == ["new"]
+    for task_id in ("old", "old-busy", "old-exhausted", "at"):
         assert store.task_tombstoned(name(task_id), now=99.0) is True
         with pytest.raises(AlreadyExists, match="existed too recently"):
             store.insert_task(task(task_id), now=99.0)
-    assert store.task_tombstoned(name("at"), now=0.0) is False
+    assert store.task_tombstoned(name("new"), now=0.0) is False
     assert ids(store.list_tasks(Q2)) == ["other"]
     assert store.purge(Q, purge_time=20.0, tombstone_until=100.0) == 0
 
@@ -713,3 +713,43 @@ def test_replay_exhausted_requeues_with_fresh_counts_and_keeps_history(store: Ta
     assert store.replay_exhausted(name("a"), now=201.0) is None  # only exhausted tasks
     assert ids(store.claim_due(Q, now=200.0, limit=5)) == ["a"]
     assert store.attempts(name("a")) == [done]
+
+
+def test_a_stale_attempt_never_lands_on_a_new_task_of_the_same_name(store: TaskStore) -> None:
+    store.put_queue(Queue(Q))
+    store.insert_task(task("a"), now=0.0)
+    [old] = store.claim_due(Q, now=100.0, limit=1)
+    store.reset()  # or delete the queue: the in-flight attempt of the old task is still running
+    store.put_queue(Queue(Q))
+    store.insert_task(task("a"), now=0.0)
+    [new] = store.claim_due(Q, now=100.0, limit=1)
+    assert (new.name, new.dispatch_count) == (old.name, old.dispatch_count)
+    done = Attempt(100.0, 100.0, 101.0, 200, RpcStatus(0, "OK"))
+    assert store.finish_attempt(old, done, tombstone_until=500.0) is False
+    assert store.get_task(name("a")) == new
+    assert store.finish_attempt(new, done, tombstone_until=500.0) is True
+
+
+def test_memory_store_is_safe_to_share_between_threads() -> None:
+    import threading
+
+    store = MemoryTaskStore()
+    store.put_queue(Queue(Q))
+    errors_seen: list[BaseException] = []
+
+    def writer(prefix: str) -> None:
+        try:
+            for i in range(300):
+                store.insert_task(task(f"{prefix}{i}"), now=0.0)
+                for claimed in store.claim_due(Q, now=1000.0, limit=5):
+                    store.finish_attempt(claimed, Attempt(1.0, 1.0, 2.0, 200, RpcStatus(0, "OK")), 10.0)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors_seen.append(error)
+
+    threads = [threading.Thread(target=writer, args=(prefix,)) for prefix in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    while any(thread.is_alive() for thread in threads):
+        store.list_tasks(Q)
+        store.count_tasks(Q)
+    assert errors_seen == []

@@ -107,3 +107,30 @@ def test_state_changing_aids_can_be_disabled(clock: VirtualClock) -> None:
         assert refused.status_code == 403 and refused.json()["error"]["status"] == "PERMISSION_DENIED"
         assert runner.service.get_queue(QUEUE).name == QUEUE
         assert post(runner, "waitIdle", {"timeout": "1s"}).status_code == 200
+
+
+def test_wait_idle_refuses_a_queue_that_is_not_a_string(runner: RunnerServer) -> None:
+    answer = post(runner, "waitIdle", {"queue": 123, "timeout": "0s"})
+    assert answer.status_code == 400 and answer.json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_reset_then_recreate_starts_with_a_fresh_bucket(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    from local_runner.model import RateLimits
+
+    seen: list[str] = []
+    httpserver.expect_request("/b").respond_with_handler(
+        lambda r: seen.append(r.path) or Response(status=200)
+    )
+    queue = Queue(f"{PARENT}/queues/bucket", rate_limits=RateLimits(max_dispatches_per_second=1))
+    runner.service.create_queue(PARENT, queue)
+    for _ in range(10):  # empty the bucket (10 tokens at 1/s)
+        runner.service.create_task(queue.name, NewTask(HttpRequest(url=httpserver.url_for("/b"))))
+    assert post(runner, "waitIdle", {"queue": queue.name, "timeout": "10s"}).status_code == 200
+    runner.service.reset()
+    runner.service.create_queue(PARENT, queue)
+    runner.service.create_task(queue.name, NewTask(HttpRequest(url=httpserver.url_for("/b"))))
+    # Without advancing the clock: only a fresh bucket has a token for it.
+    assert post(runner, "waitIdle", {"queue": queue.name, "timeout": "10s"}).status_code == 200
+    assert len(seen) == 11
