@@ -2,83 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
-_URL = re.compile(r"runner on (http://\S+)")
-
-
-class RunnerProcess:
-    """A ``python -m local_runner serve`` child process on a free port."""
-
-    def __init__(self, data_dir: Path, *args: str) -> None:
-        self.data_dir = data_dir
-        self.args = args
-        self.log: list[str] = []
-        self.url = ""
-        self._process: subprocess.Popen[str] | None = None
-
-    def start(self, timeout: float = 20.0) -> RunnerProcess:
-        command = [
-            sys.executable,
-            "-m",
-            "local_runner",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        self._process = subprocess.Popen(
-            [*command, *self.args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        found = threading.Event()
-        stream = self._process.stderr
-        assert stream is not None
-
-        def pump() -> None:
-            for line in stream:
-                self.log.append(line.rstrip("\n"))
-                match = _URL.search(line)
-                if match and not self.url:
-                    self.url = match.group(1)
-                    found.set()
-            found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not found.wait(timeout) or not self.url:
-            self.kill()
-            raise AssertionError("runner did not start:\n" + "\n".join(self.log))
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.kill()
-            self._process.wait(10)
-
-    def interrupt(self, timeout: float = 20.0) -> int:
-        """Ctrl-C, then wait for a clean exit; returns the exit code."""
-        assert self._process is not None
-        self._process.send_signal(signal.SIGINT)
-        return self._process.wait(timeout)
-
-    def close(self) -> None:
-        self.kill()
-        if self._process is not None and self._process.stderr is not None:
-            self._process.stderr.close()
+from testsupport.runner_process import RunnerProcess
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import itertools
-import os
-import re
 import subprocess
 import sys
 import threading
@@ -20,6 +18,7 @@ import requests
 import yaml
 from click.testing import CliRunner, Result
 from pytest_httpserver import HTTPServer
+from testsupport.runner_process import RunnerProcess
 from werkzeug import Request, Response
 
 from local_runner import cli_client
@@ -29,51 +28,13 @@ from local_runner.codec import parse_timestamp
 from local_runner.errors import QUEUE_NOT_FOUND
 
 PARENT = "projects/local-project/locations/us-central1"
-_URL = re.compile(r"runner on (http://\S+)")
 _ids = itertools.count()
 
 
-class Runner:
-    """One ``python -m local_runner serve --port 0 --in-memory`` child process."""
-
-    def __init__(self) -> None:
-        self.url = ""
-        self.log: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "local_runner", "serve", "--port", "0", "--in-memory"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        started = threading.Event()
-
-        def pump() -> None:
-            assert self.process.stderr is not None
-            for line in self.process.stderr:
-                self.log.append(line.rstrip("\n"))
-                match = _URL.search(line)
-                if match and not self.url:
-                    self.url = match.group(1)
-                    started.set()
-            started.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        if not started.wait(20) or not self.url:
-            self.close()
-            raise AssertionError("runner did not start:\n" + "\n".join(self.log))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
-
-
 @pytest.fixture(scope="module")
-def runner() -> Iterator[Runner]:
-    process = Runner()
+def runner() -> Iterator[RunnerProcess]:
+    """One ``runner serve --in-memory`` process for the whole module."""
+    process = RunnerProcess(None).start()
     yield process
     process.close()
 
@@ -82,7 +43,7 @@ Invoke = Callable[..., Result]
 
 
 @pytest.fixture
-def cli(runner: Runner) -> Invoke:
+def cli(runner: RunnerProcess) -> Invoke:
     """Run ``runner <args> --endpoint URL`` in-process."""
 
     def invoke(*args: str) -> Result:
@@ -91,7 +52,7 @@ def cli(runner: Runner) -> Invoke:
     return invoke
 
 
-def api_get(runner: Runner, name: str, **params: str) -> Any:
+def api_get(runner: RunnerProcess, name: str, **params: str) -> Any:
     return requests.get(f"{runner.url}/v2/{name}", params=params, timeout=10).json()
 
 
@@ -117,7 +78,7 @@ def new_queue(cli: Invoke, *flags: str) -> str:
 # -- queues ----------------------------------------------------------------------------------------
 
 
-def test_queue_create_describe_round_trips(cli: Invoke, runner: Runner) -> None:
+def test_queue_create_describe_round_trips(cli: Invoke, runner: RunnerProcess) -> None:
     flags = ["--max-dispatches-per-second", "5", "--max-concurrent-dispatches", "7"]
     flags += ["--max-attempts", "-1", "--min-backoff", "0.5s", "--max-backoff", "5m"]
     queue = new_queue(cli, *flags, "--max-retry-duration", "2h", "--max-doublings", "3")
@@ -139,7 +100,7 @@ def test_queue_create_describe_round_trips(cli: Invoke, runner: Runner) -> None:
     assert yaml.safe_load(full_name) == document
 
 
-def test_update_changes_only_the_given_fields(cli: Invoke, runner: Runner) -> None:
+def test_update_changes_only_the_given_fields(cli: Invoke, runner: RunnerProcess) -> None:
     queue = new_queue(cli, "--max-dispatches-per-second", "5", "--max-attempts", "4")
     before = api_get(runner, f"{PARENT}/queues/{queue}")
     assert ok(cli("queues", "update", queue, "--max-backoff", "1m")) == f"Updated queue [{queue}].\n"
@@ -154,7 +115,7 @@ def test_update_changes_only_the_given_fields(cli: Invoke, runner: Runner) -> No
     assert again == before
 
 
-def test_list_pause_resume_purge_delete(cli: Invoke, runner: Runner) -> None:
+def test_list_pause_resume_purge_delete(cli: Invoke, runner: RunnerProcess) -> None:
     queue = new_queue(cli, "--max-concurrent-dispatches", "9", "--max-attempts", "-1")
     table = ok(cli("queues", "list")).splitlines()
     assert table[0].split() == [
@@ -202,7 +163,7 @@ def test_list_reads_every_page(cli: Invoke, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_endpoint_defaults_to_the_emulator_host_variable(
-    runner: Runner, monkeypatch: pytest.MonkeyPatch
+    runner: RunnerProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(cli_client.EMULATOR_HOST_ENV, runner.url.removeprefix("http://"))
     assert cli_client.default_endpoint() == runner.url
@@ -216,7 +177,7 @@ def test_endpoint_defaults_to_the_emulator_host_variable(
 # -- tasks -----------------------------------------------------------------------------------------
 
 
-def test_task_create_describe_list_delete(cli: Invoke, runner: Runner, tmp_path: Path) -> None:
+def test_task_create_describe_list_delete(cli: Invoke, runner: RunnerProcess, tmp_path: Path) -> None:
     queue = new_queue(cli)
     name = f"{PARENT}/queues/{queue}/tasks/t-1"
     created = cli(
@@ -362,7 +323,7 @@ def test_durations(text: str, seconds: float) -> None:
 # -- the real console entry ----------------------------------------------------------------------------
 
 
-def test_console_entry_as_a_process(cli: Invoke, runner: Runner) -> None:
+def test_console_entry_as_a_process(cli: Invoke, runner: RunnerProcess) -> None:
     queue = new_queue(cli)
     done = subprocess.run(
         [sys.executable, "-m", "local_runner", "queues", "list", "--endpoint", runner.url],
