@@ -32,20 +32,9 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return false
 """
-# KEYS[1] key; ARGV: new record, owner, now, ttl in ms. Replaces a live IN_PROGRESS record of that owner.
-_REPLACE = """
-local current = redis.call('GET', KEYS[1])
-if not current then return 0 end
-local record = cjson.decode(current)
-if record['owner'] ~= ARGV[2] or record['status'] ~= 'IN_PROGRESS'
-   or tonumber(record['expires_at']) <= tonumber(ARGV[3]) then
-  return 0
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[4])
-return 1
-"""
-# KEYS[1] key; ARGV: owner, now. Deletes a live IN_PROGRESS record of that owner.
-_DELETE = """
+# KEYS[1] key; ARGV: owner, now, new record, ttl in ms. Acts only on a live IN_PROGRESS record of that owner:
+# replaces it with the new record, or deletes it when the new record is empty. Returns 1 if it acted.
+_SETTLE = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
 local record = cjson.decode(current)
@@ -53,7 +42,11 @@ if record['owner'] ~= ARGV[1] or record['status'] ~= 'IN_PROGRESS'
    or tonumber(record['expires_at']) <= tonumber(ARGV[2]) then
   return 0
 end
-redis.call('DEL', KEYS[1])
+if ARGV[3] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4])
+end
 return 1
 """
 
@@ -84,8 +77,7 @@ class RedisDedupStore(DedupStore):
         self.client = client
         self.prefix = prefix
         self._claim_script = client.register_script(_CLAIM)
-        self._replace_script = client.register_script(_REPLACE)
-        self._delete_script = client.register_script(_DELETE)
+        self._settle_script = client.register_script(_SETTLE)
 
     @classmethod
     def from_url(
@@ -117,11 +109,11 @@ class RedisDedupStore(DedupStore):
         return DedupRecord.from_json(record.key, current) if current else None
 
     def _replace(self, record: DedupRecord, now: float) -> bool:
-        args: list[str | int] = [record.to_json(), record.owner, repr(now), _ttl_ms(record.expires_at, now)]
-        return bool(self._replace_script(keys=[self.prefix + record.key], args=args))
+        args: list[str | int] = [record.owner, repr(now), record.to_json(), _ttl_ms(record.expires_at, now)]
+        return bool(self._settle_script(keys=[self.prefix + record.key], args=args))
 
     def _delete(self, key: str, owner: str, now: float) -> bool:
-        return bool(self._delete_script(keys=[self.prefix + key], args=[owner, repr(now)]))
+        return bool(self._settle_script(keys=[self.prefix + key], args=[owner, repr(now), "", 0]))
 
     def _get(self, key: str, now: float) -> DedupRecord | None:
         current = self.client.get(self.prefix + key)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from google.api_core.client_options import ClientOptions
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import tasks_v2
 from testsupport.runner_process import RunnerProcess
 
 
@@ -14,3 +17,13 @@ def runner_url() -> Iterator[str]:
     process = RunnerProcess(None).start()
     yield process.url
     process.close()
+
+
+@pytest.fixture(scope="module")
+def client(runner_url: str) -> tasks_v2.CloudTasksClient:
+    """The official client (REST transport, no credentials) pointed at that process."""
+    return tasks_v2.CloudTasksClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options=ClientOptions(api_endpoint=runner_url),
+    )

@@ -8,7 +8,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import (
     AlreadyExists,
     BadRequest,
@@ -18,7 +17,6 @@ from google.api_core.exceptions import (
     MethodNotImplemented,
     NotFound,
 )
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 from google.iam.v1 import policy_pb2
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -30,16 +28,6 @@ from local_runner import errors
 PARENT = "projects/contract-project/locations/us-central1"
 NOWHERE = "http://127.0.0.1:9/"
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def client(runner_url: str) -> tasks_v2.CloudTasksClient:
-    """The official client against a real ``runner serve`` process (see conftest.py)."""
-    return tasks_v2.CloudTasksClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=runner_url),
-    )
 
 
 def new_queue(client: tasks_v2.CloudTasksClient, **fields: Any) -> tasks_v2.Queue:

@@ -9,23 +9,12 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from google.api_core.client_options import ClientOptions
-from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 _ids = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def client(runner_url: str) -> tasks_v2.CloudTasksClient:
-    return tasks_v2.CloudTasksClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=runner_url),
-    )
 
 
 @pytest.fixture
