@@ -50,3 +50,43 @@ class CertificateFetchError(TaskToolkitError):
 
 class DedupStoreUnavailable(TaskToolkitError):
     """Raised when the dedup store cannot be reached or fails; the handler is not run (503)."""
+
+
+class CloudTasksError(TaskToolkitError):
+    """Raised when Cloud Tasks (or the local runner) refuses a request; carries the service's answer.
+
+    Attributes:
+        status: The canonical code name, e.g. ``"NOT_FOUND"``.
+        http_status: The HTTP status the service answered (or would have answered).
+        message: The service's own message.
+    """
+
+    def __init__(self, status: str, message: str, http_status: int) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.http_status = http_status
+
+
+class TaskAlreadyExists(CloudTasksError):
+    """A task with this name (or dedup key) exists or was deleted or executed recently (ALREADY_EXISTS)."""
+
+
+class ResourceNotFound(CloudTasksError):
+    """The queue or task does not exist (NOT_FOUND)."""
+
+
+class InvalidArgument(CloudTasksError):
+    """A field is missing or out of range (INVALID_ARGUMENT); the message names the field."""
+
+
+class FailedPrecondition(CloudTasksError):
+    """The request does not fit the resource's state (FAILED_PRECONDITION), e.g. a queue deleted recently."""
+
+
+class PermissionDenied(CloudTasksError):
+    """The caller's credentials are missing or lack the permission (PERMISSION_DENIED, UNAUTHENTICATED)."""
+
+
+class ServiceUnavailable(CloudTasksError):
+    """The service stayed unreachable or overloaded through every retry (UNAVAILABLE, DEADLINE_EXCEEDED)."""

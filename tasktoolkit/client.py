@@ -1,0 +1,532 @@
+"""TasksClient: creates tasks and manages queues through the Cloud Tasks REST v2 API.
+
+One code path for real Cloud Tasks and the local runner: the same requests go to
+``https://cloudtasks.googleapis.com`` with application default credentials, or to the runner named by
+``CLOUD_TASKS_EMULATOR_HOST`` (or an ``http://`` endpoint) without credentials.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import random
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import NewConnectionError
+
+from tasktoolkit.errors import (
+    CloudTasksError,
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    ResourceNotFound,
+    ServiceUnavailable,
+    TaskAlreadyExists,
+    TaskToolkitError,
+)
+from tasktoolkit.taskspec import (
+    CreatedTask,
+    QueueInfo,
+    build_task,
+    check_queue_id,
+    check_task_id,
+    invalid,
+    queue_update,
+)
+
+__all__ = [
+    "CloudTasksError",
+    "CreatedTask",
+    "EnqueueResult",
+    "QueueInfo",
+    "RetryPolicy",
+    "TaskAlreadyExists",
+    "TasksClient",
+]
+
+GOOGLE_ENDPOINT = "https://cloudtasks.googleapis.com"
+EMULATOR_HOST_ENV = "CLOUD_TASKS_EMULATOR_HOST"
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+#: Largest ``max_workers`` of :meth:`TasksClient.enqueue_many` (also the connection pool size).
+MAX_WORKERS = 64
+_ERRORS: Mapping[str, type[CloudTasksError]] = {
+    "ALREADY_EXISTS": TaskAlreadyExists,
+    "NOT_FOUND": ResourceNotFound,
+    "INVALID_ARGUMENT": InvalidArgument,
+    "OUT_OF_RANGE": InvalidArgument,
+    "FAILED_PRECONDITION": FailedPrecondition,
+    "PERMISSION_DENIED": PermissionDenied,
+    "UNAUTHENTICATED": PermissionDenied,
+    "UNAVAILABLE": ServiceUnavailable,
+    "DEADLINE_EXCEEDED": ServiceUnavailable,
+    "RESOURCE_EXHAUSTED": ServiceUnavailable,
+}
+_STATUS_BY_HTTP = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+#: Refused before processing: safe to retry any request.
+_RETRY_ALWAYS = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
+#: May have been processed: retried only when repeating the request is harmless.
+_RETRY_IF_IDEMPOTENT = frozenset({"DEADLINE_EXCEEDED"})
+
+
+def error_from_answer(http_status: int, payload: Any) -> CloudTasksError:
+    """The typed exception for an error answer ``{"error": {"code", "message", "status"}}``."""
+    error = payload.get("error") if isinstance(payload, dict) else None
+    error = error if isinstance(error, dict) else {}
+    status = str(error.get("status") or _STATUS_BY_HTTP.get(http_status, "UNKNOWN"))
+    message = str(error.get("message") or f"HTTP {http_status}")
+    return _ERRORS.get(status, CloudTasksError)(status, message, http_status)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: exponential backoff with full jitter.
+
+    Args:
+        attempts: Tries in all, including the first (1 turns retrying off).
+        initial_s: Upper bound of the first wait.
+        multiplier: Growth of the bound per retry.
+        max_s: Largest bound.
+    """
+
+    attempts: int = 5
+    initial_s: float = 0.25
+    multiplier: float = 2.0
+    max_s: float = 8.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.attempts <= 100:
+            raise ValueError(f"RetryPolicy.attempts must be within [1, 100], got {self.attempts!r}")
+        if not (0 <= self.initial_s <= self.max_s and self.multiplier >= 1):
+            raise ValueError("RetryPolicy needs 0 <= initial_s <= max_s and multiplier >= 1")
+
+    def wait_s(self, retry: int, rng: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry ``retry`` (1 for the first)."""
+        return rng() * min(self.max_s, self.initial_s * self.multiplier ** (retry - 1))
+
+
+class Transport(Protocol):
+    """Sends one REST call; returns the JSON answer or raises :class:`CloudTasksError`."""
+
+    def __call__(
+        self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
+    ) -> dict[str, Any]:
+        """Performs ``method path`` (path below ``/v2/``)."""
+        ...
+
+
+class HttpTransport:
+    """REST over ``requests``, with retries of transient failures where repeating is safe.
+
+    Args:
+        session: The session (an ``AuthorizedSession`` for Google, a plain one for the runner).
+        endpoint: Base URL, e.g. ``https://cloudtasks.googleapis.com``.
+        timeout_s: Per-request timeout.
+        retry: Retry policy for transient failures.
+        sleep: Waits between retries (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        endpoint: str,
+        *,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.session = session
+        self.endpoint = endpoint.rstrip("/")
+        self.timeout_s = timeout_s
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    def __call__(
+        self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
+    ) -> dict[str, Any]:
+        """Performs the call, retrying UNAVAILABLE (and, if idempotent, timeouts and resets)."""
+        url = f"{self.endpoint}/v2/{path}"
+        for attempt in range(1, self.retry.attempts + 1):
+            last = attempt == self.retry.attempts
+            try:
+                response = self.session.request(method, url, params=params, json=body, timeout=self.timeout_s)
+            except requests.RequestException as exc:
+                if last or not (idempotent or _not_sent(exc)):
+                    raise ServiceUnavailable("UNAVAILABLE", f"{method} {url} failed: {exc}", 503) from exc
+            else:
+                payload = _json_or_none(response)
+                if response.ok:
+                    return payload if isinstance(payload, dict) else {}
+                error = error_from_answer(response.status_code, payload)
+                retryable = error.status in _RETRY_ALWAYS or (
+                    idempotent and error.status in _RETRY_IF_IDEMPOTENT
+                )
+                if last or not retryable:
+                    raise error
+            self._sleep(self.retry.wait_s(attempt))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        """Closes the session."""
+        self.session.close()
+
+
+def _not_sent(exc: requests.RequestException) -> bool:
+    """Whether the request surely never reached the server (refused or timed out while connecting)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), NewConnectionError)
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        return None
+
+
+def _session(pool_size: int) -> requests.Session:
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def _google_session(credentials: Any, pool_size: int) -> requests.Session:
+    import google.auth
+    from google.auth.transport.requests import AuthorizedSession
+
+    if credentials is None:
+        credentials, _ = google.auth.default(scopes=SCOPES)
+    session: requests.Session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """One entry of :meth:`TasksClient.enqueue_many`: the created task or the error, in input order."""
+
+    index: int
+    task: CreatedTask | None = None
+    error: TaskToolkitError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task was created (or, with ``ignore_existing``, already existed)."""
+        return self.error is None
+
+
+class TasksClient:
+    """Creates Cloud Tasks HTTP tasks and manages queues of one project and location.
+
+    Where requests go, in order:
+
+    1. ``transport`` if given (the fake queue passes its own);
+    2. ``endpoint`` if given: an ``http://`` endpoint (a local runner) gets no credentials, an ``https://``
+       one gets ``credentials`` or application default credentials;
+    3. ``CLOUD_TASKS_EMULATOR_HOST=host:port``: the local runner, no credentials;
+    4. ``https://cloudtasks.googleapis.com`` with ``credentials`` or application default credentials.
+
+    Args:
+        project: Project id, e.g. ``"my-proj"``.
+        location: Location id, e.g. ``"us-central1"``.
+        endpoint: Base URL of the API.
+        credentials: google-auth credentials (default: application default credentials).
+        timeout_s: Per-request timeout.
+        retry: Retry policy for transient failures.
+        clock: Current time (aware); turns ``delay`` into a schedule time.
+        transport: Replaces HTTP entirely (used by :class:`tasktoolkit.testing.FakeQueue`).
+        environ: Where ``CLOUD_TASKS_EMULATOR_HOST`` is read (default ``os.environ``).
+    """
+
+    def __init__(
+        self,
+        project: str,
+        location: str,
+        *,
+        endpoint: str | None = None,
+        credentials: Any = None,
+        timeout_s: float = 30.0,
+        retry: RetryPolicy | None = None,
+        clock: Callable[[], dt.datetime] = _utc_now,
+        transport: Transport | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        for label, value in (("project", project), ("location", location)):
+            if not isinstance(value, str) or not value or "/" in value:
+                raise invalid(f"{label} must be a non-empty id without '/', got {value!r}")
+        self.project = project
+        self.location = location
+        self.clock = clock
+        self.parent = f"projects/{project}/locations/{location}"
+        if transport is not None:
+            self.endpoint = None
+            self._transport = transport
+            return
+        env = os.environ if environ is None else environ
+        emulator = env.get(EMULATOR_HOST_ENV)
+        if endpoint is None and emulator:
+            endpoint = emulator if "://" in emulator else f"http://{emulator}"
+        self.endpoint = (endpoint or GOOGLE_ENDPOINT).rstrip("/")
+        local = self.endpoint.startswith("http://") and credentials is None
+        session = _session(MAX_WORKERS) if local else _google_session(credentials, MAX_WORKERS)
+        self._transport = HttpTransport(session, self.endpoint, timeout_s=timeout_s, retry=retry)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Closes the HTTP session."""
+        close = getattr(self._transport, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> TasksClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- names ------------------------------------------------------------------------------------
+
+    def queue_path(self, queue: str) -> str:
+        """``projects/P/locations/L/queues/Q`` for a queue id."""
+        return f"{self.parent}/queues/{check_queue_id(queue)}"
+
+    def task_path(self, queue: str, task_id: str) -> str:
+        """``.../queues/Q/tasks/T`` for a queue id and task id."""
+        return f"{self.queue_path(queue)}/tasks/{check_task_id(task_id)}"
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        return self._transport(method, path, params=params, body=body, idempotent=idempotent)
+
+    # -- tasks ------------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        *,
+        url: str,
+        json: Any = None,
+        body: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        method: str = "POST",
+        name: str | None = None,
+        dedup_key: str | None = None,
+        delay: dt.timedelta | None = None,
+        schedule_time: dt.datetime | None = None,
+        dispatch_deadline: dt.timedelta | None = None,
+        service_account: str | None = None,
+        audience: str | None = None,
+        ignore_existing: bool = False,
+    ) -> CreatedTask | None:
+        """Creates one HTTP task.
+
+        Args:
+            queue: Queue id.
+            url: Full URL the task is sent to.
+            json: Payload sent as a JSON body (``Content-Type: application/json``).
+            body: Raw body instead of ``json``.
+            headers: Extra request headers.
+            method: HTTP method (a body needs POST, PUT or PATCH).
+            name: Task id; Cloud Tasks rejects a second task of that id for about an hour after the first
+                ends (its tombstone).
+            dedup_key: Any string; becomes a hashed task id, so equal keys deduplicate.
+            delay: Run no earlier than now + delay.
+            schedule_time: Run no earlier than this aware datetime (at most 30 days ahead).
+            dispatch_deadline: How long Cloud Tasks waits for the handler (15 s to 30 min; default 10 min).
+            service_account: Email of the service account whose OIDC token is sent.
+            audience: The token's audience (default: the URL).
+            ignore_existing: Return ``None`` instead of raising when the task exists.
+
+        Returns:
+            The created task, or ``None`` if it existed and ``ignore_existing`` is set.
+
+        Raises:
+            TaskAlreadyExists: The name or dedup key is taken (unless ``ignore_existing``).
+            InvalidArgument: An option is invalid (checked before sending, and by the service).
+            CloudTasksError: Any other refusal, with the service's status and message.
+        """
+        parent = self.queue_path(queue)
+        task = build_task(
+            parent,
+            url=url,
+            now=self.clock(),
+            json=json,
+            body=body,
+            headers=headers,
+            method=method,
+            name=name,
+            dedup_key=dedup_key,
+            delay=delay,
+            schedule_time=schedule_time,
+            dispatch_deadline=dispatch_deadline,
+            service_account=service_account,
+            audience=audience,
+        )
+        try:
+            # A named task is safe to resend: a duplicate comes back ALREADY_EXISTS.
+            created = self._call("POST", f"{parent}/tasks", body={"task": task}, idempotent="name" in task)
+        except TaskAlreadyExists:
+            if ignore_existing:
+                return None
+            raise
+        return CreatedTask.from_json(created)
+
+    def enqueue_many(
+        self,
+        queue: str,
+        tasks: Iterable[Mapping[str, Any]],
+        *,
+        max_workers: int = 8,
+        ignore_existing: bool = False,
+    ) -> list[EnqueueResult]:
+        """Creates many tasks, ``max_workers`` requests at a time; one failure never stops the others.
+
+        Args:
+            queue: Queue id.
+            tasks: One mapping of :meth:`enqueue` keyword arguments per task (read lazily).
+            max_workers: Requests in flight (1-64).
+            ignore_existing: As in :meth:`enqueue` (an existing task gives ``ok`` with ``task=None``).
+
+        Returns:
+            One result per task, in input order.
+        """
+        if type(max_workers) is not int or not 1 <= max_workers <= MAX_WORKERS:
+            raise invalid(f"max_workers must be an int within [1, {MAX_WORKERS}], got {max_workers!r}")
+        check_queue_id(queue)
+
+        def create(index: int, options: Mapping[str, Any]) -> EnqueueResult:
+            try:
+                if not isinstance(options, Mapping):
+                    raise invalid(f"tasks[{index}] must be a mapping of enqueue() options, got {options!r}")
+                options = {"ignore_existing": ignore_existing, **options}
+                return EnqueueResult(index, task=self.enqueue(queue, **options))
+            except TaskToolkitError as exc:
+                return EnqueueResult(index, error=exc)
+            except TypeError as exc:  # an unknown option name
+                return EnqueueResult(index, error=invalid(f"tasks[{index}]: {exc}"))
+
+        results: list[EnqueueResult] = []
+        with ThreadPoolExecutor(max_workers, thread_name_prefix="tasktoolkit-enqueue") as pool:
+            for result in _bounded(pool, create, enumerate(tasks), max_workers * 2):
+                results.append(result)
+        results.sort(key=lambda r: r.index)
+        return results
+
+    def get_task(self, queue: str, task_id: str) -> CreatedTask:
+        """Returns one task. Raises :class:`ResourceNotFound` when it is gone."""
+        return CreatedTask.from_json(self._call("GET", self.task_path(queue, task_id)))
+
+    def delete_task(self, queue: str, task_id: str) -> None:
+        """Deletes a task (its name stays taken for the tombstone period)."""
+        self._call("DELETE", self.task_path(queue, task_id))
+
+    def list_tasks(self, queue: str, *, page_size: int = 1000) -> Iterator[CreatedTask]:
+        """Yields the queue's tasks, page by page."""
+        path = f"{self.queue_path(queue)}/tasks"
+        params = {"pageSize": str(page_size)}
+        while True:
+            page = self._call("GET", path, params=params)
+            for data in page.get("tasks", []):
+                yield CreatedTask.from_json(data)
+            token = page.get("nextPageToken")
+            if not token:
+                return
+            params = {"pageSize": str(page_size), "pageToken": str(token)}
+
+    # -- queues -----------------------------------------------------------------------------------
+
+    def ensure_queue(
+        self,
+        queue: str,
+        *,
+        rate_limits: Mapping[str, float] | None = None,
+        retry_config: Mapping[str, Any] | None = None,
+    ) -> QueueInfo:
+        """Creates the queue, or updates the given fields of an existing one (for development set-up).
+
+        Args:
+            queue: Queue id.
+            rate_limits: ``max_dispatches_per_second``, ``max_concurrent_dispatches``.
+            retry_config: ``max_attempts``, ``max_retry_duration``, ``min_backoff``, ``max_backoff``
+                (timedelta or seconds), ``max_doublings``.
+        """
+        path = self.queue_path(queue)
+        body, mask = queue_update(rate_limits, retry_config)
+        if not mask:
+            try:
+                return self.get_queue(queue)
+            except ResourceNotFound:
+                return QueueInfo.from_json(self._call("POST", f"{self.parent}/queues", body={"name": path}))
+        # UpdateQueue creates the queue when it does not exist.
+        params = {"updateMask": ",".join(mask)}
+        updated = self._call("PATCH", path, params=params, body={"name": path, **body})
+        return QueueInfo.from_json(updated)
+
+    def get_queue(self, queue: str) -> QueueInfo:
+        """Returns the queue. Raises :class:`ResourceNotFound` when it does not exist."""
+        return QueueInfo.from_json(self._call("GET", self.queue_path(queue)))
+
+    def pause_queue(self, queue: str) -> QueueInfo:
+        """Stops dispatching (tasks can still be added)."""
+        return QueueInfo.from_json(self._call("POST", f"{self.queue_path(queue)}:pause", body={}))
+
+    def resume_queue(self, queue: str) -> QueueInfo:
+        """Resumes dispatching."""
+        return QueueInfo.from_json(self._call("POST", f"{self.queue_path(queue)}:resume", body={}))
+
+    def purge_queue(self, queue: str) -> QueueInfo:
+        """Deletes every task created before now."""
+        return QueueInfo.from_json(self._call("POST", f"{self.queue_path(queue)}:purge", body={}))
+
+    def delete_queue(self, queue: str) -> None:
+        """Deletes the queue and its tasks (its name cannot be reused for a while on the real service)."""
+        self._call("DELETE", self.queue_path(queue))
+
+
+def _bounded(
+    pool: ThreadPoolExecutor,
+    work: Callable[[int, Mapping[str, Any]], EnqueueResult],
+    items: Iterable[tuple[int, Mapping[str, Any]]],
+    limit: int,
+) -> Iterator[EnqueueResult]:
+    """Runs ``work`` over ``items`` with at most ``limit`` submitted at once (inputs are read lazily)."""
+    pending: set[Future[EnqueueResult]] = set()
+    for index, options in items:
+        pending.add(pool.submit(work, index, options))
+        if len(pending) >= limit:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield from (future.result() for future in done)
+    for future in pending:
+        yield future.result()
