@@ -22,6 +22,7 @@ from urllib3.exceptions import NewConnectionError
 
 from tasktoolkit.errors import (
     CloudTasksError,
+    ConfigurationError,
     FailedPrecondition,
     InvalidArgument,
     PermissionDenied,
@@ -210,10 +211,18 @@ def _session(pool_size: int) -> requests.Session:
 
 def _google_session(credentials: Any, pool_size: int) -> requests.Session:
     import google.auth
+    import google.auth.exceptions
     from google.auth.transport.requests import AuthorizedSession
 
     if credentials is None:
-        credentials, _ = google.auth.default(scopes=SCOPES)
+        try:
+            credentials, _ = google.auth.default(scopes=SCOPES)
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ConfigurationError(
+                "no Google credentials for Cloud Tasks: run `gcloud auth application-default login`, run on "
+                f"Google Cloud, pass credentials=, or set {EMULATOR_HOST_ENV}=host:port for a local runner "
+                f"({exc})"
+            ) from exc
     session: requests.Session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("https://", adapter)
@@ -260,6 +269,7 @@ class TasksClient:
         clock: Current time (aware); turns ``delay`` into a schedule time.
         transport: Replaces HTTP entirely (used by :class:`tasktoolkit.testing.FakeQueue`).
         environ: Where ``CLOUD_TASKS_EMULATOR_HOST`` is read (default ``os.environ``).
+        sleep: Waits between retries (injectable for tests).
     """
 
     def __init__(
@@ -274,6 +284,7 @@ class TasksClient:
         clock: Callable[[], dt.datetime] = _utc_now,
         transport: Transport | None = None,
         environ: Mapping[str, str] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         for label, value in (("project", project), ("location", location)):
             if not isinstance(value, str) or not value or "/" in value:
@@ -293,7 +304,7 @@ class TasksClient:
         self.endpoint = (endpoint or GOOGLE_ENDPOINT).rstrip("/")
         local = self.endpoint.startswith("http://") and credentials is None
         session = _session(MAX_WORKERS) if local else _google_session(credentials, MAX_WORKERS)
-        self._transport = HttpTransport(session, self.endpoint, timeout_s=timeout_s, retry=retry)
+        self._transport = HttpTransport(session, self.endpoint, timeout_s=timeout_s, retry=retry, sleep=sleep)
 
     # -- lifecycle --------------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from flask import Flask, current_app
 
 from tasktoolkit.dedup.base import DEFAULT_LEASE_S, DEFAULT_TTL_S, DedupStore
 from tasktoolkit.dedup.url import store_from_url
+from tasktoolkit.enqueue import Enqueuer, client_for, install_client
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.oidc import (
     DEFAULT_CLOCK_SKEW_S,
@@ -207,3 +208,17 @@ class TaskToolkit:
         if not isinstance(state, ToolkitState):
             raise ConfigurationError("TaskToolkit is not initialized for this app: call TaskToolkit(app)")
         return state
+
+    @staticmethod
+    def client(app: Flask | None = None) -> Enqueuer:
+        """The client that ``handler.enqueue`` uses for ``app`` (default: the current app).
+
+        A :class:`~tasktoolkit.client.TasksClient` built on first use from ``TASKTOOLKIT_PROJECT`` and
+        ``TASKTOOLKIT_LOCATION``, or whatever :meth:`use_client` installed (a test's fake queue).
+        """
+        return client_for(app if app is not None else current_app._get_current_object())  # type: ignore[attr-defined]
+
+    @staticmethod
+    def use_client(client: Enqueuer, app: Flask | None = None) -> None:
+        """Makes ``handler.enqueue`` use ``client`` for ``app`` (default: the current app)."""
+        install_client(app if app is not None else current_app._get_current_object(), client)  # type: ignore[attr-defined]

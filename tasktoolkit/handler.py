@@ -17,6 +17,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
 from tasktoolkit.dedup.base import DedupRecord, DedupStatus, StoredResponse
+from tasktoolkit.enqueue import enqueue_route
 from tasktoolkit.errors import (
     CallerNotAllowed,
     CertificateFetchError,
@@ -25,10 +26,12 @@ from tasktoolkit.errors import (
     InvalidTaskRequest,
     PermanentFailure,
     RetryTask,
+    TaskToolkitError,
     TokenVerificationError,
 )
 from tasktoolkit.extension import TaskToolkit, ToolkitState
 from tasktoolkit.headers import TaskContext, parse_task_context
+from tasktoolkit.taskspec import CreatedTask, check_queue_id
 
 log = logging.getLogger("tasktoolkit")
 
@@ -40,6 +43,8 @@ IN_PROGRESS_RETRY_AFTER_MAX_S = 30
 MAX_KEY_LENGTH = 1024
 #: Header set on a replayed response.
 REPLAYED_HEADER = "X-TaskToolkit-Replayed"
+#: WSGI environ key holding the exception a task function raised (read by the fake queue in tests).
+EXCEPTION_ENVIRON_KEY = "tasktoolkit.exception"
 
 DedupKey = Callable[[Any, TaskContext], str]
 TaskFunction = Callable[..., ResponseReturnValue]
@@ -58,6 +63,7 @@ class HandlerOptions:
     lease_s: float | None
     ttl_s: float | None
     parse_json: bool
+    queue: str | None = None
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -142,8 +148,9 @@ def _execute(
         return _acknowledge("permanent_failure"), _Outcome.FAIL
     except HTTPException as exc:
         return exc, _Outcome.RELEASE
-    except Exception:
+    except Exception as exc:
         log.exception("task %s/%s raised", task.queue_name, task.task_name)
+        request.environ[EXCEPTION_ENVIRON_KEY] = exc
         return _json(500, {"error": "task handler failed"}), _Outcome.RELEASE
     return response, _Outcome.COMPLETE if 200 <= response.status_code < 300 else _Outcome.RELEASE
 
@@ -190,8 +197,9 @@ def _claim(options: HandlerOptions, state: ToolkitState, task: TaskContext) -> D
         key = options.dedup_key(task.payload, task)
         if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
             raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {key!r}")
-    except Exception:
+    except Exception as exc:
         log.exception("dedup_key failed for task %s/%s", task.queue_name, task.task_name)
+        request.environ[EXCEPTION_ENVIRON_KEY] = exc
         return _json(500, {"error": "task handler failed"})
     fingerprint = hashlib.sha256(task.body).hexdigest()
     try:
@@ -230,6 +238,39 @@ class TaskHandler:
     def __call__(self, **view_args: Any) -> ResponseReturnValue:
         """Handles one delivery (Flask passes the URL's variables as keyword arguments)."""
         return _dispatch(self.func, self.options, view_args)
+
+    def enqueue(
+        self,
+        payload: Any = None,
+        /,
+        *,
+        queue: str | None = None,
+        route_args: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> CreatedTask | None:
+        """Creates a task that calls this handler, through the app's client (see ``docs/enqueue.md``).
+
+        The URL is ``TASKTOOLKIT_BASE_URL`` plus this route's path; the queue is ``queue``, the decorator's
+        ``queue`` or ``TASKTOOLKIT_DEFAULT_QUEUE``; the OIDC token is for ``TASKTOOLKIT_SERVICE_ACCOUNT``
+        with the app's audience. Must run inside a request or ``app.app_context()``.
+
+        Args:
+            payload: JSON payload (the function's ``payload`` argument).
+            queue: Queue id, overriding the decorator's.
+            route_args: Values of the route's variables, e.g. ``{"kind": "thumb"}`` for ``/tasks/<kind>``.
+            **options: Any :meth:`tasktoolkit.client.TasksClient.enqueue` option (``dedup_key``, ``delay``,
+                ``schedule_time``, ``name``, ``dispatch_deadline``, ``headers``, ``ignore_existing``...).
+
+        Returns:
+            The created task, or ``None`` for an existing one with ``ignore_existing=True``.
+
+        Raises:
+            ConfigurationError: A setting the task needs is missing.
+            TaskAlreadyExists: The name or dedup key is taken.
+        """
+        return enqueue_route(
+            self, payload, queue=queue or self.options.queue, route_args=route_args, options=options
+        )
 
 
 def _duration(name: str, value: float | None) -> float | None:
@@ -273,6 +314,7 @@ def task_handler(
     lease_s: float | None = ...,
     ttl_s: float | None = ...,
     parse_json: bool = ...,
+    queue: str | None = ...,
 ) -> Callable[[TaskFunction], TaskHandler]: ...
 
 
@@ -284,6 +326,7 @@ def task_handler(
     lease_s: float | None = None,
     ttl_s: float | None = None,
     parse_json: bool = True,
+    queue: str | None = None,
 ) -> TaskHandler | Callable[[TaskFunction], TaskHandler]:
     """Turns a Flask view into a verified, idempotent Cloud Tasks handler.
 
@@ -296,12 +339,18 @@ def task_handler(
         lease_s: How long a claim blocks duplicates while running (default ``TASKTOOLKIT_LEASE_S``).
         ttl_s: How long a result is kept for replay (default ``TASKTOOLKIT_RESULT_TTL_S``).
         parse_json: Parse the body as JSON into ``payload``; when false ``payload`` is ``None``.
+        queue: Queue id that :meth:`TaskHandler.enqueue` uses (default ``TASKTOOLKIT_DEFAULT_QUEUE``).
 
     Raises:
         ConfigurationError: An option is invalid (checked when the decorator is applied).
     """
+    if queue is not None:
+        try:
+            check_queue_id(queue)
+        except TaskToolkitError as exc:
+            raise ConfigurationError(f"task_handler {exc}") from exc
     options = HandlerOptions(
-        _check_key(dedup_key), _duration("lease_s", lease_s), _duration("ttl_s", ttl_s), parse_json
+        _check_key(dedup_key), _duration("lease_s", lease_s), _duration("ttl_s", ttl_s), parse_json, queue
     )
 
     def decorate(function: TaskFunction) -> TaskHandler:

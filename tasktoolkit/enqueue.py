@@ -1,0 +1,150 @@
+"""``handler.enqueue(payload)``: a task for a decorated route, built from the app's config and URL map.
+
+The app's client is a :class:`~tasktoolkit.client.TasksClient` built on first use from
+``TASKTOOLKIT_PROJECT`` and ``TASKTOOLKIT_LOCATION`` (real Cloud Tasks, or the runner when
+``CLOUD_TASKS_EMULATOR_HOST`` is set), unless a test installed a :class:`~tasktoolkit.testing.FakeQueue`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, cast
+
+from flask import Flask, current_app
+from werkzeug.routing import BuildError
+
+from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.taskspec import CreatedTask
+
+PROJECT = "TASKTOOLKIT_PROJECT"
+LOCATION = "TASKTOOLKIT_LOCATION"
+BASE_URL = "TASKTOOLKIT_BASE_URL"
+DEFAULT_QUEUE = "TASKTOOLKIT_DEFAULT_QUEUE"
+SERVICE_ACCOUNT = "TASKTOOLKIT_SERVICE_ACCOUNT"
+CLIENT_KEY = "tasktoolkit.client"
+_lock = threading.Lock()
+
+
+class Enqueuer(Protocol):
+    """What ``handler.enqueue`` needs of a client: :class:`TasksClient` and :class:`FakeQueue` both fit."""
+
+    @property
+    def enqueue(self) -> Callable[..., CreatedTask | None]:
+        """Creates one task: ``enqueue(queue, **options)`` (see :meth:`TasksClient.enqueue`)."""
+        ...
+
+
+def _setting(app: Flask, key: str, *, required: str | None = None) -> str | None:
+    value = app.config.get(key)
+    if value is None or value == "":
+        if required is not None:
+            raise ConfigurationError(f"{key} is not set: {required}")
+        return None
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{key} must be a string, got {value!r}")
+    return value
+
+
+def client_for(app: Flask) -> Enqueuer:
+    """The app's client: the installed one, or a ``TasksClient`` built from config on first use."""
+    with _lock:
+        client = app.extensions.get(CLIENT_KEY)
+        if client is None:
+            from tasktoolkit.client import TasksClient
+
+            why = "the Cloud Tasks {} of the queues, needed to create tasks"
+            project = _setting(app, PROJECT, required=why.format("project"))
+            location = _setting(app, LOCATION, required=why.format("location"))
+            assert project is not None and location is not None
+            client = TasksClient(project, location)
+            app.extensions[CLIENT_KEY] = client
+        return cast(Enqueuer, client)
+
+
+def install_client(app: Flask, client: Enqueuer) -> None:
+    """Makes ``client`` the app's client (a test installs its fake queue this way)."""
+    with _lock:
+        app.extensions[CLIENT_KEY] = client
+
+
+def _route(app: Flask, view: object, route_args: Mapping[str, Any]) -> tuple[str, str]:
+    """The path and method of the route served by ``view``."""
+    endpoints = [endpoint for endpoint, function in app.view_functions.items() if function is view]
+    name = getattr(view, "__name__", repr(view))
+    if len(endpoints) != 1:
+        where = "is not a route" if not endpoints else f"serves several endpoints {endpoints}"
+        raise ConfigurationError(f"cannot enqueue {name}: it {where} of app {app.name!r}")
+    [endpoint] = endpoints
+    rule = next(app.url_map.iter_rules(endpoint))
+    methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+    method = "POST" if "POST" in methods or not methods else methods[0]
+    try:
+        path = app.url_map.bind("localhost").build(endpoint, dict(route_args), method=method)
+    except BuildError as exc:
+        raise ConfigurationError(f"cannot build the URL of {name}: pass route_args for {rule.rule}") from exc
+    return path, method
+
+
+def _audience(app: Flask) -> str | None:
+    audience = app.config.get("TASKTOOLKIT_AUDIENCE")
+    if isinstance(audience, list | tuple) and audience:
+        audience = audience[0]
+    return audience if isinstance(audience, str) and audience else None
+
+
+def _service_account(app: Flask) -> str | None:
+    account = _setting(app, SERVICE_ACCOUNT)
+    allowed = app.config.get("TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS")
+    if account is None and isinstance(allowed, str):
+        allowed = [item.strip() for item in allowed.split(",") if item.strip()]
+    if account is None and isinstance(allowed, list | tuple) and len(allowed) == 1:
+        account = str(allowed[0])
+    return account
+
+
+def enqueue_route(
+    view: object,
+    payload: Any,
+    *,
+    queue: str | None,
+    route_args: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+) -> CreatedTask | None:
+    """Creates a task for the route that ``view`` serves in the current app.
+
+    The URL is ``TASKTOOLKIT_BASE_URL`` + the route's path; the OIDC token is for
+    ``TASKTOOLKIT_SERVICE_ACCOUNT`` (or the only allowed service account) with the first
+    ``TASKTOOLKIT_AUDIENCE`` as audience (or, without one, the URL, as Cloud Tasks does).
+    """
+    try:
+        app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    except RuntimeError as exc:
+        raise ConfigurationError(
+            "enqueue needs the app: call it in a request or in app.app_context()"
+        ) from exc
+    queue = queue or _setting(
+        app, DEFAULT_QUEUE, required="name a queue with @task_handler(queue=...) or enqueue(queue=...)"
+    )
+    base = _setting(
+        app, BASE_URL, required="the public URL of this service, e.g. https://worker-abc.a.run.app"
+    )
+    assert queue is not None and base is not None
+    path, method = _route(app, view, route_args or {})
+    task_options: dict[str, Any] = {
+        "url": base.rstrip("/") + path,
+        "method": method,
+        "service_account": _service_account(app),
+        "audience": _audience(app),
+    }
+    if payload is not None:
+        task_options["json"] = payload
+    task_options.update(options)
+    if task_options["service_account"] is None:
+        if "service_account" not in options:
+            raise ConfigurationError(
+                f"{SERVICE_ACCOUNT} is not set: the service account whose OIDC token the task carries "
+                "(or pass service_account=None to send none)"
+            )
+        task_options.pop("audience")
+    return client_for(app).enqueue(queue, **task_options)
