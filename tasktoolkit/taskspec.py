@@ -116,11 +116,14 @@ def _seconds(name: str, value: dt.timedelta | float) -> dt.timedelta:
 
 
 def format_duration(value: dt.timedelta) -> str:
-    """A proto3 JSON Duration, e.g. ``"0.100s"`` or ``"600s"``."""
+    """A proto3 JSON Duration with 0, 3 or 6 fractional digits, e.g. ``"0.100s"`` or ``"600s"``."""
     micros = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
     seconds, fraction = divmod(abs(micros), 1_000_000)
     sign = "-" if micros < 0 else ""
-    return f"{sign}{seconds}.{fraction:06d}s" if fraction else f"{sign}{seconds}s"
+    if not fraction:
+        return f"{sign}{seconds}s"
+    digits = f"{fraction:06d}"
+    return f"{sign}{seconds}.{digits[:3] if digits.endswith('000') else digits}s"
 
 
 def parse_duration(text: str) -> dt.timedelta:
