@@ -121,7 +121,7 @@ def enqueue_route(
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     except RuntimeError as exc:
         raise ConfigurationError(
-            "enqueue needs the app: call it in a request or in app.app_context()"
+            "enqueue needs an app: call it in a request or in app.app_context()"
         ) from exc
     queue = queue or _setting(
         app, DEFAULT_QUEUE, required="name a queue with @task_handler(queue=...) or enqueue(queue=...)"

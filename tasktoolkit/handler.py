@@ -43,8 +43,8 @@ IN_PROGRESS_RETRY_AFTER_MAX_S = 30
 MAX_KEY_LENGTH = 1024
 #: Header set on a replayed response.
 REPLAYED_HEADER = "X-TaskToolkit-Replayed"
-#: WSGI environ key holding the exception a task function raised (read by the fake queue in tests).
-EXCEPTION_ENVIRON_KEY = "tasktoolkit.exception"
+#: WSGI environ key of a list that collects the exceptions a task function raised (the fake queue sets it).
+EXCEPTION_SINK_KEY = "tasktoolkit.exception_sink"
 
 DedupKey = Callable[[Any, TaskContext], str]
 TaskFunction = Callable[..., ResponseReturnValue]
@@ -126,6 +126,13 @@ def _admit(options: HandlerOptions, state: ToolkitState) -> TaskContext | Respon
     return task
 
 
+def _report(exc: Exception) -> None:
+    """Hands an exception to a test harness that asked for it (production requests have no sink)."""
+    sink = request.environ.get(EXCEPTION_SINK_KEY)
+    if isinstance(sink, list):
+        sink.append(exc)
+
+
 class _Outcome(Enum):
     """What a run means for its dedup record."""
 
@@ -150,7 +157,7 @@ def _execute(
         return exc, _Outcome.RELEASE
     except Exception as exc:
         log.exception("task %s/%s raised", task.queue_name, task.task_name)
-        request.environ[EXCEPTION_ENVIRON_KEY] = exc
+        _report(exc)
         return _json(500, {"error": "task handler failed"}), _Outcome.RELEASE
     return response, _Outcome.COMPLETE if 200 <= response.status_code < 300 else _Outcome.RELEASE
 
@@ -199,7 +206,7 @@ def _claim(options: HandlerOptions, state: ToolkitState, task: TaskContext) -> D
             raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {key!r}")
     except Exception as exc:
         log.exception("dedup_key failed for task %s/%s", task.queue_name, task.task_name)
-        request.environ[EXCEPTION_ENVIRON_KEY] = exc
+        _report(exc)
         return _json(500, {"error": "task handler failed"})
     fingerprint = hashlib.sha256(task.body).hexdigest()
     try:

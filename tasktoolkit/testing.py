@@ -33,7 +33,7 @@ from tasktoolkit.client import TasksClient, error_from_answer
 from tasktoolkit.enqueue import BASE_URL, LOCATION, PROJECT, install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
-from tasktoolkit.handler import EXCEPTION_ENVIRON_KEY
+from tasktoolkit.handler import EXCEPTION_SINK_KEY
 from tasktoolkit.taskspec import (
     BODY_METHODS,
     format_duration,
@@ -184,6 +184,7 @@ class Delivery:
     body: bytes
     status: int
     response_body: bytes
+    response_headers: Mapping[str, str] = field(default_factory=dict)
     exception: BaseException | None = None
     #: True for a deliberate second delivery (:meth:`FakeQueue.redeliver`, ``duplicate_deliveries``).
     duplicate: bool = False
@@ -441,7 +442,7 @@ class FakeQueue(TasksClient):
                 "FakeQueue has no app to deliver to: pass FakeQueue(app) or call install(app)"
             )
         parts = urlsplit(url)
-        exception: BaseException | None = None
+        raised: list[BaseException] = []
         try:
             response = self.app.test_client().open(
                 parts.path or "/",
@@ -450,10 +451,11 @@ class FakeQueue(TasksClient):
                 method=method,
                 headers=headers,
                 data=body,
+                environ_overrides={EXCEPTION_SINK_KEY: raised},
             )
         except Exception as exc:  # an unhandled error in a plain route, with PROPAGATE_EXCEPTIONS on
-            return Delivery(task, self.now, method, url, headers, body, 500, b"", exc, duplicate)
-        exception = response.request.environ.get(EXCEPTION_ENVIRON_KEY)
+            return Delivery(task, self.now, method, url, headers, body, 500, b"", {}, exc, duplicate)
+        exception = raised[0] if raised else None
         return Delivery(
             task,
             self.now,
@@ -463,6 +465,7 @@ class FakeQueue(TasksClient):
             body,
             response.status_code,
             response.get_data(),
+            dict(response.headers.items()),
             exception,
             duplicate,
             self._retry_after(response.headers.get("Retry-After")),
