@@ -245,8 +245,29 @@ def build_task(
     return task
 
 
+class TaskNameParts:
+    """The parts of a full task name ``projects/P/locations/L/queues/Q/tasks/T``."""
+
+    name: str
+
+    @property
+    def id(self) -> str:
+        """The short task id (what handlers see in ``X-CloudTasks-TaskName``)."""
+        return self.name.rpartition("/tasks/")[2]
+
+    @property
+    def queue_path(self) -> str:
+        """The full name of the task's queue."""
+        return self.name.rpartition("/tasks/")[0]
+
+    @property
+    def queue(self) -> str:
+        """The short queue id."""
+        return self.queue_path.rpartition("/")[2]
+
+
 @dataclass(frozen=True)
-class CreatedTask:
+class CreatedTask(TaskNameParts):
     """A task as Cloud Tasks returned it."""
 
     #: Full name ``projects/P/locations/L/queues/Q/tasks/T``.
@@ -259,16 +280,6 @@ class CreatedTask:
     url: str | None = None
     http_method: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def id(self) -> str:
-        """The short task id (what handlers see in ``X-CloudTasks-TaskName``)."""
-        return self.name.rpartition("/tasks/")[2]
-
-    @property
-    def queue(self) -> str:
-        """The short queue id."""
-        return self.name.rpartition("/tasks/")[0].rpartition("/")[2]
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CreatedTask:

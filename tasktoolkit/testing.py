@@ -36,6 +36,7 @@ from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY
 from tasktoolkit.taskspec import (
     BODY_METHODS,
+    TaskNameParts,
     format_duration,
     format_timestamp,
     parse_duration,
@@ -120,7 +121,7 @@ def mint_token(email: str, audience: str, now_s: float | None = None) -> str:
 
 
 @dataclass
-class FakeTask:
+class FakeTask(TaskNameParts):
     """A task the fake holds: what was created, and how its delivery went so far."""
 
     name: str
@@ -140,16 +141,6 @@ class FakeTask:
     execution_count: int = 0
     previous_response: int | None = None
     first_attempt_time: dt.datetime | None = None
-
-    @property
-    def id(self) -> str:
-        """The short task id."""
-        return self.name.rpartition("/tasks/")[2]
-
-    @property
-    def queue(self) -> str:
-        """The short queue id."""
-        return self.name.rpartition("/tasks/")[0].rpartition("/")[2]
 
     @property
     def json(self) -> Any:
@@ -398,7 +389,7 @@ class FakeQueue(TasksClient):
     def _due_order(self) -> list[FakeTask]:
         with self._lock:
             running = {q.name for q in self._queues.values() if q.state == "RUNNING"}
-            tasks = [t for t in self._live.values() if t.name.rpartition("/tasks/")[0] in running]
+            tasks = [t for t in self._live.values() if t.queue_path in running]
         return sorted(tasks, key=lambda t: (t.schedule_time, t.seq))
 
     def _next(self, until: dt.datetime) -> FakeTask | None:
@@ -489,7 +480,7 @@ class FakeQueue(TasksClient):
         if delivery.ok:
             self._end(task, SUCCEEDED)
             return
-        queue = self._queues[task.name.rpartition("/tasks/")[0]]
+        queue = self._queues[task.queue_path]
         if queue.exhausted(task, self.now):
             self._end(task, EXHAUSTED)
             return

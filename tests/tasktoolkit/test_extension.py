@@ -38,15 +38,23 @@ def apps() -> Iterator[Any]:
 
 def test_public_names() -> None:
     assert set(tasktoolkit.__all__) == {
+        "CloudTasksError",
         "ConfigurationError",
         "PermanentFailure",
         "RetryTask",
+        "TaskAlreadyExists",
         "TaskContext",
         "TaskToolkit",
         "TaskToolkitError",
         "task_handler",
     }
-    for name in ("ConfigurationError", "PermanentFailure", "RetryTask"):
+    for name in (
+        "CloudTasksError",
+        "ConfigurationError",
+        "PermanentFailure",
+        "RetryTask",
+        "TaskAlreadyExists",
+    ):
         assert issubclass(getattr(tasktoolkit, name), TaskToolkitError)
 
 
