@@ -195,6 +195,34 @@ class Delivery:
             return None
 
 
+def _check_queue_config(rates: Mapping[str, Any], retry: Mapping[str, Any]) -> None:
+    """Refuses what Cloud Tasks refuses, with its messages."""
+    seconds = {key: parse_duration(retry[key]) for key in ("minBackoff", "maxBackoff") if key in retry}
+    checks = [
+        (
+            not 0 <= rates["maxDispatchesPerSecond"] <= 500,
+            "RateLimits.maxDispatchesPerSecond must be in [0, 500].",
+        ),
+        (
+            not 0 <= rates["maxConcurrentDispatches"] <= 5000,
+            "RateLimits.maxConcurrentDispatches must be in [0, 5000].",
+        ),
+        (retry["maxAttempts"] < -1, "RetryConfig.maxAttempts must be greater or equal to -1."),
+        (retry["maxDoublings"] < 0, "RetryConfig.maxDoublings cannot be negative."),
+        (
+            min(seconds.values()) < dt.timedelta(0),
+            "RetryConfig.minBackoff and maxBackoff cannot be negative.",
+        ),
+        (
+            seconds["minBackoff"] > seconds["maxBackoff"],
+            "RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff.",
+        ),
+    ]
+    for failed, message in checks:
+        if failed:
+            raise _fail("INVALID_ARGUMENT", message, 400)
+
+
 @dataclass
 class _Queue:
     name: str
@@ -550,11 +578,14 @@ class FakeQueue(TasksClient):
                 self._end(task, DELETED)
             return {}
         if method == "PATCH":
-            queue = self._queues.setdefault(name, _Queue(name))
+            queue = self._queues.get(name) or _Queue(name)
+            rates, retry = dict(queue.rate_limits), dict(queue.retry_config)
             for path in filter(None, params.get("updateMask", "").split(",")):
                 section, _, key = path.partition(".")
-                target = queue.rate_limits if section == "rateLimits" else queue.retry_config
-                target[key] = body[section][key]
+                (rates if section == "rateLimits" else retry)[key] = body[section][key]
+            _check_queue_config(rates, retry)  # all or nothing: a refused update changes nothing
+            queue.rate_limits, queue.retry_config = rates, retry
+            self._queues[name] = queue
             return queue.to_json()
         return self._queue(name).to_json()
 

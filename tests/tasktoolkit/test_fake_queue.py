@@ -240,6 +240,15 @@ def test_service_rules_apply(worker: Worker) -> None:
     assert fake.created == []
 
 
+def test_a_refused_queue_update_changes_nothing(fake: FakeQueue) -> None:
+    fake.ensure_queue("emails", retry_config={"max_attempts": 7})
+    with pytest.raises(InvalidArgument, match="minBackoff must be less than or equal"):
+        fake.ensure_queue("emails", retry_config={"max_attempts": 3, "min_backoff": 60, "max_backoff": 10})
+    assert fake.get_queue("emails").retry_config["maxAttempts"] == 7
+    with pytest.raises(InvalidArgument, match="maxDispatchesPerSecond must be in"):
+        fake.ensure_queue("emails", rate_limits={"max_dispatches_per_second": 501})
+
+
 def test_a_handler_can_enqueue_while_being_delivered(fake: FakeQueue, worker: Worker) -> None:
     @worker.app.post("/tasks/fan-out")
     @task_handler(queue="emails")
