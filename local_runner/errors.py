@@ -74,6 +74,10 @@ class StoreError(RunnerError):
     """The task store could not be opened, read or written."""
 
 
+class StoreFull(StoreError):
+    """The task store could not grow: its disk, or the file size it may reach, is full."""
+
+
 QUEUE_NOT_FOUND = (
     "Queue does not exist. If you just created the queue, wait at least a minute for the queue to initialize."
 )

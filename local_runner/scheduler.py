@@ -10,6 +10,7 @@ from local_runner.clock import Clock
 from local_runner.dispatch import Dispatcher, build_request, format_latency
 from local_runner.engine.attempts import Decision, Failure, Outcome, decide
 from local_runner.engine.pacing import QueuePacer
+from local_runner.errors import StoreError
 from local_runner.model import Queue, QueueState, Task
 from local_runner.oidc import TokenIssuer
 from local_runner.service import TasksService
@@ -21,6 +22,11 @@ CLAIM_BATCH = 100
 PRUNE_INTERVAL = 60.0
 #: Longest pause of a queue's loop after a store error, in seconds.
 MAX_ERROR_BACKOFF = 5.0
+
+
+def error_backoff(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th store error in a row (50 ms doubling, at most 5 s)."""
+    return min(MAX_ERROR_BACKOFF, 0.05 * 2.0 ** min(failures, 10))
 
 
 class _QueueWorker:
@@ -137,10 +143,13 @@ class Scheduler:
                 elif worker.pacer.limits != queue.rate_limits:
                     worker.pacer.reconfigure(queue.rate_limits, now)
                 wake_at = self._dispatch_due(worker.pacer, queue, now)
-            except Exception:  # a store error must not end the queue's dispatching for good
+            except Exception as error:  # a store error must not end the queue's dispatching for good
                 failures += 1
-                delay = min(MAX_ERROR_BACKOFF, 0.05 * 2 ** min(failures, 10))
-                log.exception("queue %s: dispatch loop failed; trying again in %gs", worker.name, delay)
+                delay = error_backoff(failures)
+                if isinstance(error, StoreError):
+                    log.error("queue %s: %s; trying again in %gs", worker.name, error, delay)
+                else:
+                    log.exception("queue %s: dispatch loop failed; trying again in %gs", worker.name, delay)
                 await asyncio.sleep(delay)
                 continue
             failures = 0
@@ -204,10 +213,7 @@ class Scheduler:
                 outcome = Outcome(
                     self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}"
                 )
-            queue = self.store.get_queue(task.queue_name) or queue
-            decision = decide(task, outcome, queue.retry_config)
-            tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
-            recorded = self.store.finish_attempt(decision.task, decision.attempt, tombstone)
+            decision, recorded = await self._record(task, outcome, queue)
             _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
             log.exception(
@@ -218,6 +224,28 @@ class Scheduler:
                 status = outcome.http_status if outcome else None
                 pacer.finished(status, bool(outcome and outcome.throttles), self.clock.now())
             self._wake_queue(task.queue_name)
+
+    async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
+        """Store an attempt's outcome; while the store refuses, keep the task in flight and try again."""
+        failures = 0
+        while True:
+            try:
+                queue = self.store.get_queue(task.queue_name) or queue
+                decision = decide(task, outcome, queue.retry_config)
+                tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
+                return decision, self.store.finish_attempt(decision.task, decision.attempt, tombstone)
+            except StoreError as error:
+                failures += 1
+                delay = error_backoff(failures)
+                log.log(
+                    logging.ERROR if failures == 1 else logging.DEBUG,
+                    "recording attempt %d of %s failed: %s; trying again every %gs at most",
+                    task.dispatch_count,
+                    task.name,
+                    error,
+                    MAX_ERROR_BACKOFF,
+                )
+                await self.clock.sleep_until(self.clock.now() + delay)
 
     # -- housekeeping and test aids --------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,16 @@ from local_runner.store import open_store
 
 log = logging.getLogger("local_runner")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the runner reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class RunnerServer:
@@ -85,7 +96,7 @@ class RunnerServer:
         await self.dispatcher.start()
         self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock)
         await self.scheduler.start()
-        if self.settings.host not in ("127.0.0.1", "localhost", "::1"):
+        if not is_loopback(self.settings.host):
             log.warning(
                 "listening on %s: anyone who can reach this address can create and run tasks",
                 self.settings.host,

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from local_runner.errors import ApiError, Code
+from local_runner.errors import ApiError, Code, StoreError, StoreFull
 
 #: The message Google APIs answer with when something unexpected went wrong.
 INTERNAL_MESSAGE = "Internal error encountered."
@@ -35,3 +35,12 @@ def error_response(code: Code, message: str) -> web.Response:
 def api_error_response(error: ApiError) -> web.Response:
     """The response for a refused request."""
     return error_response(error.code, error.message)
+
+
+def store_error_response(error: StoreError) -> web.Response:
+    """The answer when the task store fails: RESOURCE_EXHAUSTED if its disk is full, else UNAVAILABLE.
+
+    Nothing was changed by the request (every store method is one transaction), so it may be retried.
+    """
+    code = Code.RESOURCE_EXHAUSTED if isinstance(error, StoreFull) else Code.UNAVAILABLE
+    return error_response(code, f"The runner cannot use its task store; nothing was changed. {error}")

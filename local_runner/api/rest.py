@@ -17,7 +17,13 @@ from typing import Any
 from aiohttp import web
 
 from local_runner.api import field_mask, iam, runner_ext
-from local_runner.api.errors import INTERNAL_MESSAGE, api_error_response, error_response, json_response
+from local_runner.api.errors import (
+    INTERNAL_MESSAGE,
+    api_error_response,
+    error_response,
+    json_response,
+    store_error_response,
+)
 from local_runner.api.request import (
     Call,
     JsonObject,
@@ -29,7 +35,7 @@ from local_runner.api.request import (
 )
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
 from local_runner.codec import new_task_from_json, queue_from_json, queue_to_json, task_to_json
-from local_runner.errors import ApiError, Code, InvalidArgument, NotFound
+from local_runner.errors import ApiError, Code, InvalidArgument, NotFound, StoreError
 from local_runner.model import TaskView, parse_queue_name
 from local_runner.service import TasksService
 
@@ -67,6 +73,9 @@ def make_view(router: Router, prefix: str) -> View:
             return json_response(result)
         except ApiError as error:
             return api_error_response(error)
+        except StoreError as error:
+            log.error("%s %s: %s", request.method, request.path, error)
+            return store_error_response(error)
         except Exception:
             log.exception("%s %s failed", request.method, request.path)
             return error_response(Code.INTERNAL, INTERNAL_MESSAGE)

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from local_runner import codec
-from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists, InvalidArgument, StoreError
+from local_runner.errors import (
+    TASK_EXISTS,
+    TASK_TOMBSTONED,
+    AlreadyExists,
+    InvalidArgument,
+    StoreError,
+    StoreFull,
+)
 from local_runner.model import (
     Attempt,
     Queue,
@@ -27,6 +34,8 @@ from local_runner.store.base import TaskStore, replayed_task
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
+#: SQLite's result code for "database or disk is full".
+_SQLITE_FULL = 13
 
 _ATTEMPT_FIELDS = (
     "schedule_time",
@@ -255,7 +264,10 @@ class SQLiteTaskStore(TaskStore):
 
     def _error(self, exc: BaseException) -> StoreError:
         if isinstance(exc, sqlite3.Error):
-            return StoreError(f"Task store {self._path} failed: {exc}")
+            full = getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+            name = getattr(exc, "sqlite_errorname", None)
+            detail = f"{exc} ({name})" if name else str(exc)
+            return (StoreFull if full else StoreError)(f"Task store {self._path} failed: {detail}")
         return StoreError(f"Task store {self._path} holds an unreadable record: {exc!r}")
 
     @contextlib.contextmanager

@@ -8,7 +8,10 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 _URL = re.compile(r"runner on (http://\S+)")
 
@@ -52,6 +55,12 @@ class RunnerProcess:
             raise AssertionError("runner did not start:\n" + "\n".join(self.log))
         return self
 
+    @property
+    def pid(self) -> int:
+        """The process id of the running runner."""
+        assert self._process is not None, "start() was not called"
+        return self._process.pid
+
     def kill(self) -> None:
         """SIGKILL: no chance to clean up."""
         if self._process is not None and self._process.poll() is None:
@@ -68,3 +77,18 @@ class RunnerProcess:
         self.kill()
         if self._process is not None and self._process.stderr is not None:
             self._process.stderr.close()
+
+
+@pytest.fixture
+def runner_process() -> Iterator[Callable[..., RunnerProcess]]:
+    """Start runner processes (``start(data_dir, *args)``); every one is killed at teardown."""
+    started: list[RunnerProcess] = []
+
+    def start(data_dir: Path | None, *args: str) -> RunnerProcess:
+        process = RunnerProcess(data_dir, *args)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.close()
