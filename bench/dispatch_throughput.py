@@ -1,0 +1,137 @@
+"""Dispatch throughput: a backlog over 10 queues at 500/s each to an aiohttp sink and gunicorn, and the peer.
+
+Usage: python bench/dispatch_throughput.py [--tasks 20000] [--queues 10] [--runs 3] [--no-peer] [--smoke]
+Each run starts a fresh `runner serve` on a data directory whose queues already hold the backlog (written
+through the runner's store before it starts, so only dispatch is timed), and counts tasks/s from the first
+to the last delivery. Sides alternate within each run: runner -> sink, peer -> sink, runner -> Flask.
+Prints one figure per line and writes bench/results/dispatch_throughput.json.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import benchlib
+from benchlib import Figures, Gunicorn, Peer, Runner, Sink, median
+
+
+def spread(total: int, queues: int) -> dict[str, int]:
+    return {f"q{i}": total // queues + (1 if i < total % queues else 0) for i in range(queues)}
+
+
+def rate(times: list[float]) -> float:
+    return (len(times) - 1) / (max(times) - min(times)) if len(times) > 1 else float("nan")
+
+
+def runner_to_sink(tmp: Path, sink: Sink, total: int, queues: int, run: int) -> dict[str, float]:
+    sink.reset()
+    data = tmp / f"sink-{run}"
+    benchlib.populate(data, spread(total, queues), f"{sink.url}/task")
+    runner = Runner(tmp, data).wait_ready()
+    try:
+        sink.wait_count(total, timeout=60)
+        cpu = benchlib.process_cpu_seconds([runner.pid])
+        rss, _ = runner.memory_kb()
+    finally:
+        runner.stop()
+    times = sink.deliveries()["times"]
+    return {"rate": rate(times), "delivered": len(times), "runner_cpu_s": cpu, "runner_rss_mb": rss / 1024}
+
+
+def runner_to_flask(tmp: Path, total: int, queues: int, run: int) -> dict[str, float]:
+    data = tmp / f"flask-{run}"
+    log = tmp / f"deliveries-{run}.log"
+    port = benchlib.free_port()
+    env = {"CLOUD_TASKS_EMULATOR_HOST": f"127.0.0.1:{port}", "BENCH_DELIVERY_LOG": str(log)}
+    worker = Gunicorn(tmp, env)
+    try:
+        benchlib.populate(data, spread(total, queues), f"{worker.url}/task", oidc=True)
+        runner = Runner(tmp, data, port=port).wait_ready()
+        try:
+
+            def arrived() -> int:
+                return log.read_bytes().count(b"\n") if log.exists() else 0
+
+            benchlib.wait_for(lambda: arrived() >= total or not runner.alive(), 120, "Flask deliveries")
+            runner.check_alive("runner serve")
+        finally:
+            runner.stop()
+    finally:
+        worker.stop()
+    times = [float(line) for line in log.read_text().split()]
+    return {"rate": rate(times), "delivered": len(times)}
+
+
+def peer_to_sink(tmp: Path, peer_python: Path, sink: Sink, total: int, queues: int) -> dict[str, float]:
+    names = ",".join(spread(total, queues))
+    peer = Peer(tmp, peer_python)
+    try:
+        peer.client("create-queues", "--queues", names, "--paused")
+        sink.reset()
+        target = f"{sink.url}/task"
+        peer.client("enqueue", "--queues", names, "--count", str(total), "--threads", "8", "--target", target)
+        early = sink.stats()["count"]
+        peer.client("resume", "--queues", names)
+        sink.wait_count(total, timeout=60)
+    finally:
+        peer.stop()
+    times = sink.deliveries()["times"]
+    return {"rate": rate(times), "delivered": len(times), "delivered_while_paused": early}
+
+
+def main() -> None:
+    p = benchlib.parser(__doc__)
+    p.add_argument("--tasks", type=int, default=20_000)
+    p.add_argument("--queues", type=int, default=10)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--no-flask", action="store_true")
+    args = p.parse_args()
+    if args.smoke:
+        args.tasks, args.queues, args.runs, args.no_peer = 300, 2, 1, True
+    figures = Figures("dispatch_throughput", args)
+    peer_python = None if args.no_peer else benchlib.peer_python()
+    if peer_python is None and not args.no_peer:
+        figures.note("peer could not be installed; peer figures skipped")
+    sides: dict[str, list[dict[str, float]]] = {"sink": [], "peer": [], "flask": []}
+    with benchlib.workdir("dispatch") as tmp:
+        sink = Sink(tmp)
+        try:
+            for run in range(args.runs):
+                started = time.monotonic()
+                sides["sink"].append(runner_to_sink(tmp, sink, args.tasks, args.queues, run))
+                if peer_python is not None:
+                    sides["peer"].append(peer_to_sink(tmp, peer_python, sink, args.tasks, args.queues))
+                if not args.no_flask:
+                    sides["flask"].append(runner_to_flask(tmp, args.tasks, args.queues, run))
+                summary = ", ".join(f"{k} {v[-1]['rate']:.0f}/s" for k, v in sides.items() if v)
+                took = time.monotonic() - started
+                print(f"run {run + 1}/{args.runs} ({took:.0f} s): {summary}", flush=True)
+        finally:
+            sink.stop()
+    n, q = args.tasks, args.queues
+    labels = {
+        "sink": f"runner -> aiohttp sink, {n} tasks over {q} queues at 500/s",
+        "peer": f"gcloud-tasks-emulator -> aiohttp sink, {n} tasks over {q} queues",
+        "flask": f"runner -> gunicorn 2 sync workers, @task_handler (OIDC + memory dedup), {n} tasks",
+    }
+    medians = {}
+    for side, runs in sides.items():
+        if runs:
+            rates = [r["rate"] for r in runs]
+            medians[side] = figures.add(f"{side}_tasks_per_s", labels[side], median(rates), "tasks/s", rates)
+            lost = [r["delivered"] - n for r in runs if r["delivered"] != n]
+            if lost:
+                figures.note(f"{side}: delivered count differed from {n} by {lost}")
+    if "sink" in medians:
+        cpu = [r["runner_cpu_s"] / n * 1e6 for r in sides["sink"]]
+        figures.add("runner_cpu_us_per_task", "runner CPU per dispatched task", median(cpu), "us", cpu)
+    if "peer" in medians:
+        ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["peer"], strict=True)]
+        figures.add("ratio_vs_peer", "runner / peer on the aiohttp sink", median(ratios), "x", ratios)
+    figures.save()
+
+
+if __name__ == "__main__":
+    main()
