@@ -1,180 +1,205 @@
-"""``make demo``: tasks flowing through a local Cloud Tasks runner, live in the terminal.
+"""``make demo``: the sample worker and the local runner as real processes, the task flow live.
 
-Starts ``runner serve`` on its SQLite default (``.runner/``), a small worker on a free port, creates
-the demo queue through the Cloud Tasks REST API and enqueues: a task that succeeds, one that fails
-twice and succeeds on the third attempt (backoff), one scheduled a few seconds ahead, and a
-duplicate of a named task (absorbed by name deduplication). Stops both when everything is done or
-on Ctrl-C.
+1. Starts ``runner serve`` on its SQLite default (``.runner/``) with the queues of ``queues.yaml``.
+2. Starts the worker under gunicorn (the Dockerfile's command) with its data in ``.demo/``, a reminder
+   delay of a few seconds instead of a day, and a storage outage on each thumbnail job's first two
+   attempts.
+3. Uses the worker as a client would: signs a user up twice (the second sign-up is absorbed), uploads
+   a PNG (its thumbnail succeeds on the third attempt) and a PDF (refused for good on the first).
+4. Prints both processes' logs as they happen: every attempt, every backoff, the scheduled reminder.
+5. Stops both when every outcome is visible on the worker's side, or on Ctrl-C.
+
+Long generated task ids are shortened in the log for readability.
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import logging
-import os
 import re
+import secrets
+import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import requests
-from werkzeug.serving import make_server
-from werkzeug.wrappers import Request, Response
 
-PROJECT, LOCATION, QUEUE_ID = "local-project", "us-central1", "demo"
-PARENT = f"projects/{PROJECT}/locations/{LOCATION}"
-QUEUE = f"{PARENT}/queues/{QUEUE_ID}"
+from sample_worker.emails import Outbox
+from sample_worker.images import solid_png
+from sample_worker.launch import ChildProcess, queue_file, start_runner, start_worker
+from tasktoolkit.client import TasksClient
+
+PROJECT, LOCATION = "local-project", "us-central1"
+QUEUES = ("emails", "images")
+DATA_DIR = Path(".demo")
+REMINDER_DELAY_S = 8
+#: The demo gives up (exit code 1) when the outcomes are not all visible by then.
+TIME_LIMIT_S = 45.0
+
+_print_lock = threading.Lock()
 _LOG_PREFIX = re.compile(r"^\d\d:\d\d:\d\d (INFO\s+)?")
-#: The demo's whole run must end well within this many seconds.
-TIME_LIMIT = 45.0
+_LONG_ID = re.compile(r"\b([0-9a-f]{8})[0-9a-f]{24,}\b")
+#: gunicorn's start-up chatter; its warnings and errors still show.
+_GUNICORN_INFO = re.compile(r"^\d\d:\d\d:\d\d INFO\s+gunicorn\.")
 
 
 def say(who: str, text: str) -> None:
-    """One line of the live log."""
-    print(f"{time.strftime('%H:%M:%S')} {who:<7} {text}", flush=True)
+    """Prints one line of the live log."""
+    text = _LONG_ID.sub(r"\1…", _LOG_PREFIX.sub("", text))
+    with _print_lock:
+        print(f"{time.strftime('%H:%M:%S')} {who:<6} {text}", flush=True)
 
 
-class DemoWorker:
-    """The handler side: records each delivery; ``/tasks/thumbnail`` fails its first two attempts."""
+def show(who: str) -> Any:
+    """A log-line callback that prints a process's lines (minus gunicorn's start-up chatter)."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.done: set[str] = set()
-        self.changed = threading.Event()
+    def line(text: str) -> None:
+        if text.strip() and not _GUNICORN_INFO.match(text):
+            say(who, text)
 
-    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
-        """Answer one delivery (a WSGI application)."""
-        request = Request(environ)
-        task = request.headers.get("X-CloudTasks-TaskName", "?")
-        retry = int(request.headers.get("X-CloudTasks-TaskRetryCount", "0"))
-        failing = request.path == "/tasks/thumbnail" and retry < 2
-        status = 503 if failing else 200
-        say("worker", f"{request.path} task={task} retry={retry} -> {status}")
-        if not failing:
-            with self.lock:
-                self.done.add(request.path)
-            self.changed.set()
-        return Response(status=status)(environ, start_response)
+    return line
 
 
-@contextmanager
-def serve_worker(worker: DemoWorker) -> Iterator[str]:
-    """Serve the worker on a free port; yields its base URL."""
-    server = make_server("127.0.0.1", 0, worker, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+def purge_leftovers(runner_url: str) -> None:
+    """Empties the demo queues of tasks left by an interrupted earlier run (they target a dead worker)."""
+    with TasksClient(PROJECT, LOCATION, endpoint=runner_url) as client:
+        for queue in QUEUES:
+            leftover = sum(1 for _ in client.list_tasks(queue))
+            if leftover:
+                client.purge_queue(queue)
+                say("demo", f"purged {leftover} task(s) left in '{queue}' by an interrupted run")
 
 
-@contextmanager
-def run_runner() -> Iterator[str]:
-    """Start ``runner serve`` on ``.runner/``, echo its log; yields its URL; Ctrl-C stops it on exit."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "local_runner", "serve", "--port", "0", "--data-dir", ".runner"],
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stderr is not None
-    url: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert process.stderr is not None
-        for line in process.stderr:
-            text = line.rstrip("\n")
-            match = re.search(r"runner on (http://\S+)", text)
-            if match:
-                url.append(match.group(1))
-                ready.set()
-            say("runner", _LOG_PREFIX.sub("", text))
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
-    try:
-        if not ready.wait(30) or not url:
-            raise SystemExit("the runner did not start; see its log above")
-        yield url[0]
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
+def clock(timestamp: str) -> str:
+    """``HH:MM:SS`` (local time) of an RFC 3339 timestamp."""
+    return f"{datetime.fromisoformat(timestamp).astimezone():%H:%M:%S}"
 
 
-def create_task(api: str, url: str, name: str | None = None, delay: float = 0.0) -> requests.Response:
-    """CreateTask through the Cloud Tasks REST v2 API."""
-    task: dict[str, Any] = {
-        "httpRequest": {
-            "url": url,
-            "httpMethod": "POST",
-            "headers": {"Content-Type": "application/json"},
-            "body": base64.b64encode(json.dumps({"demo": True}).encode()).decode(),
-        }
-    }
-    if name:
-        task["name"] = f"{QUEUE}/tasks/{name}"
-    if delay:
-        task["scheduleTime"] = (
-            (datetime.now(UTC) + timedelta(seconds=delay)).isoformat().replace("+00:00", "Z")
+def use_the_worker(worker_url: str, user_id: str) -> datetime:
+    """Signs a user up twice and uploads two files, as a client of the worker would.
+
+    Returns:
+        When the reminder is due.
+    """
+    user = {"user_id": user_id, "email": f"{user_id}@example.com", "name": "Ada Lovelace"}
+    first = requests.post(f"{worker_url}/signup", json=user, timeout=30)
+    first.raise_for_status()
+    body = first.json()
+    say("demo", f"POST /signup {user_id} -> {first.status_code} {body['status']}")
+    say("demo", f"  welcome email queued; reminder scheduled for {clock(body['reminder_at'])}")
+    again = requests.post(f"{worker_url}/signup", json=user, timeout=30)
+    again.raise_for_status()
+    say("demo", f"POST /signup {user_id} again -> {again.status_code} {again.json()['status']}")
+    say("demo", "  duplicate absorbed: the tasks are named after the user, Cloud Tasks refused the names")
+    uploads = [
+        ("cat-photo", solid_png(640, 480, (200, 120, 40)), "image/png", "storage fails twice, then it works"),
+        ("invoice", b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n", "application/pdf", "cannot be thumbnailed"),
+    ]
+    for image_id, data, content_type, expect in uploads:
+        response = requests.put(
+            f"{worker_url}/images/{image_id}-{user_id}",
+            data=data,
+            headers={"Content-Type": content_type},
+            timeout=30,
         )
-    return requests.post(f"{api}/v2/{QUEUE}/tasks", json={"task": task}, timeout=10)
+        response.raise_for_status()
+        say("demo", f"PUT /images/{image_id}-{user_id} ({content_type}) -> {response.status_code}: {expect}")
+    return datetime.fromisoformat(body["reminder_at"])
+
+
+def outcomes(worker_url: str, user_id: str, reminder_at: datetime) -> dict[str, str]:
+    """What the worker shows so far, one line per scenario (missing until it happened)."""
+    found: dict[str, str] = {}
+    messages = Outbox(DATA_DIR / "outbox").messages()
+    subjects = [str(message["Subject"]) for message in messages]
+    if subjects.count("Welcome to Sample App") == 1:
+        found["welcome"] = "welcome email sent once"
+    if "Finish setting up your account" in subjects:
+        reminder = messages[subjects.index("Finish setting up your account")]
+        at = parsedate_to_datetime(str(reminder["Date"]))  # whole seconds, as in every Date header
+        when = "on time" if at >= reminder_at.replace(microsecond=0) else "EARLY"
+        found["reminder"] = (
+            f"reminder sent at {at.astimezone():%H:%M:%S}, {when} (due {reminder_at.astimezone():%H:%M:%S})"
+        )
+    for image_id in (f"cat-photo-{user_id}", f"invoice-{user_id}"):
+        status = requests.get(f"{worker_url}/images/{image_id}", timeout=30).json()
+        if status.get("state") == "ready":
+            width, height = status["size"]
+            found[image_id] = f"{image_id}: thumbnail {width}x{height} on attempt {status['attempt']}"
+        elif status.get("state") == "rejected":
+            found[image_id] = f"{image_id}: rejected on attempt {status['attempt']} ({status['reason']})"
+    return found
+
+
+def wait_for_outcomes(worker_url: str, user_id: str, reminder_at: datetime, deadline: float) -> bool:
+    """Polls the worker until all four outcomes are visible; prints them; False at the deadline."""
+    found: dict[str, str] = {}
+    while len(found) < 4 and time.monotonic() < deadline:
+        time.sleep(0.25)
+        found = outcomes(worker_url, user_id, reminder_at)
+    for text in found.values():
+        say("demo", f"✓ {text}")
+    if len(found) < 4:
+        say("demo", f"only {len(found)} of 4 outcomes after {TIME_LIMIT_S:.0f} s; see the log above")
+    return len(found) == 4
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def main() -> int:
-    """Run the demo; returns the process exit code."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    worker = DemoWorker()
-    with serve_worker(worker) as worker_url, run_runner() as api:
-        queue = {
-            "name": QUEUE,
-            "rateLimits": {"maxDispatchesPerSecond": 5},
-            "retryConfig": {"maxAttempts": 5, "minBackoff": "1s", "maxBackoff": "4s"},
-        }
-        response = requests.patch(f"{api}/v2/{QUEUE}", json=queue, timeout=10)
-        response.raise_for_status()
-        say("demo", "queue 'demo' ready: 5/s, retries back off 1s, 2s, 4s")
-        run_id = time.strftime("%H%M%S")
-        create_task(api, f"{worker_url}/tasks/welcome-email", name=f"welcome-{run_id}").raise_for_status()
-        say("demo", "enqueued welcome email (named task)")
-        duplicate = create_task(api, f"{worker_url}/tasks/welcome-email", name=f"welcome-{run_id}")
-        say(
-            "demo",
-            f"enqueued it again: {duplicate.status_code} {duplicate.json()['error']['status']} (dedup)",
+    """Runs the demo; returns the exit code."""
+    started = time.monotonic()
+    # Ctrl-C and SIGTERM stop the children in order. Catching SIGINT here (even when started with it
+    # ignored, as in a background job) also gives the children its default, so they can stop cleanly.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
+    user_id = f"ada-{secrets.token_hex(2)}"  # a new user per run: task names stay taken for an hour
+    say("demo", f"starting the runner on .runner/ (SQLite) with the queues of {queue_file().name}")
+    try:
+        runner, runner_url = start_runner(
+            ["--data-dir", ".runner", "--queues", str(queue_file())], show("runner")
         )
-        create_task(api, f"{worker_url}/tasks/thumbnail").raise_for_status()
-        say("demo", "enqueued thumbnail job (fails twice, then succeeds)")
-        create_task(api, f"{worker_url}/tasks/reminder", delay=5).raise_for_status()
-        say("demo", "enqueued reminder scheduled 5 s from now")
-        expected = {"/tasks/welcome-email", "/tasks/thumbnail", "/tasks/reminder"}
-        deadline = time.monotonic() + TIME_LIMIT
-        while worker.done != expected and time.monotonic() < deadline:
-            worker.changed.wait(0.5)
-            worker.changed.clear()
-        missing = expected - worker.done
-        if missing:
-            say("demo", f"not delivered in time: {sorted(missing)}")
-            return 1
-        say("demo", "all tasks delivered; stopping")
-    return 0
+    except KeyboardInterrupt:
+        return 130
+    worker: ChildProcess | None = None
+    ok = interrupted = False
+    try:
+        purge_leftovers(runner_url)
+        say("demo", "starting the worker: gunicorn 'sample_worker.app:create_app()'")
+        worker, worker_url = start_worker(
+            {
+                "CLOUD_TASKS_EMULATOR_HOST": runner_url.removeprefix("http://"),
+                "TASKTOOLKIT_PROJECT": PROJECT,
+                "TASKTOOLKIT_LOCATION": LOCATION,
+                "SAMPLE_DATA_DIR": str(DATA_DIR),
+                "SAMPLE_REMINDER_DELAY_S": str(REMINDER_DELAY_S),
+                "SAMPLE_THUMBNAIL_OUTAGE_ATTEMPTS": "2",
+            },
+            show("worker"),
+        )
+        say("demo", f"worker on {worker_url} (pid {worker.pid}), runner on {runner_url} (pid {runner.pid})")
+        reminder_at = use_the_worker(worker_url, user_id)
+        ok = wait_for_outcomes(worker_url, user_id, reminder_at, started + TIME_LIMIT_S)
+    except KeyboardInterrupt:
+        say("demo", "interrupted")
+        interrupted = True
+    finally:
+        say("demo", "stopping the worker and the runner")
+        if worker is not None:
+            worker.stop(signal.SIGTERM)
+        runner.stop(signal.SIGINT)
+    elapsed = time.monotonic() - started
+    say("demo", f"done in {elapsed:.1f} s; emails in {DATA_DIR}/outbox, images in {DATA_DIR}/images")
+    return 130 if interrupted else 0 if ok else 1
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(main())

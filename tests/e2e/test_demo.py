@@ -1,8 +1,10 @@
-"""The README's first command: the demo runs end to end on the runner's SQLite default."""
+"""The README's first command: ``python -m sample_worker.demo`` on a fresh directory, as a real process."""
 
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,21 +14,66 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.timeout(90)
-def test_demo_delivers_every_scenario(tmp_path: Path) -> None:
-    result = subprocess.run(
+def demo(cwd: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [sys.executable, "-m", "sample_worker.demo"],
-        cwd=tmp_path,
-        capture_output=True,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=80,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
     )
-    out = result.stdout
-    assert result.returncode == 0, out + result.stderr
-    assert "409 ALREADY_EXISTS (dedup)" in out
-    assert "/tasks/thumbnail" in out and "retry=2 -> 200" in out
-    assert "next retry in 1s" in out and "next retry in 2s" in out
-    assert "/tasks/reminder" in out
-    assert "all tasks delivered" in out
-    assert (tmp_path / ".runner" / "runner.sqlite3").is_file()  # the embedded SQLite default
+
+
+def children(out: str) -> list[int]:
+    match = re.search(r"worker on \S+ \(pid (\d+)\), runner on \S+ \(pid (\d+)\)", out)
+    assert match, out
+    return [int(match.group(1)), int(match.group(2))]
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_demo_shows_every_scenario_and_stops_both_processes(tmp_path: Path) -> None:
+    process = demo(tmp_path)
+    out, _ = process.communicate(timeout=100)
+    assert process.returncode == 0, out
+    for line in [
+        "-> 201 signed up",
+        "again -> 200 already signed up",
+        "HTTP 503",
+        "next retry in 1s",
+        "next retry in 2s",
+        "✓ welcome email sent once",
+        "on time (due",
+        "thumbnail 128x96 on attempt 3",
+        "rejected on attempt 1 (thumbnails need image/png, got application/pdf)",
+    ]:
+        assert line in out, f"{line!r} missing from:\n{out}"
+    assert "EARLY" not in out
+    assert (tmp_path / ".runner" / "runner.sqlite3").is_file()  # the runner's embedded SQLite default
+    assert len(list((tmp_path / ".demo" / "outbox").glob("*.eml"))) == 2
+    assert all(gone(pid) for pid in children(out))
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_stops_the_worker_and_the_runner(tmp_path: Path) -> None:
+    process = demo(tmp_path)
+    assert process.stdout is not None
+    lines: list[str] = []
+    for line in process.stdout:
+        lines.append(line)
+        if "POST /signup" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    rest, _ = process.communicate(timeout=60)
+    out = "".join(lines) + rest
+    assert process.returncode == 130, out
+    assert "interrupted" in out and "runner stopped" in out
+    assert all(gone(pid) for pid in children(out))
