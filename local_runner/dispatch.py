@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
-from local_runner.clock import Clock
+from local_runner.clock import Clock, SystemClock
 from local_runner.engine.attempts import Failure, Outcome
 from local_runner.model import HttpMethod, HttpTarget, Queue, Task, parse_queue_name
 from local_runner.oidc import TokenIssuer
@@ -151,6 +151,8 @@ class Dispatcher:
 
     async def send(self, request: OutboundRequest, deadline: float) -> Outcome:
         """Send one request; no response within ``deadline`` seconds is a DEADLINE failure."""
+        if isinstance(self.clock, SystemClock):
+            return await self._send_timed(request, deadline)
         started = self.clock.now()
         exchange = asyncio.ensure_future(self._exchange(request))
         timer = asyncio.ensure_future(self.clock.sleep_until(started + deadline))
@@ -172,6 +174,20 @@ class Dispatcher:
         if error is not None:
             return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
         status, retry_after = exchange.result()
+        return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
+
+    async def _send_timed(self, request: OutboundRequest, deadline: float) -> Outcome:
+        """:meth:`send` on the real clock: the event loop's own timer, no extra task per attempt."""
+        timeout = asyncio.timeout(deadline)
+        try:
+            async with timeout:
+                status, retry_after = await self._exchange(request)
+        except Exception as error:
+            now = self.clock.now()
+            if isinstance(error, TimeoutError) and timeout.expired():
+                return Outcome(now, failure=Failure.DEADLINE, detail=f"deadline {deadline:g}s exceeded")
+            return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
+        now = self.clock.now()
         return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
 
 

@@ -35,6 +35,9 @@ class _QueueWorker:
         self.wake = asyncio.Event()
         self.pacer: QueuePacer | None = None
         self.task: asyncio.Task[None] | None = None
+        #: The queue as last read from the store; re-read after the service reports a change.
+        self.queue: Queue | None = None
+        self.stale = True
 
 
 class Scheduler:
@@ -68,8 +71,8 @@ class Scheduler:
             loop.call_soon_threadsafe(callback, *args)  # type: ignore[arg-type]
 
     def queue_changed(self, queue_name: str) -> None:
-        """Wake (or start) the queue's worker."""
-        self._on_loop(self._wake_queue, queue_name)
+        """Wake (or start) the queue's worker, which reads the queue again."""
+        self._on_loop(self._queue_changed, queue_name)
 
     def run_now(self, task: Task) -> None:
         """Dispatch a task claimed by RunTask, outside the queue's pacing."""
@@ -83,6 +86,20 @@ class Scheduler:
         worker = self._workers.get(queue_name)
         if worker is not None:
             worker.pacer = None
+            worker.stale = True
+
+    def _queue_changed(self, queue_name: str) -> None:
+        worker = self._workers.get(queue_name)
+        if worker is not None:
+            worker.stale = True
+        self._wake_queue(queue_name)
+
+    def _queue(self, name: str) -> Queue | None:
+        """The queue, from its worker's copy while no change was reported (no store read per attempt)."""
+        worker = self._workers.get(name)
+        if worker is not None and not worker.stale and worker.queue is not None:
+            return worker.queue
+        return self.store.get_queue(name)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -133,7 +150,10 @@ class Scheduler:
         while True:
             worker.wake.clear()
             try:
-                queue = self.store.get_queue(worker.name)
+                if worker.stale or worker.queue is None:
+                    worker.stale = False
+                    worker.queue = self.store.get_queue(worker.name)
+                queue = worker.queue
                 if queue is None:
                     self._workers.pop(worker.name, None)
                     return
@@ -199,8 +219,9 @@ class Scheduler:
     async def _attempt(self, task: Task, pacer: QueuePacer | None) -> None:
         started = self.clock.now()
         outcome: Outcome | None = None
+        done = False
         try:
-            queue = self.store.get_queue(task.queue_name)
+            queue = self._queue(task.queue_name)
             if queue is None:
                 return
             try:
@@ -214,23 +235,32 @@ class Scheduler:
                     self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}"
                 )
             decision, recorded = await self._record(task, outcome, queue)
+            done = decision.delete and recorded
             _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
             log.exception(
                 "recording an attempt of %s failed; it is dispatched again after a restart", task.name
             )
         finally:
+            # The queue's loop sleeps until its next token when it is paced by rate alone: a finished
+            # attempt needs to wake it only if it freed a slot the loop waits for, queued a retry or
+            # changed the rate.
+            wake = pacer is None or not done
             if pacer is not None:
+                wake = wake or pacer.in_flight >= pacer.limits.max_concurrent_dispatches
                 status = outcome.http_status if outcome else None
-                pacer.finished(status, bool(outcome and outcome.throttles), self.clock.now())
-            self._wake_queue(task.queue_name)
+                throttles = bool(outcome and outcome.throttles)
+                wake = wake or throttles or pacer.throttle < 1.0
+                pacer.finished(status, throttles, self.clock.now())
+            if wake:
+                self._wake_queue(task.queue_name)
 
     async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
         """Store an attempt's outcome; while the store refuses, keep the task in flight and try again."""
         failures = 0
         while True:
             try:
-                queue = self.store.get_queue(task.queue_name) or queue
+                queue = self._queue(task.queue_name) or queue
                 decision = decide(task, outcome, queue.retry_config)
                 tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
                 return decision, self.store.finish_attempt(decision.task, decision.attempt, tombstone)
