@@ -1,5 +1,5 @@
 # Two commands on a fresh machine with Python 3.11 and make:
-#   make demo   runs the local Cloud Tasks runner on its embedded SQLite default
+#   make demo   runs the sample worker against the local Cloud Tasks runner (SQLite in .runner/)
 #   make test   runs the test suite
 PYTHON ?= python3.11
 VENV := .venv
@@ -34,4 +34,4 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 clean:
-	rm -rf $(VENV) .runner .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .runner .demo .pytest_cache .mypy_cache .ruff_cache
