@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo serve test lint typecheck check clean
+.PHONY: demo serve test lint typecheck check clean bench
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -35,3 +35,12 @@ check: lint typecheck test
 
 clean:
 	rm -rf $(VENV) .runner .demo .pytest_cache .mypy_cache .ruff_cache
+
+# The benchmark suite (docs/performance.md); installs the peer emulator into bench/.peer-venv on first use.
+bench: $(STAMP)
+	$(BIN)/python bench/dispatch_throughput.py
+	$(BIN)/python bench/enqueue_throughput.py
+	$(BIN)/python bench/rate_accuracy.py
+	$(BIN)/python bench/schedule_lateness.py
+	$(BIN)/python bench/backlog_scaling.py
+	$(BIN)/python bench/handler_overhead.py

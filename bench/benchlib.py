@@ -11,6 +11,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import signal
 import socket
 import sqlite3
@@ -27,7 +28,8 @@ import requests
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
-RESULTS = BENCH / "results"
+#: Where results go (the smoke tests point BENCH_RESULTS elsewhere, keeping real results intact).
+RESULTS = Path(os.environ.get("BENCH_RESULTS") or BENCH / "results")
 VENV_BIN = Path(sys.executable).parent
 PROJECT = "bench"
 LOCATION = "local"
@@ -123,12 +125,24 @@ class Figures:
         return out
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    """An argument parser whose description is the script's one-line summary; adds ``--smoke``."""
+def parser(doc: str | None, runs: int) -> argparse.ArgumentParser:
+    """An argument parser whose description is the script's one-line summary, with --runs and --smoke."""
     first = (doc or "").strip().splitlines()[0]
     p = argparse.ArgumentParser(description=first)
+    p.add_argument("--runs", type=int, default=runs, help="runs whose median is reported")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, one run, no peer (proves it works)")
     return p
+
+
+def parse(p: argparse.ArgumentParser, **smoke: Any) -> argparse.Namespace:
+    """Parse the command line; with --smoke, one run and the given tiny sizes (and no peer)."""
+    args = p.parse_args()
+    if args.smoke:
+        for key, value in {"runs": 1, **smoke}.items():
+            setattr(args, key, value)
+        if hasattr(args, "no_peer"):
+            args.no_peer = True
+    return args
 
 
 # -- processes -------------------------------------------------------------------------------------
@@ -399,6 +413,7 @@ def populate(
     started = time.perf_counter()
     data_dir.mkdir(parents=True, exist_ok=True)
     store = SQLiteTaskStore(data_dir / DB_FILENAME)
+    store._conn.execute("PRAGMA cache_size = -262144")  # 256 MiB while filling; the runner uses its own
     token = OidcToken(SERVICE_ACCOUNT, AUDIENCE) if oidc else None
     now = time.time()
     try:
@@ -410,7 +425,7 @@ def populate(
                 rows = [
                     sqlite_store._task_params(
                         Task(
-                            f"{name}/tasks/t{i}",
+                            f"{name}/tasks/t{i:08d}",  # in name order: appends to the name indexes
                             HttpRequest(
                                 url=target,
                                 headers={"Content-Type": "application/json"},
@@ -474,3 +489,34 @@ class Peer(Child):
         if done.returncode != 0:
             raise RuntimeError(f"peer client failed:\n{done.stderr[-3000:]}")
         return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+# -- wrk -------------------------------------------------------------------------------------------
+
+
+def have_wrk(figures: Figures) -> bool:
+    """Whether wrk is on PATH; notes how to install it if not."""
+    if shutil.which("wrk"):
+        return True
+    figures.note("wrk not found: its figures are skipped (Debian/Ubuntu: sudo apt-get install -y wrk)")
+    return False
+
+
+_WRK_RATE = re.compile(r"Requests/sec:\s+([\d.]+)")
+_WRK_TOTAL = re.compile(r"(\d+) requests in")
+_WRK_BAD = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+
+
+def wrk(url: str, script: Path, connections: int, seconds: int) -> dict[str, float]:
+    """One wrk run (1 thread); returns requests/s, requests and non-2xx answers."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script), url]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    rate, total = _WRK_RATE.search(out), _WRK_TOTAL.search(out)
+    if rate is None or total is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    bad = _WRK_BAD.search(out)
+    return {
+        "rps": float(rate.group(1)),
+        "requests": int(total.group(1)),
+        "non_2xx": int(bad.group(1)) if bad else 0,
+    }

@@ -81,15 +81,12 @@ def peer_to_sink(tmp: Path, peer_python: Path, sink: Sink, total: int, queues: i
 
 
 def main() -> None:
-    p = benchlib.parser(__doc__)
+    p = benchlib.parser(__doc__, runs=3)
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--queues", type=int, default=10)
-    p.add_argument("--runs", type=int, default=3)
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--no-flask", action="store_true")
-    args = p.parse_args()
-    if args.smoke:
-        args.tasks, args.queues, args.runs, args.no_peer = 300, 2, 1, True
+    args = benchlib.parse(p, tasks=300, queues=2)
     figures = Figures("dispatch_throughput", args)
     peer_python = None if args.no_peer else benchlib.peer_python()
     if peer_python is None and not args.no_peer:

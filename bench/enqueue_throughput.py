@@ -1,0 +1,168 @@
+"""Enqueue throughput: CreateTask/s into the runner over REST (threads, enqueue_many, wrk) and into the peer.
+
+Usage: python bench/enqueue_throughput.py [--tasks 4000] [--runs 3] [--no-peer] [--smoke]
+The queue is paused so only acceptance is timed. Runner side: requests.Session per thread (keep-alive), then
+tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk with 8 connections (a C client: the
+server's own ceiling). Peer side: its gRPC API through google-cloud-tasks, 1 and 8 threads. Sides alternate
+within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import benchlib
+import requests
+from benchlib import Figures, Peer, Runner, median
+
+QUEUE = "enqueue"
+TARGET = "http://127.0.0.1:9/task"
+
+
+def rest_threads(url: str, count: int, threads: int) -> float:
+    """CreateTask/s from ``threads`` threads, one keep-alive requests.Session each."""
+    endpoint = f"{url}/v2/{benchlib.queue_name(QUEUE)}/tasks"
+    local = threading.local()
+
+    def create(i: int) -> None:
+        if not hasattr(local, "session"):
+            local.session = requests.Session()
+        local.session.post(endpoint, json=benchlib.task_json(TARGET, i), timeout=30).raise_for_status()
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, range(threads)))  # open the connections first
+        started = time.perf_counter()
+        if threads == 1:
+            for i in range(threads, count + threads):
+                create(i)
+        else:
+            list(pool.map(create, range(threads, count + threads)))
+        return count / (time.perf_counter() - started)
+
+
+def enqueue_many(url: str, count: int) -> float:
+    from tasktoolkit.client import TasksClient
+
+    with TasksClient(benchlib.PROJECT, benchlib.LOCATION, endpoint=url) as client:
+        client.enqueue_many(QUEUE, [{"url": TARGET, "json": {"n": -1}}], max_workers=8)
+        tasks = [{"url": TARGET, "json": {"n": i, "kind": "bench"}} for i in range(count)]
+        started = time.perf_counter()
+        results = client.enqueue_many(QUEUE, tasks, max_workers=8)
+        elapsed = time.perf_counter() - started
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise RuntimeError(f"enqueue_many: {len(failed)} of {count} failed, e.g. {failed[0]}")
+    return count / elapsed
+
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = %s
+"""
+
+
+def wrk_rate(url: str, tmp: Path, seconds: int) -> float:
+    script = tmp / "create_task.lua"
+    body = json.dumps(benchlib.task_json(TARGET, 0))
+    script.write_text(WRK_SCRIPT % json.dumps(body))
+    endpoint = f"{url}/v2/{benchlib.queue_name(QUEUE)}/tasks"
+    return benchlib.wrk(endpoint, script, connections=8, seconds=seconds)["rps"]
+
+
+def runner_side(tmp: Path, args: object, run: int, use_client: bool, use_wrk: bool) -> dict[str, float]:
+    count = args.tasks  # type: ignore[attr-defined]
+    data = tmp / f"data-{run}"
+    runner = Runner(tmp, data).wait_ready()
+    try:
+        session = requests.Session()
+        benchlib.create_queue(session, runner.url, QUEUE, paused=True)
+        out = {
+            "rest_1_thread": rest_threads(runner.url, count // 2, 1),
+            "rest_8_threads": rest_threads(runner.url, count, 8),
+        }
+        if use_client:
+            out["enqueue_many_8"] = enqueue_many(runner.url, count)
+        if use_wrk:
+            out["wrk_8_connections"] = wrk_rate(runner.url, tmp, args.wrk_seconds)  # type: ignore[attr-defined]
+        runner.check_alive("runner serve")
+    finally:
+        runner.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
+def peer_side(tmp: Path, python: Path, count: int) -> dict[str, float]:
+    peer = Peer(tmp, python)
+    try:
+        peer.client("create-queues", "--queues", QUEUE, "--paused")
+        out = {}
+        for threads, n, key in ((1, count // 2, "peer_1_thread"), (8, count, "peer_8_threads")):
+            answer = peer.client(
+                "enqueue", "--queues", QUEUE, "--count", str(n), "--threads", str(threads), "--target", TARGET
+            )
+            out[key] = answer["timed"] / answer["seconds"]
+    finally:
+        peer.stop()
+    return out
+
+
+LABELS = {
+    "rest_1_thread": "runner CreateTask, REST, 1 thread (requests.Session)",
+    "rest_8_threads": "runner CreateTask, REST, 8 threads (requests.Session each)",
+    "enqueue_many_8": "runner CreateTask via TasksClient.enqueue_many(max_workers=8)",
+    "wrk_8_connections": "runner CreateTask, REST, wrk 8 connections (server ceiling)",
+    "peer_1_thread": "gcloud-tasks-emulator CreateTask, gRPC, 1 thread",
+    "peer_8_threads": "gcloud-tasks-emulator CreateTask, gRPC, 8 threads",
+}
+RATIOS = {
+    "ratio_1_thread": ("rest_1_thread", "peer_1_thread", "runner / peer, 1 client thread"),
+    "ratio_8_threads": ("rest_8_threads", "peer_8_threads", "runner / peer, 8 client threads"),
+    "ratio_best": ("wrk_8_connections", "peer_8_threads", "runner (wrk, 8 conns) / peer (8 threads)"),
+}
+
+
+def main() -> None:
+    p = benchlib.parser(__doc__, runs=3)
+    p.add_argument("--tasks", type=int, default=4000, help="tasks per multi-threaded measurement")
+    p.add_argument("--wrk-seconds", type=int, default=3)
+    p.add_argument("--no-peer", action="store_true")
+    args = benchlib.parse(p, tasks=40, wrk_seconds=1)
+    figures = Figures("enqueue_throughput", args)
+    try:
+        import tasktoolkit.client  # noqa: F401
+
+        use_client = True
+    except ImportError:
+        use_client = False
+        figures.note("tasktoolkit.client is not there yet; enqueue_many skipped")
+    use_wrk = benchlib.have_wrk(figures)
+    python = None if args.no_peer else benchlib.peer_python()
+    runs: dict[str, list[float]] = {key: [] for key in LABELS}
+    with benchlib.workdir("enqueue") as tmp:
+        for run in range(args.runs):
+            for key, value in runner_side(tmp, args, run, use_client, use_wrk).items():
+                runs[key].append(value)
+            if python is not None:
+                for key, value in peer_side(tmp, python, args.tasks).items():
+                    runs[key].append(value)
+            print(
+                f"run {run + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items() if v)
+            )
+    for key, label in LABELS.items():
+        if runs[key]:
+            figures.add(key, label, median(runs[key]), "tasks/s", runs[key])
+    for key, (ours, theirs, label) in RATIOS.items():
+        if runs[ours] and runs[theirs]:
+            ratios = [a / b for a, b in zip(runs[ours], runs[theirs], strict=True)]
+            figures.add(key, label, median(ratios), "x", ratios)
+    figures.save()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""Handler overhead: wrk against gunicorn Flask with a bare route, @task_handler + memory dedup, and + Redis.
+
+Usage: python bench/handler_overhead.py [--seconds 5] [--connections 8] [--runs 3] [--smoke]
+gunicorn runs 2 sync workers; wrk (1 thread) POSTs a small JSON body with a runner-signed OIDC token and
+the X-CloudTasks-* headers, and a Lua script gives every request its own X-CloudTasks-TaskName, so each
+request is a first delivery (verify, claim, run, complete) and never a duplicate replay. The token is
+minted once from a `runner serve` key; the workers fetch its certificates once and cache them. Variants
+alternate within each run. Besides req/s, the workers' CPU time per request (from /proc) gives the cost
+of verification + dedup in us. An in-process loop times verify + claim + complete alone.
+Prints one figure per line and writes bench/results/handler_overhead.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import benchlib
+from benchlib import Child, Figures, Gunicorn, Runner, median
+
+LUA = """
+counter = 0
+request = function()
+  counter = counter + 1
+  wrk.headers["X-CloudTasks-TaskName"] = "%(prefix)s-" .. counter
+  return wrk.format("POST", nil, wrk.headers, wrk.body)
+end
+"""
+
+
+def headers(token: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "Authorization": f"Bearer {token}",
+        "User-Agent": "Google-Cloud-Tasks",
+        "X-CloudTasks-QueueName": "bench",
+        "X-CloudTasks-TaskRetryCount": "0",
+        "X-CloudTasks-TaskExecutionCount": "0",
+        "X-CloudTasks-TaskETA": f"{time.time():.6f}",
+    }
+
+
+def lua_script(path: Path, token: str, prefix: str) -> Path:
+    body = json.dumps(json.dumps({"n": 1}))
+    lines = [LUA % {"prefix": prefix}, "wrk.method = 'POST'", f"wrk.body = {body}"]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers(token).items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def mint(data_dir: Path, issuer: str) -> str:
+    from local_runner.oidc import SigningKey, TokenIssuer
+
+    key = SigningKey.load_or_create(data_dir)
+    return TokenIssuer(key, issuer).mint(benchlib.SERVICE_ACCOUNT, benchlib.AUDIENCE, time.time())
+
+
+def in_process(runner_host: str, token: str, count: int) -> dict[str, float]:
+    """Microseconds per verify and per claim + complete with the memory store, in this process."""
+    from tasktoolkit.dedup.base import StoredResponse
+    from tasktoolkit.dedup.memory import MemoryDedupStore
+    from tasktoolkit.oidc import OidcVerifier
+
+    verifier = OidcVerifier(
+        audiences=[benchlib.AUDIENCE], allowed_emails=[benchlib.SERVICE_ACCOUNT], emulator_host=runner_host
+    )
+    store = MemoryDedupStore()
+    response = StoredResponse(200, b"ok", "text/plain")
+    try:
+        verifier.verify(token)  # fetches and caches the certificates
+        started = time.perf_counter()
+        for _ in range(count):
+            verifier.verify(token)
+        verify_us = (time.perf_counter() - started) / count * 1e6
+        started = time.perf_counter()
+        for i in range(count):
+            claim = store.claim(f"bench/t{i}", "fingerprint", lease_s=600)
+            store.complete(claim.record, response, ttl_s=600)
+        dedup_us = (time.perf_counter() - started) / count * 1e6
+    finally:
+        verifier.close()
+    return {"verify_us": verify_us, "dedup_us": dedup_us}
+
+
+def measure(server: Gunicorn, path: str, script: Path, args: object) -> dict[str, float]:
+    before = server.worker_cpu()
+    result = benchlib.wrk(f"{server.url}{path}", script, args.connections, args.seconds)  # type: ignore[attr-defined]
+    cpu = server.worker_cpu() - before
+    return {**result, "cpu_us": cpu / max(1, result["requests"]) * 1e6}
+
+
+def main() -> None:
+    p = benchlib.parser(__doc__, runs=3)
+    p.add_argument("--seconds", type=int, default=5)
+    p.add_argument("--connections", type=int, default=8)
+    p.add_argument("--loop", type=int, default=5000, help="iterations of the in-process timing")
+    args = benchlib.parse(p, seconds=1, loop=200)
+    figures = Figures("handler_overhead", args)
+    use_wrk = benchlib.have_wrk(figures)
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        figures.note("redis-server not found: the Redis variant is skipped")
+    with benchlib.workdir("handler") as tmp:
+        runner_data = tmp / "runner"
+        port = benchlib.free_port()
+        token = mint(runner_data, f"http://127.0.0.1:{port}")
+        runner = Runner(tmp, runner_data, port=port).wait_ready()
+        children: list[Child] = [runner]
+        try:
+            loop = in_process(runner.host, token, args.loop)
+            figures.add("verify_us", "in process: OidcVerifier.verify, cached certs", loop["verify_us"], "us")
+            figures.add("memory_dedup_us", "in process: memory claim + complete", loop["dedup_us"], "us")
+            figures.add(
+                "verify_dedup_us",
+                "in process: verify + memory dedup",
+                loop["verify_us"] + loop["dedup_us"],
+                "us",
+            )
+            if not use_wrk:
+                figures.save()
+                return
+            env = {"CLOUD_TASKS_EMULATOR_HOST": runner.host}
+            servers = {"memory": Gunicorn(tmp, {**env, "BENCH_STORE": "memory://"})}
+            children.append(servers["memory"])
+            if redis_server is not None:
+                redis_port = benchlib.free_port()
+                redis = Child(
+                    [
+                        redis_server,
+                        "--bind",
+                        "127.0.0.1",
+                        "--port",
+                        str(redis_port),
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                    ],
+                    tmp / "redis.log",
+                )
+                children.append(redis)
+                benchlib.wait_for(lambda: benchlib.port_open(redis_port), 30, "redis-server")
+                servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": f"redis://127.0.0.1:{redis_port}/0"})
+                children.append(servers["redis"])
+            variants = {
+                "bare": (servers["memory"], "/bare", "(a) bare Flask route"),
+                "memory": (servers["memory"], "/task", "(b) @task_handler, OIDC + memory dedup"),
+            }
+            if "redis" in servers:
+                variants["redis"] = (servers["redis"], "/task", "(c) @task_handler, OIDC + Redis dedup")
+            runs: dict[str, list[dict[str, float]]] = {key: [] for key in variants}
+            for run in range(args.runs):
+                for key, (server, path, _) in variants.items():
+                    script = lua_script(tmp / f"{key}-{run}.lua", token, f"r{run}{key}{time.time_ns()}")
+                    runs[key].append(measure(server, path, script, args))
+                summary = ", ".join(f"{k} {v[-1]['rps']:.0f} req/s" for k, v in runs.items())
+                print(f"run {run + 1}/{args.runs}: {summary}", flush=True)
+        finally:
+            for child in reversed(children):
+                child.stop()
+    bare = median([r["cpu_us"] for r in runs["bare"]])
+    for key, (_, _, label) in variants.items():
+        rps = [r["rps"] for r in runs[key]]
+        cpu = [r["cpu_us"] for r in runs[key]]
+        figures.add(f"{key}_rps", f"{label}: throughput", median(rps), "req/s", rps)
+        figures.add(f"{key}_cpu_us", f"{label}: worker CPU per request", median(cpu), "us", cpu)
+        bad = sum(r["non_2xx"] for r in runs[key])
+        if bad:
+            figures.note(f"{key}: {bad} non-2xx answers")
+        if key != "bare":
+            ratios = [r["rps"] / b["rps"] for r, b in zip(runs[key], runs["bare"], strict=True)]
+            figures.add(f"{key}_vs_bare", f"{label}: req/s relative to (a)", median(ratios), "x", ratios)
+            figures.add(
+                f"{key}_extra_cpu_us", f"{label}: extra worker CPU per request", median(cpu) - bare, "us"
+            )
+    figures.save()
+
+
+if __name__ == "__main__":
+    main()
