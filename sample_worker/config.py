@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -83,8 +83,12 @@ class Settings:
             allowed_service_accounts=tuple(item.strip() for item in allowed.split(",") if item.strip()),
             store_url=get("TASKTOOLKIT_STORE") or f"sqlite:///{data_dir.resolve() / 'dedup.sqlite3'}",
             data_dir=data_dir,
-            reminder_delay=timedelta(seconds=_number("SAMPLE_REMINDER_DELAY_S", get, minimum=0.0)),
-            thumbnail_outage_attempts=int(_number("SAMPLE_THUMBNAIL_OUTAGE_ATTEMPTS", get, minimum=0)),
+            reminder_delay=timedelta(
+                seconds=_seconds("SAMPLE_REMINDER_DELAY_S", get("SAMPLE_REMINDER_DELAY_S"))
+            ),
+            thumbnail_outage_attempts=_count(
+                "SAMPLE_THUMBNAIL_OUTAGE_ATTEMPTS", get("SAMPLE_THUMBNAIL_OUTAGE_ATTEMPTS")
+            ),
         )
 
     def flask_config(self) -> dict[str, Any]:
@@ -106,14 +110,17 @@ def _port(value: str) -> int:
     return int(value)
 
 
-def _number(name: str, get: Callable[[str], str], *, minimum: float) -> float:
-    raw = get(name)
+def _seconds(name: str, value: str) -> float:
     try:
-        number = float(raw)
+        seconds = float(value)
     except ValueError:
-        number = math.nan
-    if not (math.isfinite(number) and number >= minimum):
-        raise ConfigurationError(f"{name} must be a number >= {minimum:g}, got {raw!r}")
-    if isinstance(minimum, int) and not number.is_integer():
-        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}")
-    return number
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigurationError(f"{name} must be a number of seconds >= 0, got {value!r}")
+    return seconds
+
+
+def _count(name: str, value: str) -> int:
+    if not value.isdigit():
+        raise ConfigurationError(f"{name} must be a whole number >= 0, got {value!r}")
+    return int(value)
