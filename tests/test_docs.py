@@ -277,7 +277,7 @@ def test_the_shell_check_accepts_real_commands() -> None:
 def test_readme_links_every_docs_page() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = [page.name for page in PAGES[1:] if f"](docs/{page.name})" not in readme]
-    assert missing == []
+    assert missing == [], "add a line for each under '## Documentation' in README.md"
 
 
 @pytest.mark.parametrize("page", PAGES, ids=page_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -153,3 +154,13 @@ def test_upload_refuses_unsafe_ids_and_empty_bodies(client: FlaskClient, fake: F
     assert client.put("/images/ok", data=b"").status_code == 400
     assert client.get("/images/never-uploaded").status_code == 404
     assert fake.created == []
+
+
+def test_the_demo_and_tests_run_the_dockerfile_command() -> None:
+    from sample_worker.launch import APP, GUNICORN
+
+    dockerfile = (Path(__file__).resolve().parents[2] / "sample_worker" / "Dockerfile").read_text(
+        encoding="utf-8"
+    )
+    [cmd] = [line for line in dockerfile.splitlines() if line.startswith("CMD ")]
+    assert json.loads(cmd.removeprefix("CMD ")) == ["gunicorn", *GUNICORN[2:], APP]
