@@ -37,12 +37,6 @@ _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 
 # Temporary: pages whose python blocks are fragments (they use names defined nowhere, or need a server).
 # They are compiled, not run, until their blocks carry the no-run marker or become runnable.
-COMPILE_ONLY: dict[str, str] = {
-    "docs/runner.md": "the verify_token block uses a `token` it never defines",
-    "docs/runner-api.md": "the waitIdle block needs `requests` and a `runner_url`",
-}
-
-
 @dataclass(frozen=True)
 class Block:
     """One fenced code block of a page."""
@@ -107,14 +101,13 @@ def test_python_blocks_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CLOUD_TASKS_EMULATOR_HOST", raising=False)
     namespace: dict[str, Any] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    runs = page_id(page) not in COMPILE_ONLY
     for block in python:
         # Leading newlines make tracebacks point at the page's own line numbers.
         code = compile("\n" * (block.line - 1) + block.code, str(block.page), "exec")
-        if block.run and runs:
+        if block.run:
             exec(code, namespace)
     check = PAGE_CHECKS.get(page_id(page))
-    if check is not None and runs:
+    if check is not None:
         check(namespace)
 
 
@@ -286,10 +279,6 @@ def test_relative_links_resolve(page: Path) -> None:
     targets = re.findall(r"\]\((?!https?://|#|mailto:)([^)#\s]+)", text)
     broken = [target for target in targets if not (page.parent / target).exists()]
     assert broken == []
-
-
-def test_temporary_skips_name_existing_pages() -> None:
-    assert all((ROOT / name).is_file() for name in COMPILE_ONLY)
 
 
 def test_queue_flags_in_the_deploy_guide_match_the_sample_queue_file() -> None:
