@@ -42,6 +42,8 @@ from local_runner.service import TasksService
 #: Largest request body the API accepts (a task may be up to 1 MiB; JSON and base64 add a third).
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 API_PREFIX = "/v2/"
+#: Everything after a prefix, newlines included (``%0A`` in a path must reach the JSON 404, too).
+_ANY_TAIL = r"{tail:[\s\S]*}"
 
 log = logging.getLogger("local_runner.api")
 
@@ -50,10 +52,10 @@ View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def register(app: web.Application, service: TasksService, test_aids: bool = True) -> None:
     """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay)."""
-    app.router.add_route("*", API_PREFIX + "{tail:.*}", make_view(CloudTasksApi(service).router, API_PREFIX))
+    app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(CloudTasksApi(service).router, API_PREFIX))
     app.router.add_route(
         "*",
-        runner_ext.PREFIX + "{tail:.*}",
+        runner_ext.PREFIX + _ANY_TAIL,
         make_view(runner_ext.routes(service, test_aids), runner_ext.PREFIX),
     )
 

@@ -46,10 +46,13 @@ class RunnerApi:
         task_id: str | None = None,
         body: bytes = b"",
         schedule_time: float | None = None,
+        dispatch_deadline: float | None = None,
         **fields: Any,
     ) -> str:
-        """CreateTask (POST to ``url``); returns the task's full name."""
+        """CreateTask (POST to ``url``, ``fields`` added to ``httpRequest``); returns the task's name."""
         task: dict[str, Any] = {"httpRequest": {"url": url, "httpMethod": "POST", **fields}}
+        if dispatch_deadline is not None:
+            task["dispatchDeadline"] = f"{dispatch_deadline:g}s"
         if body:
             task["httpRequest"]["body"] = _base64(body)
         if task_id is not None:

@@ -36,6 +36,64 @@ async def answer_ok(request: web.Request) -> web.StreamResponse:
     return web.Response(status=200)
 
 
+class AppThread:
+    """Serves an aiohttp application on 127.0.0.1 from its own thread and event loop."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, app: web.Application) -> str:
+        """Serve ``app`` on a free port; returns its base URL once it accepts connections."""
+        ready = threading.Event()
+        url: list[str] = []
+
+        async def serve() -> None:
+            self._stop = asyncio.Event()
+            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+            await runner.setup()
+            await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+            url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+            ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await runner.cleanup()
+
+        def main() -> None:
+            self._loop = asyncio.new_event_loop()
+            try:
+                self._loop.run_until_complete(serve())
+            finally:
+                self._loop.close()
+
+        self._thread = threading.Thread(target=main, name="app-thread", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise AssertionError("the server did not start")
+        return url[0]
+
+    def close(self) -> None:
+        """Stop serving; requests still held are cut."""
+        if self._loop is not None and self._stop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(15)
+            self._thread = None
+
+
+class Gate:
+    """A behaviour that holds every request until :attr:`open` is set, then answers 200."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+
+    async def respond(self, request: web.Request) -> web.StreamResponse:
+        while not self.open.is_set():
+            await asyncio.sleep(0.01)
+        return web.Response(status=200)
+
+
 def _delivery(request: web.Request, received: float, status: int | None) -> Delivery:
     headers = request.headers
     previous = headers.get("X-CloudTasks-TaskPreviousResponse")
@@ -61,9 +119,7 @@ class Sink:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
+        self._server = AppThread()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         received = time.monotonic()
@@ -83,42 +139,14 @@ class Sink:
 
     def start(self) -> Sink:
         """Serve on a free loopback port; returns once it accepts connections."""
-        ready = threading.Event()
-
-        async def serve() -> None:
-            self._stop = asyncio.Event()
-            app = web.Application()
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0, backlog=4096)
-            await site.start()
-            self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            ready.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await runner.cleanup()
-
-        def main() -> None:
-            self._loop = asyncio.new_event_loop()
-            try:
-                self._loop.run_until_complete(serve())
-            finally:
-                self._loop.close()
-
-        self._thread = threading.Thread(target=main, name="sink", daemon=True)
-        self._thread.start()
-        if not ready.wait(10):
-            raise AssertionError("the sink did not start")
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.url = self._server.start(app)
         return self
 
     def close(self) -> None:
         """Stop serving (requests still held are cut)."""
-        if self._loop is not None and self._stop is not None and self._thread is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._thread.join(15)
-            self._thread = None
+        self._server.close()
 
     def snapshot(self) -> list[Delivery]:
         """The deliveries so far, in the order they finished."""

@@ -6,23 +6,20 @@ files cannot grow past the limit, which is what a full file system does to SQLit
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import resource
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
-from aiohttp import web
 from reliability.api import RunnerApi
 from reliability.figures import Figures, Row
-from reliability.sink import Sink
+from reliability.polling import eventually
+from reliability.sink import Gate, Sink
 from testsupport.runner_process import RunnerProcess
 
 from local_runner.store import DB_FILENAME
@@ -45,26 +42,6 @@ def limit_file_size(pid: int, limit: int) -> None:
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, hard))
 
 
-class Gate:
-    """Holds every request at the target until opened."""
-
-    def __init__(self) -> None:
-        self.open = threading.Event()
-
-    async def respond(self, request: web.Request) -> web.StreamResponse:
-        while not self.open.is_set():
-            await asyncio.sleep(0.01)
-        return web.Response(status=200)
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 30.0) -> None:
-    """Bounded polling of another process's progress (real time)."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        threading.Event().wait(0.02)
-
-
 def create(api: RunnerApi, queue: str, url: str) -> requests.Response:
     body = base64.b64encode(b"x" * 1024).decode()
     return api.call("POST", f"v2/{queue}/tasks", {"task": {"httpRequest": {"url": url, "body": body}}})
@@ -80,7 +57,7 @@ def test_full_disk_refuses_clearly_keeps_attempts_in_flight_and_recovers(
         api = RunnerApi(runner.url)
         queue = api.create_queue("disk", rateLimits={"maxDispatchesPerSecond": 100})
         accepted = [create(api, queue, sink.url + "/w").json()["name"] for _ in range(IN_FLIGHT)]
-        wait_for(lambda: sink.in_flight == IN_FLIGHT)
+        eventually(lambda: sink.in_flight == IN_FLIGHT)
 
         # The disk fills up while attempts are in flight: no file of the runner may grow any more.
         limit_file_size(runner.pid, max(path.stat().st_size for path in tmp_path.iterdir()))
@@ -90,7 +67,7 @@ def test_full_disk_refuses_clearly_keeps_attempts_in_flight_and_recovers(
             assert (error["code"], error["status"]) in STORE_ERRORS, response.text
             assert "task store" in error["message"] and DB_FILENAME in error["message"]
         gate.open.set()  # the handler answers 200; the runner cannot record it yet
-        wait_for(lambda: sum("recording attempt 1 of" in line for line in runner.log) == IN_FLIGHT)
+        eventually(lambda: sum("recording attempt 1 of" in line for line in runner.log) == IN_FLIGHT)
         stuck = api.call("POST", "runner/v1/waitIdle", {"timeout": "0.2s"})
         assert stuck.status_code == 504  # still in flight: neither dropped nor re-sent
 

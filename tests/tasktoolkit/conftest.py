@@ -42,11 +42,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A real ``redis-server`` child process on a loopback port, without persistence."""
+    """A real ``redis-server`` child process on a loopback port, without persistence unless ``args`` ask."""
 
-    def __init__(self, binary: str, port: int) -> None:
+    def __init__(self, binary: str, port: int, *args: str) -> None:
         self.binary = binary
         self.port = port
+        self.args = args
         self.url = f"redis://127.0.0.1:{port}/0"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -61,6 +62,7 @@ class RedisServer:
             "",
             "--appendonly",
             "no",
+            *self.args,
         ]
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s

@@ -46,11 +46,16 @@ def tampered(token: str, **changes: Any) -> str:
     return f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
 
 
-@pytest.fixture
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def post(
-    make_worker: Any, serve: Any, task_headers: Callable[..., dict[str, str]], store_factory: Any
+    request: pytest.FixtureRequest,
+    make_worker: Any,
+    serve: Any,
+    task_headers: Callable[..., dict[str, str]],
+    store_factory: Any,
 ) -> Any:
-    worker = make_worker(store_factory("memory"))
+    """Posts to a worker on a real port, once per dedup store: no store may weaken the checks."""
+    worker = make_worker(store_factory(request.param))
     server = serve(worker.app)
 
     def send(token: str | None, **extra: str) -> requests.Response:
