@@ -219,8 +219,8 @@ def run_crash_scenario(
     figures.record(
         Row(
             "runner SIGKILLed mid-dispatch, restarted on the same data dir",
-            f"{len(plans)} tasks (15% failing first, 15% scheduled), "
-            f"{len(worker.deliveries)} deliveries, {extra} re-deliveries after kills",
+            f"{len(plans):,} tasks (15% failing first, 15% scheduled), "
+            f"{len(worker.deliveries):,} deliveries, {extra} re-deliveries after kills",
             f"{kills} SIGKILLs at seeded random moments (seed {seed})",
             lost=0,
             duplicates=duplicates,
