@@ -60,7 +60,8 @@ def test_full_disk_refuses_clearly_keeps_attempts_in_flight_and_recovers(
         eventually(lambda: sink.in_flight == IN_FLIGHT)
 
         # The disk fills up while attempts are in flight: no file of the runner may grow any more.
-        limit_file_size(runner.pid, max(path.stat().st_size for path in tmp_path.iterdir()))
+        database = [tmp_path / DB_FILENAME, tmp_path / f"{DB_FILENAME}-wal"]
+        limit_file_size(runner.pid, max(path.stat().st_size for path in database))
         refusals = [create(api, queue, sink.url + "/w") for _ in range(5)]
         for response in refusals:
             error = response.json()["error"]
