@@ -35,8 +35,7 @@ NO_RUN = "<!-- snippet: no-run -->"
 SHELL = {"sh", "bash", "shell", "console"}
 _FENCE = re.compile(r"^(?P<indent>\s*)```(?P<lang>[\w+-]*)\s*$")
 
-# Temporary: pages whose python blocks are fragments (they use names defined nowhere, or need a server).
-# They are compiled, not run, until their blocks carry the no-run marker or become runnable.
+
 @dataclass(frozen=True)
 class Block:
     """One fenced code block of a page."""
