@@ -572,7 +572,8 @@ class FakeQueue(TasksClient):
 
     def _queue_call(self, method: str, name: str, params: Mapping[str, str], body: Any) -> dict[str, Any]:
         if method == "DELETE":
-            self._queue(name)
+            if name not in self._queues:
+                raise _fail("NOT_FOUND", "Requested entity was not found.", 404)
             del self._queues[name]
             for task in [t for t in self._live.values() if t.name.startswith(f"{name}/")]:
                 self._end(task, DELETED)

@@ -229,6 +229,8 @@ def test_service_rules_apply(worker: Worker) -> None:
     fake = FakeQueue(worker.app, start=START, auto_create_queues=False)
     with worker.app.app_context(), pytest.raises(ResourceNotFound, match="Queue does not exist"):
         worker.welcome.enqueue({})
+    with pytest.raises(ResourceNotFound):
+        fake.delete_queue("emails")
     fake.ensure_queue("emails")
     with worker.app.app_context():
         with pytest.raises(InvalidArgument, match="too far in the future"):
