@@ -201,15 +201,15 @@ def _json_or_none(response: requests.Response) -> Any:
         return None
 
 
-def _session(pool_size: int) -> requests.Session:
-    session = requests.Session()
+def _pooled(session: requests.Session, pool_size: int) -> requests.Session:
+    """Gives ``session`` a connection pool large enough for ``pool_size`` concurrent requests."""
     adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
 
 
-def _google_session(credentials: Any, pool_size: int) -> requests.Session:
+def _google_session(credentials: Any) -> requests.Session:
     import google.auth
     import google.auth.exceptions
     from google.auth.transport.requests import AuthorizedSession
@@ -224,9 +224,6 @@ def _google_session(credentials: Any, pool_size: int) -> requests.Session:
                 f"({exc})"
             ) from exc
     session: requests.Session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
     return session
 
 
@@ -303,7 +300,7 @@ class TasksClient:
             endpoint = emulator if "://" in emulator else f"http://{emulator}"
         self.endpoint = (endpoint or GOOGLE_ENDPOINT).rstrip("/")
         local = self.endpoint.startswith("http://") and credentials is None
-        session = _session(MAX_WORKERS) if local else _google_session(credentials, MAX_WORKERS)
+        session = _pooled(requests.Session() if local else _google_session(credentials), MAX_WORKERS)
         self._transport = HttpTransport(session, self.endpoint, timeout_s=timeout_s, retry=retry, sleep=sleep)
 
     # -- lifecycle --------------------------------------------------------------------------------

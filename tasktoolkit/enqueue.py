@@ -15,6 +15,7 @@ from flask import Flask, current_app
 from werkzeug.routing import BuildError
 
 from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.extension import ALLOWED_SERVICE_ACCOUNTS, AUDIENCE, config_strings
 from tasktoolkit.taskspec import CreatedTask
 
 PROJECT = "TASKTOOLKIT_PROJECT"
@@ -87,19 +88,15 @@ def _route(app: Flask, view: object, route_args: Mapping[str, Any]) -> tuple[str
 
 
 def _audience(app: Flask) -> str | None:
-    audience = app.config.get("TASKTOOLKIT_AUDIENCE")
-    if isinstance(audience, list | tuple) and audience:
-        audience = audience[0]
-    return audience if isinstance(audience, str) and audience else None
+    audiences = config_strings(app.config, AUDIENCE, split=False)
+    return audiences[0] if audiences else None
 
 
 def _service_account(app: Flask) -> str | None:
     account = _setting(app, SERVICE_ACCOUNT)
-    allowed = app.config.get("TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS")
-    if account is None and isinstance(allowed, str):
-        allowed = [item.strip() for item in allowed.split(",") if item.strip()]
-    if account is None and isinstance(allowed, list | tuple) and len(allowed) == 1:
-        account = str(allowed[0])
+    if account is None:
+        allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
+        account = allowed[0] if len(allowed) == 1 else None
     return account
 
 

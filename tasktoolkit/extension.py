@@ -7,13 +7,12 @@ import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
 
 from tasktoolkit.dedup.base import DEFAULT_LEASE_S, DEFAULT_TTL_S, DedupStore
 from tasktoolkit.dedup.url import store_from_url
-from tasktoolkit.enqueue import Enqueuer, client_for, install_client
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.oidc import (
     DEFAULT_CLOCK_SKEW_S,
@@ -23,6 +22,9 @@ from tasktoolkit.oidc import (
     MAX_CLOCK_SKEW_S,
     OidcVerifier,
 )
+
+if TYPE_CHECKING:
+    from tasktoolkit.enqueue import Enqueuer
 
 log = logging.getLogger("tasktoolkit")
 
@@ -67,7 +69,8 @@ class ToolkitState:
         self.verifier.close()
 
 
-def _strings(config: Mapping[str, Any], key: str, *, split: bool) -> list[str]:
+def config_strings(config: Mapping[str, Any], key: str, *, split: bool) -> list[str]:
+    """A config value that is a string or a list of strings, as a list (``split`` on commas)."""
     value = config.get(key)
     if value is None:
         return []
@@ -120,11 +123,11 @@ def build_state(
     Raises:
         ConfigurationError: A required key is missing or a value is invalid (the message names the key).
     """
-    audiences = _strings(config, AUDIENCE, split=False)
+    audiences = config_strings(config, AUDIENCE, split=False)
     from_request = config.get(AUDIENCE_FROM_REQUEST)
     if not isinstance(from_request, bool):
         raise ConfigurationError(f"{AUDIENCE_FROM_REQUEST} must be true or false, got {from_request!r}")
-    allowed = _strings(config, ALLOWED_SERVICE_ACCOUNTS, split=True)
+    allowed = config_strings(config, ALLOWED_SERVICE_ACCOUNTS, split=True)
     missing = [
         key
         for key, ok in ((AUDIENCE, audiences or from_request), (ALLOWED_SERVICE_ACCOUNTS, allowed))
@@ -141,7 +144,7 @@ def build_state(
         verifier = OidcVerifier(
             audiences=audiences,
             allowed_emails=allowed,
-            google_issuers=_strings(config, ISSUERS, split=True),
+            google_issuers=config_strings(config, ISSUERS, split=True),
             google_certs_url=str(config.get(GOOGLE_CERTS)),
             emulator_host=emulator_host,
             clock_skew_s=_number(config, CLOCK_SKEW_S, 0, MAX_CLOCK_SKEW_S, low_inclusive=True),
@@ -216,9 +219,13 @@ class TaskToolkit:
         A :class:`~tasktoolkit.client.TasksClient` built on first use from ``TASKTOOLKIT_PROJECT`` and
         ``TASKTOOLKIT_LOCATION``, or whatever :meth:`use_client` installed (a test's fake queue).
         """
+        from tasktoolkit.enqueue import client_for  # enqueue reads this module's config keys
+
         return client_for(app if app is not None else current_app._get_current_object())  # type: ignore[attr-defined]
 
     @staticmethod
     def use_client(client: Enqueuer, app: Flask | None = None) -> None:
         """Makes ``handler.enqueue`` use ``client`` for ``app`` (default: the current app)."""
+        from tasktoolkit.enqueue import install_client
+
         install_client(app if app is not None else current_app._get_current_object(), client)  # type: ignore[attr-defined]

@@ -549,7 +549,7 @@ class FakeQueue(TasksClient):
             if match["tasks"] is not None:
                 if method == "POST":
                     return self._create_task(queue, body["task"])
-                return {"tasks": [t.to_json() for t in self.pending() if t.name.startswith(f"{queue}/")]}
+                return {"tasks": [t.to_json() for t in self.pending() if t.queue_path == queue]}
             return self._queue_call(method, queue, params or {}, body)
 
     def _queue(self, name: str) -> _Queue:
@@ -575,8 +575,7 @@ class FakeQueue(TasksClient):
             if name not in self._queues:
                 raise _fail("NOT_FOUND", "Requested entity was not found.", 404)
             del self._queues[name]
-            for task in [t for t in self._live.values() if t.name.startswith(f"{name}/")]:
-                self._end(task, DELETED)
+            self._delete_tasks_of(name)
             return {}
         if method == "PATCH":
             queue = self._queues.get(name) or _Queue(name)
@@ -590,11 +589,14 @@ class FakeQueue(TasksClient):
             return queue.to_json()
         return self._queue(name).to_json()
 
+    def _delete_tasks_of(self, queue_path: str) -> None:
+        for task in [t for t in self._live.values() if t.queue_path == queue_path]:
+            self._end(task, DELETED)
+
     def _queue_verb(self, name: str, verb: str) -> dict[str, Any]:
         queue = self._queue(name)
         if verb == "purge":
-            for task in [t for t in self._live.values() if t.name.startswith(f"{name}/")]:
-                self._end(task, DELETED)
+            self._delete_tasks_of(name)
         else:
             queue.state = "PAUSED" if verb == "pause" else "RUNNING"
         return queue.to_json()
