@@ -9,10 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-import aiohttp
-
 from local_runner.clock import Clock, SystemClock
 from local_runner.engine.attempts import Failure, Outcome
+from local_runner.http_client import HttpClient, HttpError
 from local_runner.model import HttpMethod, HttpTarget, Queue, Task, parse_queue_name
 from local_runner.oidc import TokenIssuer
 
@@ -22,8 +21,6 @@ _RESERVED_PREFIXES = ("x-cloudtasks-", "x-google-", "x-appengine-")
 _COMPUTED = frozenset({"host", "content-length", "user-agent"})
 #: An OAuth token cannot be minted locally; handlers see this placeholder instead.
 LOCAL_OAUTH_TOKEN = "local-runner-oauth-access-token"
-#: How much of a handler's response body is read before the connection is released.
-_MAX_RESPONSE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -117,37 +114,26 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 class Dispatcher:
-    """Sends requests on one aiohttp session with no cap on connections and no thread per request."""
+    """Sends requests over keep-alive connections, with no cap on connections and no thread per request."""
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self._session: aiohttp.ClientSession | None = None
+        self._client: HttpClient | None = None
 
     async def start(self) -> None:
-        """Open the HTTP session (inside the running event loop)."""
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=60)
-        self._session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None), auto_decompress=False
-        )
+        """Open the HTTP client (inside the running event loop)."""
+        self._client = HttpClient()
 
     async def close(self) -> None:
-        """Close the HTTP session."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the HTTP client's idle connections."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
 
     async def _exchange(self, request: OutboundRequest) -> tuple[int, str | None]:
-        assert self._session is not None, "Dispatcher.start() was not awaited"
-        async with self._session.request(
-            request.method,
-            request.url,
-            headers=dict(request.headers),
-            data=request.body or None,
-            allow_redirects=False,
-            skip_auto_headers=("Content-Type", "Accept", "Accept-Encoding"),
-        ) as response:
-            await response.content.read(_MAX_RESPONSE_BYTES)
-            return response.status, response.headers.get("Retry-After")
+        assert self._client is not None, "Dispatcher.start() was not awaited"
+        response = await self._client.request(request.method, request.url, request.headers, request.body)
+        return response.status, response.retry_after
 
     async def send(self, request: OutboundRequest, deadline: float) -> Outcome:
         """Send one request; no response within ``deadline`` seconds is a DEADLINE failure."""
@@ -192,14 +178,8 @@ class Dispatcher:
 
 
 def _describe(error: BaseException, url: str) -> str:
-    if isinstance(error, aiohttp.ClientConnectorError):
-        return f"cannot connect to {url}: {error.os_error.strerror or error.os_error}"
-    if isinstance(error, aiohttp.InvalidURL):
-        return f"invalid URL {url}"
-    if isinstance(
-        error, aiohttp.ServerDisconnectedError | aiohttp.ClientOSError | aiohttp.ClientPayloadError
-    ):
-        return f"connection to {url} broke before a full response: {error}"
+    if isinstance(error, HttpError):
+        return str(error)
     return f"request to {url} failed: {type(error).__name__}: {error}"
 
 

@@ -14,6 +14,7 @@ from local_runner.errors import StoreError
 from local_runner.model import Queue, QueueState, Task
 from local_runner.oidc import TokenIssuer
 from local_runner.service import TasksService
+from local_runner.store import FinishedAttempt
 
 log = logging.getLogger("local_runner.dispatch")
 #: Most tasks one store transaction claims.
@@ -40,6 +41,37 @@ class _QueueWorker:
         self.stale = True
 
 
+class _Unrecorded:
+    """An attempt's outcome waiting to be stored, and the future its attempt awaits."""
+
+    def __init__(self, finished: FinishedAttempt) -> None:
+        self.finished = finished
+        self.recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._reported = False
+
+    def report(self, error: StoreError) -> None:
+        """Log the store's refusal: once as an error, then quietly while it lasts."""
+        task = self.finished.task
+        log.log(
+            logging.DEBUG if self._reported else logging.ERROR,
+            "recording attempt %d of %s failed: %s; trying again every %gs at most",
+            task.dispatch_count,
+            task.name,
+            error,
+            MAX_ERROR_BACKOFF,
+        )
+        self._reported = True
+
+    def resolve(self, result: bool | Exception) -> None:
+        """Hand the attempt whether its outcome was stored (or the error that stopped it)."""
+        if self.recorded.done():
+            return
+        if isinstance(result, Exception):
+            self.recorded.set_exception(result)
+        else:
+            self.recorded.set_result(result)
+
+
 class Scheduler:
     """Claims due tasks within each queue's limits and dispatches them."""
 
@@ -53,6 +85,9 @@ class Scheduler:
         self.clock = clock
         self._workers: dict[str, _QueueWorker] = {}
         self._attempts: set[asyncio.Task[None]] = set()
+        #: Outcomes waiting for :meth:`_record_pending`, each with the future its attempt awaits.
+        self._unrecorded: list[_Unrecorded] = []
+        self._recorder: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -256,26 +291,42 @@ class Scheduler:
                 self._wake_queue(task.queue_name)
 
     async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
-        """Store an attempt's outcome; while the store refuses, keep the task in flight and try again."""
+        """Store an attempt's outcome with the others that ended in the same turn of the loop."""
+        decision = decide(task, outcome, queue.retry_config)
+        tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
+        pending = _Unrecorded(FinishedAttempt(decision.task, decision.attempt, tombstone))
+        self._unrecorded.append(pending)
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_pending())
+        return decision, await pending.recorded
+
+    async def _record_pending(self) -> None:
+        """Write the outcomes waiting to be stored, one transaction for all of them.
+
+        Runs one turn of the loop after the first outcome arrived, so the attempts answered in the
+        same turn share the transaction. While the store refuses, the attempts stay in flight (their
+        tasks DISPATCHING) and the write is tried again.
+        """
         failures = 0
-        while True:
+        while self._unrecorded:
+            batch = self._unrecorded
+            self._unrecorded = []
             try:
-                queue = self._queue(task.queue_name) or queue
-                decision = decide(task, outcome, queue.retry_config)
-                tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
-                return decision, self.store.finish_attempt(decision.task, decision.attempt, tombstone)
+                results = self.store.finish_attempts([pending.finished for pending in batch])
             except StoreError as error:
                 failures += 1
-                delay = error_backoff(failures)
-                log.log(
-                    logging.ERROR if failures == 1 else logging.DEBUG,
-                    "recording attempt %d of %s failed: %s; trying again every %gs at most",
-                    task.dispatch_count,
-                    task.name,
-                    error,
-                    MAX_ERROR_BACKOFF,
-                )
-                await self.clock.sleep_until(self.clock.now() + delay)
+                for pending in batch:
+                    pending.report(error)
+                self._unrecorded = batch + self._unrecorded
+                await self.clock.sleep_until(self.clock.now() + error_backoff(failures))
+                continue
+            except Exception as error:  # a bug: each attempt logs it; their tasks stay DISPATCHING
+                for pending in batch:
+                    pending.resolve(error)
+                continue
+            failures = 0
+            for pending, result in zip(batch, results, strict=True):
+                pending.resolve(result)
 
     # -- housekeeping and test aids --------------------------------------------------------------
 

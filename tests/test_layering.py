@@ -60,7 +60,7 @@ def test_engine_imports_only_model_and_errors() -> None:
 
 def test_engine_and_store_do_no_network_io() -> None:
     for package in ("local_runner/engine", "local_runner/store"):
-        assert offenders(package, ("aiohttp", "requests", "socket", "urllib.request")) == []
+        assert offenders(package, ("aiohttp", "httptools", "requests", "socket", "urllib.request")) == []
 
 
 def test_library_core_modules_import_no_flask() -> None:
@@ -73,4 +73,4 @@ def test_the_layering_check_sees_imports() -> None:
     """Guard against a vacuous pass: the scan must find the runner's real imports."""
     imports = imported_packages("local_runner")
     assert "local_runner.model" in imports["local_runner/service.py"]
-    assert "aiohttp" in imports["local_runner/dispatch.py"]
+    assert "httptools" in imports["local_runner/http_client.py"]

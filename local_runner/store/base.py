@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from local_runner.model import Attempt, Queue, Task, TaskState
 
@@ -19,6 +21,17 @@ def replayed_task(task: Task, now: float) -> Task:
         last_attempt=None,
         previous_response=None,
     )
+
+
+@dataclass(frozen=True)
+class FinishedAttempt:
+    """The outcome of one attempt, as :meth:`TaskStore.finish_attempts` records it."""
+
+    #: The task as it stands after the attempt (QUEUED with a new schedule time, or EXHAUSTED).
+    task: Task
+    attempt: Attempt
+    #: Delete the task and tombstone its name until then (success); ``None`` keeps ``task``.
+    tombstone_until: float | None = None
 
 
 class TaskStore(ABC):
@@ -104,15 +117,19 @@ class TaskStore(ABC):
         Same changes as :meth:`claim_due`. Returns ``None`` if the task does not exist or is not QUEUED.
         """
 
-    @abstractmethod
     def finish_attempt(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:
-        """Record the outcome of the attempt started by the last claim of ``task.name``.
+        """Record one attempt's outcome: :meth:`finish_attempts` with one item."""
+        return self.finish_attempts([FinishedAttempt(task, attempt, tombstone_until)])[0]
 
-        ``attempt`` is appended to the task's history. If ``tombstone_until`` is given the task is
-        deleted and its name tombstoned until then (success, or retries exhausted in delete mode);
-        otherwise the stored task is replaced by ``task`` (QUEUED with a new schedule time, or
-        EXHAUSTED). Only applies while the stored task is DISPATCHING with the same ``dispatch_count``
-        as ``task``; returns ``False`` and changes nothing if it was deleted or purged meanwhile.
+    @abstractmethod
+    def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:
+        """Record the outcomes of attempts, all in one transaction; one result per item, in order.
+
+        Each item's ``attempt`` is appended to its task's history. If its ``tombstone_until`` is given
+        the task is deleted and its name tombstoned until then (success); otherwise the stored task is
+        replaced by ``task`` (QUEUED with a new schedule time, or EXHAUSTED). An item only applies
+        while the stored task is DISPATCHING with the same ``dispatch_count`` as its ``task``; its
+        result is ``False`` and nothing of it is written if the task was deleted or purged meanwhile.
         """
 
     @abstractmethod

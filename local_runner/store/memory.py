@@ -6,12 +6,12 @@ import functools
 import heapq
 import itertools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState, parse_queue_name
-from local_runner.store.base import TaskStore, replayed_task
+from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
 
 #: A heap entry: (schedule_time, insertion seq, task name). Stale entries are skipped lazily.
 _Entry = tuple[float, int, str]
@@ -154,7 +154,10 @@ class MemoryTaskStore(TaskStore):
             return None
         return self._start(task, now)  # its heap entry goes stale and is skipped later
 
-    def finish_attempt(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:  # noqa: D102
+    def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:  # noqa: D102
+        return [self._finish(item.task, item.attempt, item.tombstone_until) for item in finished]
+
+    def _finish(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:
         stored = self._get(task.name)
         if (
             stored is None

@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from local_runner.model import (
     TaskState,
     parse_queue_name,
 )
-from local_runner.store.base import TaskStore, replayed_task
+from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
@@ -124,6 +124,9 @@ _REPLACE_TASK = (
 _APPEND_ATTEMPT = (
     f"INSERT INTO attempts (task_name, seq, {', '.join(_ATTEMPT_FIELDS)}) VALUES (?, "
     "(SELECT coalesce(max(seq), 0) + 1 FROM attempts WHERE task_name = ?), ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_FINISHED = (
+    "DELETE FROM tasks WHERE name = ? AND seq = ? AND state = 'DISPATCHING' AND dispatch_count = ?"
 )
 _TOMBSTONE = "INSERT OR REPLACE INTO task_tombstones (name, queue, until) VALUES (?, ?, ?)"
 #: What a failed statement, or decoding a damaged row (JSON, codec and model validation), raises.
@@ -416,23 +419,26 @@ class SQLiteTaskStore(TaskStore):
             row = conn.execute(_CLAIM_TASK, {"name": name, "now": now}).fetchone()
             return None if row is None else _task(row)
 
-    def finish_attempt(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:  # noqa: D102
-        params = _task_params(task)
+    def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:  # noqa: D102
+        if not finished:
+            return []
         with self._write() as conn:
-            if tombstone_until is None:
-                changed = conn.execute(_REPLACE_TASK, params).rowcount
-            else:
-                changed = conn.execute(
-                    "DELETE FROM tasks WHERE name = ? AND seq = ? AND state = 'DISPATCHING' "
-                    "AND dispatch_count = ?",
-                    (task.name, task.uid, task.dispatch_count),
-                ).rowcount
-                if changed:
-                    conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
-            if not changed:
-                return False
-            conn.execute(_APPEND_ATTEMPT, (task.name, task.name, *_attempt_values(attempt)))
-            return True
+            return [self._finish(conn, item.task, item.attempt, item.tombstone_until) for item in finished]
+
+    @staticmethod
+    def _finish(
+        conn: sqlite3.Connection, task: Task, attempt: Attempt, tombstone_until: float | None
+    ) -> bool:
+        if tombstone_until is None:
+            changed = conn.execute(_REPLACE_TASK, _task_params(task)).rowcount
+        else:
+            changed = conn.execute(_DELETE_FINISHED, (task.name, task.uid, task.dispatch_count)).rowcount
+            if changed:
+                conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
+        if not changed:
+            return False
+        conn.execute(_APPEND_ATTEMPT, (task.name, task.name, *_attempt_values(attempt)))
+        return True
 
     def attempts(self, name: str) -> list[Attempt]:  # noqa: D102
         with self._read() as conn:

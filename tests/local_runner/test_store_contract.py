@@ -26,7 +26,7 @@ from local_runner.model import (
     TaskState,
     UriOverride,
 )
-from local_runner.store import MemoryTaskStore, SQLiteTaskStore, TaskStore, open_store
+from local_runner.store import FinishedAttempt, MemoryTaskStore, SQLiteTaskStore, TaskStore, open_store
 from local_runner.store.sqlite import CLAIM_DUE_SELECT
 
 PARENT = "projects/p/locations/l"
@@ -342,6 +342,28 @@ def test_stale_finish_with_old_dispatch_count_or_not_dispatching(store: TaskStor
     assert store.attempts(name("a")) == [Attempt(100.0, 100.0)]
 
 
+def test_finish_attempts_applies_each_item_of_a_batch_on_its_own(store: TaskStore) -> None:
+    for task_id in ("done", "retry", "gone"):
+        store.insert_task(task(task_id), now=0.0)
+    done, retry, gone = (claim(store, task_id) for task_id in ("done", "retry", "gone"))
+    assert store.delete_task(gone.name, tombstone_until=50.0)
+    ok, failed = Attempt(100.0, 100.0, 101.0, 200), Attempt(100.0, 100.0, 101.0, 500)
+    requeued = retry.replace(state=TaskState.QUEUED, schedule_time=300.0, last_attempt=failed)
+    results = store.finish_attempts(
+        [
+            FinishedAttempt(done, ok, tombstone_until=900.0),
+            FinishedAttempt(requeued, failed),
+            FinishedAttempt(gone, ok, tombstone_until=900.0),
+        ]
+    )
+    assert results == [True, True, False]
+    assert store.get_task(done.name) is None and store.task_tombstoned(done.name, now=899.0)
+    assert store.get_task(retry.name) == requeued
+    assert store.attempts(done.name) == [ok] and store.attempts(retry.name) == [failed]
+    assert store.attempts(gone.name) == [] and not store.task_tombstoned(gone.name, now=60.0)
+    assert store.finish_attempts([]) == []
+
+
 # -- listing, counting, purging ------------------------------------------------------------------
 
 
@@ -650,6 +672,34 @@ def test_sqlite_failed_write_is_rolled_back_and_wrapped(db_path: Path) -> None:
         s.close()
     with pytest.raises(StoreError, match=r"store\.sqlite3"):
         s.get_task(name("a"))  # closed
+
+
+def test_sqlite_failed_batch_of_outcomes_writes_none_of_them(db_path: Path) -> None:
+    s = open_sqlite(db_path)
+    try:
+        s.insert_task(task("retry"), now=0.0)
+        s.insert_task(task("done"), now=0.0)
+        retry, done = claim(s, "retry"), claim(s, "done")
+        conn = sqlite3.connect(db_path)
+        try:
+            conn.execute(
+                "CREATE TRIGGER refuse AFTER INSERT ON task_tombstones "
+                "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+            conn.commit()
+        finally:
+            conn.close()
+        requeued = retry.replace(state=TaskState.QUEUED, schedule_time=300.0)
+        batch = [
+            FinishedAttempt(requeued, Attempt(100.0, 100.0)),
+            FinishedAttempt(done, Attempt(100.0, 100.0), 9.0),
+        ]
+        with pytest.raises(StoreError, match="disk says no"):
+            s.finish_attempts(batch)  # the retry is written, then the success's tombstone fails
+        assert s.get_task(retry.name) == retry and s.get_task(done.name) == done  # both still DISPATCHING
+        assert s.attempts(retry.name) == [] and s.attempts(done.name) == []
+    finally:
+        s.close()
 
 
 def test_sqlite_claim_due_uses_the_due_index(db_path: Path) -> None:

@@ -1,0 +1,305 @@
+"""The dispatcher's HTTP/1.1 client: keep-alive connections per origin, responses parsed by httptools.
+
+Dispatch needs one thing from HTTP: send a request and learn its status (and ``Retry-After``). A
+general client spends most of a dispatch on features a task never uses (cookies, redirects,
+decompression, tracing); this one writes the request in one call and parses the answer in C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import ssl
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import httptools
+
+from local_runner.errors import RunnerError
+
+#: An idle connection is closed rather than reused after this many seconds. Servers drop idle
+#: keep-alive connections after a few seconds (gunicorn 2 s, uvicorn 5 s); a request written while
+#: they do fails, so a connection is only reused well before that.
+IDLE_TIMEOUT = 1.0
+#: How much of a response body is read before the connection is given up instead of drained.
+MAX_RESPONSE_BYTES = 64 * 1024
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class HttpError(RunnerError):
+    """A request got no complete response."""
+
+
+class InvalidRequest(HttpError):
+    """The request cannot be written (bad URL, header name or header value); nothing was sent."""
+
+
+class ConnectFailed(HttpError):
+    """No connection to the target could be made (refused, unknown host, TLS handshake)."""
+
+
+class ConnectionBroke(HttpError):
+    """The connection closed, or sent something that is not HTTP, before a full response."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """What dispatch keeps of a response."""
+
+    status: int
+    retry_after: str | None
+
+
+class _Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+
+
+class _Target(NamedTuple):
+    origin: _Origin
+    host_header: str
+    path: str
+
+
+def _split(url: str) -> _Target:
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidRequest(f"invalid URL {url}: {error}") from error
+    scheme = parts.scheme.lower()
+    host = parts.hostname
+    if scheme not in _DEFAULT_PORTS or not host:
+        raise InvalidRequest(f"invalid URL {url}: only http:// and https:// URLs with a host are sent")
+    default = _DEFAULT_PORTS[scheme]
+    bracketed = f"[{host}]" if ":" in host else host
+    host_header = bracketed if port in (None, default) else f"{bracketed}:{port}"
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return _Target(_Origin(scheme, host, port or default), host_header, path)
+
+
+def _encode_head(method: str, target: _Target, headers: Mapping[str, str], body_length: int) -> bytes:
+    """The request line and headers, ``Host`` and ``Content-Length`` included.
+
+    Raises:
+        InvalidRequest: if a header name is not an HTTP token or a value holds CR, LF or NUL.
+    """
+    lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
+    for name, value in headers.items():
+        if not _TOKEN.fullmatch(name):
+            raise InvalidRequest(f"invalid header name {name!r}")
+        if _FORBIDDEN_IN_VALUE.search(value):
+            raise InvalidRequest(f"invalid value of header {name}: it holds a line break or NUL")
+        lines.append(f"{name}: {value}\r\n")
+    if body_length or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {body_length}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode()
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; one request at a time."""
+
+    def __init__(self) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[Response] | None = None
+        self._head_only = False
+        self.closed = False
+        self.reusable = False
+        self.idle_since = 0.0
+        self._url = ""
+        self._begin()
+
+    def _begin(self) -> None:
+        self._retry_after: str | None = None
+        self._framed = False  # Content-Length or chunked: the body's end is known without EOF
+        self._headers_done = False
+        self._body_bytes = 0
+
+    # -- use -------------------------------------------------------------------------------------
+
+    async def exchange(self, data: bytes, url: str, head_only: bool) -> Response:
+        """Write one request for ``url`` and wait for its response."""
+        assert self._transport is not None and self._waiter is None
+        self._url = url
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._head_only = head_only
+        self.reusable = False
+        self._transport.write(data)
+        return await self._waiter
+
+    def close(self) -> None:
+        """Drop the connection at once (an unfinished exchange cannot be resumed)."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _finish(self, keep_alive: bool) -> None:
+        waiter, self._waiter = self._waiter, None
+        self.reusable = keep_alive and not self.closed
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Response(self._parser.get_status_code(), self._retry_after))
+        if not self.reusable:
+            self.close()
+
+    def _fail(self, error: HttpError) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.close()
+
+    # -- asyncio.Protocol ------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:  # nothing was asked: the connection is out of step
+            self.close()
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(self._broke("the target switched protocols instead of answering"))
+        except httptools.HttpParserError as error:
+            self._fail(self._broke(f"the answer is not valid HTTP ({error})"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._waiter is None:
+            return
+        if self._headers_done and not self._framed:  # the body ran to the end of the connection
+            self._finish(keep_alive=False)
+            return
+        self._fail(self._broke(f"{exc}" if exc else "the target closed it"))
+
+    def _broke(self, reason: str) -> ConnectionBroke:
+        return ConnectionBroke(f"connection to {self._url} broke before a full response: {reason}")
+
+    # -- httptools callbacks ---------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"retry-after":
+            self._retry_after = value.decode("latin-1")
+        elif lowered == b"content-length" or (
+            lowered == b"transfer-encoding" and b"chunked" in value.lower()
+        ):
+            self._framed = True
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        if self._head_only and self._parser.get_status_code() >= 200:
+            self._finish(keep_alive=False)  # a HEAD answer has no body, whatever its Content-Length says
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        if self._body_bytes > MAX_RESPONSE_BYTES:
+            self._finish(keep_alive=False)
+
+    def on_message_complete(self) -> None:
+        if 100 <= self._parser.get_status_code() < 200:  # an interim answer: the real one follows
+            self._begin()
+            return
+        self._finish(keep_alive=self._parser.should_keep_alive())
+        self._begin()
+
+
+def _reason(error: OSError) -> str:
+    if isinstance(error, ssl.SSLError):
+        return f"TLS handshake failed: {error}"
+    if isinstance(error, socket.gaierror) or not error.errno:
+        return error.strerror or str(error)
+    return os.strerror(error.errno)  # asyncio words a refusal "Connect call failed (address)"
+
+
+class HttpClient:
+    """Sends requests over keep-alive connections, any number at once, one connection per request."""
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+        self._idle_timeout = idle_timeout
+        self._idle: dict[_Origin, deque[_Connection]] = {}
+        self._tls: ssl.SSLContext | None = None
+        self._sweep: asyncio.TimerHandle | None = None
+
+    async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
+        """Send one request and wait for its status line and headers (and up to 64 KiB of body).
+
+        Cancelling the call closes its connection.
+
+        Raises:
+            InvalidRequest: nothing was sent (bad URL or header).
+            ConnectFailed: no connection could be made.
+            ConnectionBroke: the connection failed before a full response.
+        """
+        target = _split(url)
+        data = _encode_head(method, target, headers, len(body)) + body
+        loop = asyncio.get_running_loop()
+        connection = self._idle_connection(target.origin, loop.time()) or await self._connect(target, url)
+        try:
+            response = await connection.exchange(data, url, head_only=method == "HEAD")
+        except BaseException:
+            connection.close()
+            raise
+        if connection.reusable:
+            connection.idle_since = loop.time()
+            self._idle.setdefault(target.origin, deque()).append(connection)
+            if self._sweep is None:
+                self._sweep = loop.call_later(self._idle_timeout, self._close_expired)
+        return response
+
+    def _close_expired(self) -> None:
+        """Close the connections idle too long, for every origin (not only those still in use)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for origin, idle in list(self._idle.items()):
+            while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
+                idle.popleft().close()
+            if not idle:
+                del self._idle[origin]
+        self._sweep = loop.call_later(self._idle_timeout, self._close_expired) if self._idle else None
+
+    def _idle_connection(self, origin: _Origin, now: float) -> _Connection | None:
+        idle = self._idle.get(origin)
+        if not idle:
+            return None
+        while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
+            idle.popleft().close()  # oldest first: they are the ones a server may be dropping
+        while idle:
+            connection = idle.pop()  # most recently used first
+            if not connection.closed:
+                return connection
+        return None
+
+    async def _connect(self, target: _Target, url: str) -> _Connection:
+        origin = target.origin
+        tls = None
+        if origin.scheme == "https":
+            tls = self._tls = self._tls or ssl.create_default_context()
+        try:
+            _, connection = await asyncio.get_running_loop().create_connection(
+                _Connection, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
+            )
+        except OSError as error:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError)
+            raise ConnectFailed(f"cannot connect to {url}: {_reason(error)}") from error
+        return connection
+
+    async def close(self) -> None:
+        """Close every idle connection; connections in use close when their request ends."""
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+        self._idle.clear()
