@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import functools
 import math
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -55,12 +56,18 @@ def format_timestamp(instant: float) -> str:
     """RFC 3339 in UTC, truncated to microseconds, with 0, 3 or 6 fractional digits."""
     micros = math.floor(instant * 1_000_000 + 0.5)
     seconds, frac = divmod(micros, 1_000_000)
-    text = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    text = _utc_seconds(seconds)
     if frac == 0:
         return text + "Z"
     if frac % 1000 == 0:
         return f"{text}.{frac // 1000:03d}Z"
     return f"{text}.{frac:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_seconds(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` in UTC (a task's times fall in few distinct seconds)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parse_timestamp(text: str, path: str = "timestamp") -> float:
@@ -118,8 +125,15 @@ def _show(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+@functools.cache
 def _snake(name: str) -> str:
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
+
+
+@functools.cache
+def _aliases(known: tuple[str, ...]) -> dict[str, str]:
+    """Each accepted spelling of the fields ``known`` (camelCase and snake_case) to its camelCase."""
+    return {name: name for name in known} | {_snake(name): name for name in known}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,7 +147,7 @@ class _Reader:
     def __init__(self, data: object, path: str, known: tuple[str, ...]) -> None:
         if not isinstance(data, Mapping):
             raise InvalidArgument(f"Invalid value at '{path}': expected an object, got {_show(data)}")
-        aliases = {name: name for name in known} | {_snake(name): name for name in known}
+        aliases = _aliases(known)
         self._values: dict[str, object] = {}
         for key, value in data.items():
             canonical = aliases.get(key)

@@ -10,8 +10,8 @@ import binascii
 import copy
 import dataclasses
 import json
+import random
 import re
-import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -49,6 +49,9 @@ USER_AGENT = "Google-Cloud-Tasks"
 DEFAULT_LOCATION = "us-central1"
 #: ListQueues' largest (and default) page size (reference §1).
 MAX_QUEUE_PAGE_SIZE = 9800
+
+#: Ids of tasks created without a name: 19 random digits, like the service's (unique, not secret).
+_TASK_IDS = random.Random()
 
 
 class Listener(Protocol):
@@ -195,7 +198,7 @@ class TasksService:
         if request.name is not None:
             name = str(parse_task_name(request.name, parent=queue_name))
         else:
-            name = f"{queue_name}/tasks/{secrets.randbelow(9 * 10**18) + 10**18}"
+            name = f"{queue_name}/tasks/{_TASK_IDS.randrange(10**18, 10**19)}"
         self.get_queue(queue_name)
         schedule_time = now if request.schedule_time is None else max(request.schedule_time, now)
         if schedule_time > now + MAX_SCHEDULE_AHEAD:

@@ -213,6 +213,9 @@ class SQLiteTaskStore(TaskStore):
         """
         self._path = str(path)
         self._lock = threading.Lock()
+        #: Queues as last written or read through this store: read for every task created and
+        #: dispatched, written rarely, and only through this connection.
+        self._queues: dict[str, Queue] = {}
         try:
             self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
@@ -300,6 +303,7 @@ class SQLiteTaskStore(TaskStore):
     def put_queue(self, queue: Queue) -> None:  # noqa: D102
         doc = json.dumps(codec.queue_to_json(queue))
         with self._write() as conn:
+            self._queues.pop(queue.name, None)
             conn.execute(
                 "INSERT OR REPLACE INTO queues (name, parent, state, purge_time, doc) VALUES (?, ?, ?, ?, ?)",
                 (queue.name, parse_queue_name(queue.name).parent, int(queue.state), queue.purge_time, doc),
@@ -307,8 +311,14 @@ class SQLiteTaskStore(TaskStore):
 
     def get_queue(self, name: str) -> Queue | None:  # noqa: D102
         with self._read() as conn:
+            queue = self._queues.get(name)
+            if queue is not None:
+                return queue
             row = conn.execute("SELECT state, purge_time, doc FROM queues WHERE name = ?", (name,)).fetchone()
-            return None if row is None else self._queue(row)
+            if row is None:
+                return None
+            queue = self._queues[name] = self._queue(row)
+            return queue
 
     def list_queues(self, parent: str | None) -> list[Queue]:  # noqa: D102
         with self._read() as conn:
@@ -327,6 +337,7 @@ class SQLiteTaskStore(TaskStore):
 
     def delete_queue(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
         with self._write() as conn:
+            self._queues.pop(name, None)
             if conn.execute("DELETE FROM queues WHERE name = ?", (name,)).rowcount == 0:
                 return False
             conn.execute("DELETE FROM tasks WHERE queue = ?", (name,))
@@ -498,5 +509,6 @@ class SQLiteTaskStore(TaskStore):
 
     def reset(self) -> None:  # noqa: D102
         with self._write() as conn:
+            self._queues.clear()
             for table in ("queues", "queue_tombstones", "tasks", "task_tombstones", "attempts"):
                 conn.execute(f"DELETE FROM {table}")
