@@ -2,10 +2,9 @@
 
 Usage: python bench/enqueue_throughput.py [--tasks 4000] [--runs 3] [--no-peer] [--smoke]
 The queue is paused so only acceptance is timed. Runner side: one keep-alive http.client connection per
-thread, then
-tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk with 8 connections (a C client: the
-server's own ceiling). Peer side: its gRPC API through google-cloud-tasks, 1 and 8 threads. Sides alternate
-within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
+thread, then tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk with 8 connections (a C
+client: the server's own ceiling). Peer side: its gRPC API through google-cloud-tasks, 1 and 8 threads.
+Sides alternate within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
 """
 
 from __future__ import annotations

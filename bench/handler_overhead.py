@@ -4,9 +4,11 @@ Usage: python bench/handler_overhead.py [--seconds 5] [--connections 8] [--runs 
 gunicorn runs 2 sync workers; wrk (1 thread) POSTs a small JSON body with a runner-signed OIDC token and
 the X-CloudTasks-* headers, and a Lua script gives every request its own X-CloudTasks-TaskName, so each
 request is a first delivery (verify, claim, run, complete) and never a duplicate replay. The token is
-minted once from a `runner serve` key; the workers fetch its certificates once and cache them. Variants
-alternate within each run. Besides req/s, the workers' CPU time per request (from /proc) gives the cost
-of verification + dedup in us. An in-process loop times verify + claim + complete alone.
+minted once from a `runner serve` key (the runner, too, reuses one token per account and audience); the
+workers fetch its certificates once and cache them, and verify its signature once. Variants alternate
+within each run. Besides req/s, the workers' CPU time per request (from /proc) gives the cost of
+verification + dedup in us. An in-process loop times verify (a token seen before, and new tokens whose
+signature is checked) and claim + complete alone.
 Prints one figure per line and writes bench/results/handler_overhead.json.
 """
 
@@ -57,8 +59,20 @@ def mint(data_dir: Path, issuer: str) -> str:
     return TokenIssuer(key, issuer).mint(benchlib.SERVICE_ACCOUNT, benchlib.AUDIENCE, time.time())
 
 
-def in_process(runner_host: str, token: str, count: int) -> dict[str, float]:
-    """Microseconds per verify and per claim + complete with the memory store, in this process."""
+def distinct_tokens(data_dir: Path, token: str, count: int) -> list[str]:
+    """``count`` tokens with ``token``'s claims plus a different ``jti`` each, signed with the same key."""
+    from google.auth import jwt
+
+    from local_runner.oidc import SigningKey
+    from tasktoolkit.oidc import peek
+
+    signer = SigningKey.load_or_create(data_dir).signer
+    claims = dict(peek(token)[1])
+    return [jwt.encode(signer, {**claims, "jti": str(i)}).decode() for i in range(count)]  # type: ignore[no-untyped-call]
+
+
+def in_process(runner_host: str, token: str, fresh: list[str]) -> dict[str, float]:
+    """Microseconds per verify (a token seen before; a token never seen) and per memory claim + complete."""
     from tasktoolkit.dedup.base import StoredResponse
     from tasktoolkit.dedup.memory import MemoryDedupStore
     from tasktoolkit.oidc import OidcVerifier
@@ -68,6 +82,7 @@ def in_process(runner_host: str, token: str, count: int) -> dict[str, float]:
     )
     store = MemoryDedupStore()
     response = StoredResponse(200, b"ok", "text/plain")
+    count = len(fresh)
     try:
         verifier.verify(token)  # fetches and caches the certificates
         started = time.perf_counter()
@@ -75,13 +90,17 @@ def in_process(runner_host: str, token: str, count: int) -> dict[str, float]:
             verifier.verify(token)
         verify_us = (time.perf_counter() - started) / count * 1e6
         started = time.perf_counter()
+        for other in fresh:
+            verifier.verify(other)
+        fresh_us = (time.perf_counter() - started) / count * 1e6
+        started = time.perf_counter()
         for i in range(count):
             claim = store.claim(f"bench/t{i}", "fingerprint", lease_s=600)
             store.complete(claim.record, response, ttl_s=600)
         dedup_us = (time.perf_counter() - started) / count * 1e6
     finally:
         verifier.close()
-    return {"verify_us": verify_us, "dedup_us": dedup_us}
+    return {"verify_us": verify_us, "fresh_us": fresh_us, "dedup_us": dedup_us}
 
 
 def measure(server: Gunicorn, path: str, script: Path, args: object) -> dict[str, float]:
@@ -109,12 +128,20 @@ def main() -> None:
         runner = Runner(tmp, runner_data, port=port).wait_ready()
         children: list[Child] = [runner]
         try:
-            loop = in_process(runner.host, token, args.loop)
-            figures.add("verify_us", "in process: OidcVerifier.verify, cached certs", loop["verify_us"], "us")
+            loop = in_process(runner.host, token, distinct_tokens(runner_data, token, args.loop))
+            figures.add(
+                "verify_us", "in process: OidcVerifier.verify, a token seen before", loop["verify_us"], "us"
+            )
+            figures.add(
+                "verify_fresh_us",
+                "in process: OidcVerifier.verify, a new token (signature checked)",
+                loop["fresh_us"],
+                "us",
+            )
             figures.add("memory_dedup_us", "in process: memory claim + complete", loop["dedup_us"], "us")
             figures.add(
                 "verify_dedup_us",
-                "in process: verify + memory dedup",
+                "in process: verify (token seen before) + memory dedup",
                 loop["verify_us"] + loop["dedup_us"],
                 "us",
             )

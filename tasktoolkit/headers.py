@@ -57,11 +57,8 @@ class TaskContext:
 
 
 def _get(headers: Mapping[str, str], name: str) -> str | None:
-    value = headers.get(name)
-    if value is None:
-        lowered = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lowered), None)
-    return value
+    """The header ``name`` from ``headers`` keyed in lower case."""
+    return headers.get(name.lower())
 
 
 def _required(headers: Mapping[str, str], name: str) -> str:
@@ -122,6 +119,7 @@ def parse_task_context(headers: Mapping[str, str], body: bytes, *, parse_json: b
     Raises:
         InvalidTaskRequest: A required header is missing or a header value is malformed (names the header).
     """
+    headers = {key.lower(): value for key, value in headers.items()}
     previous = _get(headers, PREVIOUS_RESPONSE)
     return TaskContext(
         queue_name=_name(headers, QUEUE_NAME),

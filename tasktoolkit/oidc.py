@@ -42,9 +42,13 @@ MAX_CERTS_MAX_AGE_S = 86400.0
 #: An unknown ``kid`` triggers a refetch at most this often per certificate URL.
 KID_REFETCH_INTERVAL_S = 30.0
 FETCH_TIMEOUT_S = 5.0
+#: Verified tokens remembered, so a token seen again skips the signature check (see ``verify``).
+VERIFIED_TOKENS_CACHED = 1024
 _MAX_AGE = re.compile(r"(?:^|[,\s])max-age\s*=\s*(\d+)", re.IGNORECASE)
 _HOST_PORT = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}")
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+#: The clock google-auth checks ``iat``/``exp`` against; a reused token is checked against it too.
+_system_time = time.time
 # google-auth is unannotated; give decode the type it has.
 _decode = cast(Callable[..., Mapping[str, Any]], jwt.decode)
 
@@ -56,6 +60,15 @@ class VerifiedCaller:
     email: str
     issuer: str
     claims: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class _Verified:
+    """A token whose signature verified: its issuer, claims, and until when its signature is trusted."""
+
+    issuer: str
+    claims: Mapping[str, Any]
+    until: float
 
 
 @dataclass(frozen=True)
@@ -184,6 +197,13 @@ class OidcVerifier:
         )
         self._last_forced: dict[str, float] = {}
         self._lock = threading.Lock()
+        #: Tokens whose signature verified, for as long as the certificates that verified them are
+        #: cached (their ``iat``/``exp`` are checked again on every use). One token usually comes with
+        #: many tasks (the local runner reuses one per account and audience until near its expiry);
+        #: keyed by the whole token, signature included, nothing unverified is ever found here.
+        self._verified: cachetools.TLRUCache[str, _Verified] = cachetools.TLRUCache(
+            maxsize=VERIFIED_TOKENS_CACHED, ttu=lambda _token, entry, _now: entry.until, timer=clock
+        )
 
     # -- trust -----------------------------------------------------------------------------------
 
@@ -235,10 +255,12 @@ class OidcVerifier:
             log.debug("fetched %s (cached %.0fs)", url, document.expires_at - self._clock())
             return document
 
-    def _certs(self, source: str | Mapping[str, str], kid: str | None) -> Mapping[str, str]:
+    def _certs(self, source: str | Mapping[str, str], kid: str | None) -> tuple[Mapping[str, str], float]:
+        """The PEM certificates of ``source`` and until when they are trusted without a new fetch."""
         if not isinstance(source, str):
-            return source
-        data = self._fetch(source).data
+            return source, self._clock() + DEFAULT_CERTS_MAX_AGE_S
+        document = self._fetch(source)
+        data = document.data
         if kid is not None and kid not in data:
             now = self._clock()
             with self._lock:
@@ -247,11 +269,12 @@ class OidcVerifier:
                 if allowed:
                     self._last_forced[source] = now
             if allowed:
-                data = self._fetch(source, force=True).data
+                document = self._fetch(source, force=True)
+                data = document.data
         certs = {k: v for k, v in data.items() if isinstance(v, str) and "-----BEGIN" in v}
         if not certs:
             raise CertificateFetchError(f"{source} returned no PEM certificates")
-        return certs
+        return certs, document.expires_at
 
     # -- verification ----------------------------------------------------------------------------
 
@@ -268,6 +291,25 @@ class OidcVerifier:
             CallerNotAllowed: The service account is not allowed or its email is not verified (403).
             CertificateFetchError: The issuer's certificates cannot be fetched (503).
         """
+        audiences = [*self.audiences, *extra_audiences]
+        if not audiences:
+            raise TokenVerificationError("no audience configured")
+        with self._lock:
+            verified = self._verified.get(token)
+        if verified is None:
+            verified = self._verify_signed(token, audiences)
+        else:
+            self._check_reused(verified.claims, audiences)
+        claims = verified.claims
+        email = claims.get("email")
+        if not isinstance(email, str) or email.lower() not in self.allowed_emails:
+            raise CallerNotAllowed("service account not allowed")
+        if claims.get("email_verified") not in (True, "true"):
+            raise CallerNotAllowed("service account email not verified")
+        return VerifiedCaller(email=email, issuer=verified.issuer, claims=dict(claims))
+
+    def _verify_signed(self, token: str, audiences: list[str]) -> _Verified:
+        """Full verification with google-auth: issuer, key, signature, ``iat``/``exp`` and audience."""
         header, unverified = peek(token)
         if header.get("alg") != ALGORITHM:
             raise TokenVerificationError(f"unsupported token algorithm (only {ALGORITHM} is accepted)")
@@ -278,10 +320,7 @@ class OidcVerifier:
         source = self._source_for(issuer)
         if source is None:
             raise TokenVerificationError("untrusted issuer")
-        audiences = [*self.audiences, *extra_audiences]
-        if not audiences:
-            raise TokenVerificationError("no audience configured")
-        certs = self._certs(source, kid)
+        certs, certs_until = self._certs(source, kid)
         if kid is not None and kid not in certs:
             raise TokenVerificationError("unknown key id")
         try:
@@ -291,12 +330,26 @@ class OidcVerifier:
             raise TokenVerificationError(_reason(exc)) from exc
         if claims.get("iss") != issuer:  # pragma: no cover - same payload google-auth just verified
             raise TokenVerificationError("untrusted issuer")
-        email = claims.get("email")
-        if not isinstance(email, str) or email.lower() not in self.allowed_emails:
-            raise CallerNotAllowed("service account not allowed")
-        if claims.get("email_verified") not in (True, "true"):
-            raise CallerNotAllowed("service account email not verified")
-        return VerifiedCaller(email=email, issuer=issuer, claims=dict(claims))
+        verified = _Verified(issuer, claims, certs_until)
+        with self._lock:
+            self._verified[token] = verified
+        return verified
+
+    def _check_reused(self, claims: Mapping[str, Any], audiences: list[str]) -> None:
+        """What may differ for a token verified before: the time, and the audiences this request accepts.
+
+        Times are checked against the system clock, as google-auth checks them on the first use.
+        """
+        now = _system_time()
+        if now < float(claims["iat"]) - self.clock_skew_s:
+            raise TokenVerificationError("token not yet valid")
+        if now > float(claims["exp"]) + self.clock_skew_s:
+            raise TokenVerificationError("token expired")
+        audience = claims.get("aud")
+        if audience not in audiences and not (
+            isinstance(audience, list) and any(a in audiences for a in audience)
+        ):
+            raise TokenVerificationError("wrong audience")
 
     def close(self) -> None:
         """Closes the HTTP session."""

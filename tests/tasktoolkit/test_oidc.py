@@ -13,6 +13,7 @@ from pytest_httpserver import HTTPServer
 from local_runner.config import RunnerSettings
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.server import RunnerServer
+from tasktoolkit import oidc
 from tasktoolkit.errors import CallerNotAllowed, CertificateFetchError, TokenVerificationError
 from tasktoolkit.oidc import OidcVerifier, max_age_s
 
@@ -90,6 +91,41 @@ def test_verifies_and_caches_certificates(
     clock.now += 1
     verifier.verify(tokens.google())
     assert fetches(httpserver) == 2
+
+
+def test_a_token_seen_again_skips_the_signature_but_not_time_and_audience(
+    httpserver: HTTPServer,
+    verifier_factory: Any,
+    tokens: Any,
+    google_key: SigningKey,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    verifier = verifier_factory(google_certs_url=serve_certs(httpserver, google_key))
+    url = "https://worker.example.com/tasks/email"
+    token = tokens.google(aud=url)
+    assert verifier.verify(token, extra_audiences=[url]).email == tokens.email
+    checked = []
+    monkeypatch.setattr(oidc, "_decode", lambda *a, **k: checked.append(a))  # the signature check
+    assert verifier.verify(token, extra_audiences=[url]).email == tokens.email
+    assert checked == []  # answered from the verified tokens
+    with pytest.raises(TokenVerificationError, match="wrong audience"):
+        verifier.verify(token)  # this request does not accept the URL as audience
+    exp = oidc.peek(token)[1]["exp"]
+    monkeypatch.setattr(oidc, "_system_time", lambda: exp + verifier.clock_skew_s + 1)
+    with pytest.raises(TokenVerificationError, match="token expired"):
+        verifier.verify(token, extra_audiences=[url])
+
+
+def test_a_tampered_copy_of_a_verified_token_is_verified_afresh(
+    httpserver: HTTPServer, verifier_factory: Any, tokens: Any, google_key: SigningKey
+) -> None:
+    verifier = verifier_factory(google_certs_url=serve_certs(httpserver, google_key))
+    token = tokens.google()
+    verifier.verify(token)
+    header, payload, signature = token.split(".")
+    forged = ".".join((header, payload, signature[:-4] + ("AAAA" if signature[-4:] != "AAAA" else "BBBB")))
+    with pytest.raises(TokenVerificationError):
+        verifier.verify(forged)
 
 
 def test_unknown_kid_refetches_at_most_once_per_interval(
