@@ -392,11 +392,15 @@ def rfc3339(epoch: float) -> str:
 # -- filling a store before the runner starts ------------------------------------------------------
 
 
+#: Dispatches per second of each queue that ``populate`` writes.
+RATE = 500.0
+
+
 def populate(
     data_dir: Path,
     counts: dict[str, int],
     target: str,
-    rate: float = 500.0,
+    rate: float = RATE,
     concurrency: int = 1000,
     oidc: bool = False,
     batch: int = 50_000,
