@@ -193,6 +193,17 @@ class TasksService:
 
     def create_task(self, parent: str, request: NewTask) -> Task:
         """CreateTask: validates name, schedule time, deadline and size, then queues the task."""
+        task = self.new_task(parent, request)
+        refused = self.add_tasks([task])[0]
+        if refused is not None:
+            raise refused
+        return task
+
+    def new_task(self, parent: str, request: NewTask) -> Task:
+        """The task CreateTask would queue, validated (name, queue, schedule time, deadline, size).
+
+        Nothing is stored: :meth:`add_tasks` queues it.
+        """
         queue_name = str(parse_queue_name(parent))
         now = self.clock.now()
         if request.name is not None:
@@ -225,9 +236,19 @@ class TasksService:
             raise InvalidArgument(
                 f"Task size is {size} bytes; the maximum task size is {MAX_TASK_BYTES} bytes (1 MiB)."
             )
-        self.store.insert_task(task, now)
-        self.listener.queue_changed(queue_name)
         return task
+
+    def add_tasks(self, tasks: Sequence[Task]) -> list[AlreadyExists | None]:
+        """Queue tasks built by :meth:`new_task`, in one store transaction; one result per task.
+
+        A task whose name is taken or tombstoned gets its ``AlreadyExists``; the others are queued.
+        """
+        refusals = self.store.insert_tasks(tasks, self.clock.now())
+        for queue_name in dict.fromkeys(
+            t.queue_name for t, r in zip(tasks, refusals, strict=True) if r is None
+        ):
+            self.listener.queue_changed(queue_name)
+        return refusals
 
     def get_task(self, name: str, include_exhausted: bool = False) -> Task:
         """GetTask: a completed, deleted or (in the real service) exhausted task is NOT_FOUND."""

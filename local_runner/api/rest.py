@@ -34,6 +34,7 @@ from local_runner.api.request import (
     read_call,
 )
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
+from local_runner.api.task_inserts import TaskInserts
 from local_runner.codec import new_task_from_json, queue_from_json, queue_to_json, task_to_json
 from local_runner.errors import ApiError, Code, InvalidArgument, NotFound, StoreError
 from local_runner.model import TaskView, parse_queue_name
@@ -110,6 +111,7 @@ class CloudTasksApi:
 
     def __init__(self, service: TasksService) -> None:
         self.service = service
+        self._inserts = TaskInserts(service)
         r = self.router = Router()
         page = ("pageSize", "pageToken")
         r.add("GET", r"projects/(?P<project>[^/]+)/locations", self.list_locations, ("filter", *page))
@@ -272,12 +274,14 @@ class CloudTasksApi:
         view = parse_view(call.query.get("responseView", "BASIC"))
         return task_to_json(self.service.get_task(call.params["name"]), view, call.int_enums)
 
-    def create_task(self, call: Call) -> JsonObject:
-        """CreateTask: body ``{"task": {...}, "responseView": ...}``."""
+    async def create_task(self, call: Call) -> JsonObject:
+        """CreateTask: body ``{"task": {...}, "responseView": ...}``; stored with concurrent calls' tasks."""
         fields = call.fields("task", "responseView")
         view = parse_view(fields.get("responseView", "BASIC"))
         request = new_task_from_json(fields.get("task", {}), "task")
-        return task_to_json(self.service.create_task(call.params["parent"], request), view, call.int_enums)
+        task = self.service.new_task(call.params["parent"], request)
+        await self._inserts.add(task)
+        return task_to_json(task, view, call.int_enums)
 
     def delete_task(self, call: Call) -> JsonObject:
         """DeleteTask."""

@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from local_runner.errors import AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState
 
 
@@ -68,13 +69,24 @@ class TaskStore(ABC):
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    @abstractmethod
     def insert_task(self, task: Task, now: float) -> None:
-        """Insert a new task.
+        """Insert a new task: :meth:`insert_tasks` with one task.
 
         Raises:
             AlreadyExists: with ``errors.TASK_EXISTS`` if a task with this name exists (any state), or
                 with ``errors.TASK_TOMBSTONED`` if its name has a tombstone in force at ``now``.
+        """
+        refused = self.insert_tasks([task], now)[0]
+        if refused is not None:
+            raise refused
+
+    @abstractmethod
+    def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[AlreadyExists | None]:
+        """Insert new tasks, all in one transaction; one result per task, in order.
+
+        A task whose name exists (any state, an earlier task of the batch included) gets
+        ``AlreadyExists(errors.TASK_EXISTS)``, one whose name has a tombstone in force at ``now``
+        ``AlreadyExists(errors.TASK_TOMBSTONED)``; nothing of it is written, and the others are.
         """
 
     @abstractmethod

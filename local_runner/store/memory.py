@@ -95,15 +95,19 @@ class MemoryTaskStore(TaskStore):
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    def insert_task(self, task: Task, now: float) -> None:  # noqa: D102
+    def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[AlreadyExists | None]:  # noqa: D102
+        return [self._insert(task, now) for task in tasks]
+
+    def _insert(self, task: Task, now: float) -> AlreadyExists | None:
         if self._get(task.name) is not None:
-            raise AlreadyExists(TASK_EXISTS)
+            return AlreadyExists(TASK_EXISTS)
         if self.task_tombstoned(task.name, now):
-            raise AlreadyExists(TASK_TOMBSTONED)
+            return AlreadyExists(TASK_TOMBSTONED)
         self._task_tombstones.pop(task.name, None)
         self._history.pop(task.name, None)  # left by an earlier task of this name
         self._seq[task.name] = next(self._counter)
         self._put(task.replace(uid=self._seq[task.name]))
+        return None
 
     def get_task(self, name: str) -> Task | None:  # noqa: D102
         return self._get(name)

@@ -361,19 +361,25 @@ class SQLiteTaskStore(TaskStore):
 
     # -- tasks -----------------------------------------------------------------------------------
 
-    def insert_task(self, task: Task, now: float) -> None:  # noqa: D102
-        params = _task_params(task)
+    def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[AlreadyExists | None]:  # noqa: D102
+        if not tasks:
+            return []
+        rows = [_task_params(task) for task in tasks]
         with self._write() as conn:
-            if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (task.name,)).fetchone() is not None:
-                raise AlreadyExists(TASK_EXISTS)
-            tombstone = conn.execute(
-                "SELECT until FROM task_tombstones WHERE name = ?", (task.name,)
-            ).fetchone()
-            if tombstone is not None and tombstone[0] > now:
-                raise AlreadyExists(TASK_TOMBSTONED)
-            conn.execute("DELETE FROM task_tombstones WHERE name = ?", (task.name,))
-            conn.execute("DELETE FROM attempts WHERE task_name = ?", (task.name,))  # an earlier task's
-            conn.execute(_INSERT_TASK, params)
+            return [self._insert(conn, row, now) for row in rows]
+
+    @staticmethod
+    def _insert(conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | None:
+        name = row["name"]
+        if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (name,)).fetchone() is not None:
+            return AlreadyExists(TASK_EXISTS)
+        tombstone = conn.execute("SELECT until FROM task_tombstones WHERE name = ?", (name,)).fetchone()
+        if tombstone is not None and tombstone[0] > now:
+            return AlreadyExists(TASK_TOMBSTONED)
+        conn.execute("DELETE FROM task_tombstones WHERE name = ?", (name,))
+        conn.execute("DELETE FROM attempts WHERE task_name = ?", (name,))  # an earlier task's
+        conn.execute(_INSERT_TASK, row)
+        return None
 
     def get_task(self, name: str) -> Task | None:  # noqa: D102
         with self._read() as conn:

@@ -342,6 +342,21 @@ def test_stale_finish_with_old_dispatch_count_or_not_dispatching(store: TaskStor
     assert store.attempts(name("a")) == [Attempt(100.0, 100.0)]
 
 
+def test_insert_tasks_refuses_taken_names_item_by_item(store: TaskStore) -> None:
+    store.insert_task(task("live"), now=0.0)
+    store.insert_task(task("gone"), now=0.0)
+    assert store.delete_task(name("gone"), tombstone_until=500.0)
+    refusals = store.insert_tasks([task("a"), task("live"), task("gone"), task("a"), task("b")], now=100.0)
+    assert [r is None for r in refusals] == [True, False, False, False, True]
+    assert [r.message for r in refusals if r is not None] == [
+        errors.TASK_EXISTS,
+        errors.TASK_TOMBSTONED,
+        errors.TASK_EXISTS,
+    ]
+    assert ids(store.list_tasks(Q)) == ["a", "b", "live"]
+    assert store.insert_tasks([], now=100.0) == []
+
+
 def test_finish_attempts_applies_each_item_of_a_batch_on_its_own(store: TaskStore) -> None:
     for task_id in ("done", "retry", "gone"):
         store.insert_task(task(task_id), now=0.0)
