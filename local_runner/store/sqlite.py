@@ -34,6 +34,8 @@ from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
+#: SQLite's page cache, in KiB (its default is 2 MiB): a large backlog's index pages stay in memory.
+CACHE_KIB = 16 * 1024
 #: SQLite's result code for "database or disk is full".
 _SQLITE_FULL = 13
 
@@ -244,6 +246,7 @@ class SQLiteTaskStore(TaskStore):
                 raise StoreError(f"The task store {self._path} is corrupt: {'; '.join(problems)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         except sqlite3.Error as exc:
             self._rollback()
