@@ -94,6 +94,13 @@ def _replay(stored: StoredResponse) -> Response:
     return response
 
 
+def _http_headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The request's headers from the WSGI environ, names in lower case (one pass, no re-casing)."""
+    return {
+        key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
+    }
+
+
 def _bearer_token() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     return (token.strip() or None) if scheme.lower() == "bearer" else None
@@ -108,8 +115,9 @@ def _admit(options: HandlerOptions, state: ToolkitState) -> TaskContext | Respon
     extra = (request.url, request.base_url) if state.audience_from_request else ()
     try:
         caller = state.verifier.verify(token, extra_audiences=extra)
-        headers = dict(request.headers.items())
-        task = parse_task_context(headers, request.get_data(), parse_json=options.parse_json)
+        task = parse_task_context(
+            _http_headers(request.environ), request.get_data(), parse_json=options.parse_json
+        )
     except TokenVerificationError as exc:
         log.warning("rejected task request to %s: %s", request.path, exc)
         return _json(401, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
