@@ -132,30 +132,27 @@ def test_wire_format_of_the_request() -> None:
     assert captured[1] == b"GET / HTTP/1.1\r\nHost: 127.0.0.1:" + port + b"\r\n\r\n"  # no body, no length
 
 
-def test_keep_alive_connection_is_reused() -> None:
+def posting(count: int) -> Callable[[Server], Awaitable[tuple[list[int], int]]]:
+    """A scenario posting ``count`` times in turn; gives the statuses and the connections the server saw."""
+
     async def scenario(server: Server) -> tuple[list[int], int]:
         client = HttpClient()
         try:
-            statuses = [(await post(client, server.url)).status for _ in range(3)]
+            statuses = [(await post(client, server.url)).status for _ in range(count)]
         finally:
             await client.close()
         return statuses, server.connections
 
-    assert run(serve(answering(OK, OK, OK), scenario)) == ([200, 200, 200], 1)
+    return scenario
+
+
+def test_keep_alive_connection_is_reused() -> None:
+    assert run(serve(answering(OK, OK, OK), posting(3))) == ([200, 200, 200], 1)
 
 
 def test_connection_close_answer_is_not_reused() -> None:
     closing = b"HTTP/1.1 202 Accepted\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
-
-    async def scenario(server: Server) -> tuple[list[int], int]:
-        client = HttpClient()
-        try:
-            statuses = [(await post(client, server.url)).status for _ in range(2)]
-        finally:
-            await client.close()
-        return statuses, server.connections
-
-    assert run(serve(answering(closing, then_close=True), scenario)) == ([202, 202], 2)
+    assert run(serve(answering(closing, then_close=True), posting(2))) == ([202, 202], 2)
 
 
 def test_idle_connection_past_the_idle_timeout_is_not_reused() -> None:

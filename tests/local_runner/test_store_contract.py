@@ -666,19 +666,24 @@ def test_sqlite_truncated_file_is_never_an_empty_store(db_path: Path) -> None:
         open_and_read()
 
 
+def refuse_tombstone_writes(db_path: Path) -> None:
+    """From now on, writing a tombstone fails with 'disk says no' (from another connection)."""
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(
+            "CREATE TRIGGER refuse AFTER INSERT ON task_tombstones "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        conn.commit()
+    finally:
+        conn.close()
+
+
 def test_sqlite_failed_write_is_rolled_back_and_wrapped(db_path: Path) -> None:
     s = open_sqlite(db_path)
     try:
         s.insert_task(task("a"), now=0.0)
-        conn = sqlite3.connect(db_path)
-        try:
-            conn.execute(
-                "CREATE TRIGGER refuse AFTER INSERT ON task_tombstones "
-                "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-            )
-            conn.commit()
-        finally:
-            conn.close()
+        refuse_tombstone_writes(db_path)
         with pytest.raises(StoreError, match="disk says no"):
             s.delete_task(name("a"), tombstone_until=10.0)  # deletes the row, then fails on the tombstone
         assert s.get_task(name("a")) == task("a")
@@ -695,15 +700,7 @@ def test_sqlite_failed_batch_of_outcomes_writes_none_of_them(db_path: Path) -> N
         s.insert_task(task("retry"), now=0.0)
         s.insert_task(task("done"), now=0.0)
         retry, done = claim(s, "retry"), claim(s, "done")
-        conn = sqlite3.connect(db_path)
-        try:
-            conn.execute(
-                "CREATE TRIGGER refuse AFTER INSERT ON task_tombstones "
-                "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
-            )
-            conn.commit()
-        finally:
-            conn.close()
+        refuse_tombstone_writes(db_path)
         requeued = retry.replace(state=TaskState.QUEUED, schedule_time=300.0)
         batch = [
             FinishedAttempt(requeued, Attempt(100.0, 100.0)),
