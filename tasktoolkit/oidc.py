@@ -345,10 +345,7 @@ class OidcVerifier:
             raise TokenVerificationError("token not yet valid")
         if now > float(claims["exp"]) + self.clock_skew_s:
             raise TokenVerificationError("token expired")
-        audience = claims.get("aud")
-        if audience not in audiences and not (
-            isinstance(audience, list) and any(a in audiences for a in audience)
-        ):
+        if claims.get("aud") not in audiences:  # google-auth's own rule on the first use
             raise TokenVerificationError("wrong audience")
 
     def close(self) -> None:
