@@ -36,9 +36,6 @@ class _QueueWorker:
         self.wake = asyncio.Event()
         self.pacer: QueuePacer | None = None
         self.task: asyncio.Task[None] | None = None
-        #: The queue as last read from the store; re-read after the service reports a change.
-        self.queue: Queue | None = None
-        self.stale = True
 
 
 class _Unrecorded:
@@ -107,7 +104,7 @@ class Scheduler:
 
     def queue_changed(self, queue_name: str) -> None:
         """Wake (or start) the queue's worker, which reads the queue again."""
-        self._on_loop(self._queue_changed, queue_name)
+        self._on_loop(self._wake_queue, queue_name)
 
     def run_now(self, task: Task) -> None:
         """Dispatch a task claimed by RunTask, outside the queue's pacing."""
@@ -121,20 +118,6 @@ class Scheduler:
         worker = self._workers.get(queue_name)
         if worker is not None:
             worker.pacer = None
-            worker.stale = True
-
-    def _queue_changed(self, queue_name: str) -> None:
-        worker = self._workers.get(queue_name)
-        if worker is not None:
-            worker.stale = True
-        self._wake_queue(queue_name)
-
-    def _queue(self, name: str) -> Queue | None:
-        """The queue, from its worker's copy while no change was reported (no store read per attempt)."""
-        worker = self._workers.get(name)
-        if worker is not None and not worker.stale and worker.queue is not None:
-            return worker.queue
-        return self.store.get_queue(name)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -185,10 +168,7 @@ class Scheduler:
         while True:
             worker.wake.clear()
             try:
-                if worker.stale or worker.queue is None:
-                    worker.stale = False
-                    worker.queue = self.store.get_queue(worker.name)
-                queue = worker.queue
+                queue = self.store.get_queue(worker.name)
                 if queue is None:
                     self._workers.pop(worker.name, None)
                     return
@@ -256,7 +236,7 @@ class Scheduler:
         outcome: Outcome | None = None
         done = False
         try:
-            queue = self._queue(task.queue_name)
+            queue = self.store.get_queue(task.queue_name)
             if queue is None:
                 return
             try:
