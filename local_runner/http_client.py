@@ -263,18 +263,21 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         now = loop.time()
         for origin, idle in list(self._idle.items()):
-            while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
-                idle.popleft().close()
+            self._drop_expired(idle, now)
             if not idle:
                 del self._idle[origin]
         self._sweep = loop.call_later(self._idle_timeout, self._close_expired) if self._idle else None
+
+    def _drop_expired(self, idle: deque[_Connection], now: float) -> None:
+        """Close the connections of ``idle`` that were closed or idle too long (the oldest come first)."""
+        while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
+            idle.popleft().close()
 
     def _idle_connection(self, origin: _Origin, now: float) -> _Connection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
-        while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
-            idle.popleft().close()  # oldest first: they are the ones a server may be dropping
+        self._drop_expired(idle, now)
         while idle:
             connection = idle.pop()  # most recently used first
             if not connection.closed:
