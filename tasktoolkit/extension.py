@@ -22,6 +22,7 @@ from tasktoolkit.oidc import (
     MAX_CLOCK_SKEW_S,
     OidcVerifier,
 )
+from tasktoolkit.routes import watch
 
 if TYPE_CHECKING:
     from tasktoolkit.enqueue import Enqueuer
@@ -190,7 +191,10 @@ class TaskToolkit:
 
         Raises:
             ConfigurationError: Missing or invalid settings; the app must not serve tasks half-configured.
+                Also a route serving a task function without its ``@task_handler`` (decorators in the
+                wrong order), now or, for routes added later, at the first request.
         """
+        watch(app)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, list(value) if isinstance(value, list) else value)
         state = build_state(app.config, store or self._store, os.environ)

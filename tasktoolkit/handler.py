@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, overload
+from urllib.parse import quote
 
 from flask import Response, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
@@ -31,6 +32,7 @@ from tasktoolkit.errors import (
 )
 from tasktoolkit.extension import TaskToolkit, ToolkitState
 from tasktoolkit.headers import TaskContext, parse_task_context
+from tasktoolkit.routes import remember
 from tasktoolkit.taskspec import CreatedTask, check_queue_id
 
 log = logging.getLogger("tasktoolkit")
@@ -41,6 +43,8 @@ UNAVAILABLE_RETRY_AFTER_S = 10
 IN_PROGRESS_RETRY_AFTER_MAX_S = 30
 #: Longest dedup key accepted from a ``dedup_key`` callable.
 MAX_KEY_LENGTH = 1024
+#: Longest ``dedup_scope``.
+MAX_SCOPE_LENGTH = 200
 #: Header set on a replayed response.
 REPLAYED_HEADER = "X-TaskToolkit-Replayed"
 #: WSGI environ key of a list that collects the exceptions a task function raised (the fake queue sets it).
@@ -51,8 +55,17 @@ TaskFunction = Callable[..., ResponseReturnValue]
 
 
 def default_dedup_key(payload: Any, task: TaskContext) -> str:
-    """``queue/task-name``: stable across redeliveries and retries of one task."""
+    """``queue/task-name``: stable across redeliveries and retries of one task (stored per handler)."""
     return f"{task.queue_name}/{task.task_name}"
+
+
+def store_key(scope: str, key: str) -> str:
+    """The key a handler's record is stored under: ``<scope>|<key>``.
+
+    The scope is the handler's Flask endpoint (or its ``dedup_scope``), percent-encoded so that the first
+    ``|`` always ends it: two different (scope, key) pairs never share a record.
+    """
+    return f"{quote(scope, safe='')}|{key}"
 
 
 @dataclass(frozen=True)
@@ -64,6 +77,8 @@ class HandlerOptions:
     ttl_s: float | None
     parse_json: bool
     queue: str | None = None
+    #: Key space shared by the handlers that name it; ``None``: the handler's own (its Flask endpoint).
+    dedup_scope: str | None = None
 
 
 def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -205,13 +220,23 @@ def _record(
         log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, outcome.value, exc)
 
 
-def _claim(options: HandlerOptions, state: ToolkitState, task: TaskContext) -> DedupRecord | Response:
+def _scope(options: HandlerOptions, func: TaskFunction) -> str:
+    """The handler's key space: its ``dedup_scope``, else the endpoint Flask dispatched the request to."""
+    if options.dedup_scope is not None:
+        return options.dedup_scope
+    return request.endpoint or f"{func.__module__}.{func.__qualname__}"
+
+
+def _claim(
+    options: HandlerOptions, state: ToolkitState, task: TaskContext, scope: str
+) -> DedupRecord | Response:
     """Claims the task's dedup key, or returns the answer when it cannot run now (duplicate, store down)."""
     assert options.dedup_key is not None
     try:
-        key = options.dedup_key(task.payload, task)
-        if not isinstance(key, str) or not 0 < len(key) <= MAX_KEY_LENGTH:
-            raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {key!r}")
+        user_key = options.dedup_key(task.payload, task)
+        if not isinstance(user_key, str) or not 0 < len(user_key) <= MAX_KEY_LENGTH:
+            raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {user_key!r}")
+        key = store_key(scope, user_key)
     except Exception as exc:
         log.exception("dedup_key failed for task %s/%s", task.queue_name, task.task_name)
         _report(exc)
@@ -230,7 +255,7 @@ def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, 
     task = _admit(options, state)
     if isinstance(task, Response):
         return task
-    claim = _claim(options, state, task) if options.dedup_key is not None else None
+    claim = _claim(options, state, task, _scope(options, func)) if options.dedup_key is not None else None
     if isinstance(claim, Response):
         return claim
     answer, outcome = _execute(func, task, view_args)
@@ -246,6 +271,7 @@ class TaskHandler:
     """A Flask view running one task function under verification and dedup (made by :func:`task_handler`)."""
 
     def __init__(self, func: TaskFunction, options: HandlerOptions) -> None:
+        remember(func)
         functools.update_wrapper(self, func)
         self.func = func
         self.options = options
@@ -309,6 +335,15 @@ def _check_key(key: DedupKey | None) -> DedupKey | None:
     return key
 
 
+def _check_scope(scope: str | None) -> str | None:
+    if scope is not None and not (isinstance(scope, str) and 0 < len(scope) <= MAX_SCOPE_LENGTH):
+        raise ConfigurationError(
+            f"task_handler dedup_scope must be a str of 1-{MAX_SCOPE_LENGTH} characters or None, "
+            f"got {scope!r}"
+        )
+    return scope
+
+
 def _check_function(func: TaskFunction) -> None:
     if not callable(func) or inspect.iscoroutinefunction(func):
         raise ConfigurationError(f"task_handler needs a plain (non-async) function, got {func!r}")
@@ -330,6 +365,7 @@ def task_handler(
     ttl_s: float | None = ...,
     parse_json: bool = ...,
     queue: str | None = ...,
+    dedup_scope: str | None = ...,
 ) -> Callable[[TaskFunction], TaskHandler]: ...
 
 
@@ -342,22 +378,28 @@ def task_handler(
     ttl_s: float | None = None,
     parse_json: bool = True,
     queue: str | None = None,
+    dedup_scope: str | None = None,
 ) -> TaskHandler | Callable[[TaskFunction], TaskHandler]:
     """Turns a Flask view into a verified, idempotent Cloud Tasks handler.
 
     The function is called as ``func(payload, task, **view_args)`` where ``payload`` is the JSON body and
     ``task`` the :class:`~tasktoolkit.TaskContext`. Answers follow the table in ``docs/handlers.md``.
+    Write it directly above the function, below ``@app.post(...)``; the other order is refused.
 
     Args:
         func: The task function (when used as a bare ``@task_handler``).
         dedup_key: ``(payload, task) -> str``; default ``"<queue>/<task name>"``; ``None`` turns dedup off.
+            The record is stored as ``"<scope>|<key>"`` (see ``dedup_scope``).
         lease_s: How long a claim blocks duplicates while running (default ``TASKTOOLKIT_LEASE_S``).
         ttl_s: How long a result is kept for replay (default ``TASKTOOLKIT_RESULT_TTL_S``).
         parse_json: Parse the body as JSON into ``payload``; when false ``payload`` is ``None``.
         queue: Queue id that :meth:`TaskHandler.enqueue` uses (default ``TASKTOOLKIT_DEFAULT_QUEUE``).
+        dedup_scope: Key space of the dedup records; handlers naming the same scope share their keys.
+            Default: the handler's own, its Flask endpoint name (e.g. ``"send_welcome_email"``).
 
     Raises:
-        ConfigurationError: An option is invalid (checked when the decorator is applied).
+        ConfigurationError: An option is invalid (checked when the decorator is applied), or an app that
+            :class:`~tasktoolkit.TaskToolkit` initialized already serves the function without the decorator.
     """
     if queue is not None:
         try:
@@ -365,7 +407,12 @@ def task_handler(
         except TaskToolkitError as exc:
             raise ConfigurationError(f"task_handler {exc}") from exc
     options = HandlerOptions(
-        _check_key(dedup_key), _duration("lease_s", lease_s), _duration("ttl_s", ttl_s), parse_json, queue
+        _check_key(dedup_key),
+        _duration("lease_s", lease_s),
+        _duration("ttl_s", ttl_s),
+        parse_json,
+        queue,
+        _check_scope(dedup_scope),
     )
 
     def decorate(function: TaskFunction) -> TaskHandler:

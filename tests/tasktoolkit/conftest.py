@@ -348,19 +348,47 @@ class Worker:
         }
 
 
+def _trusting(google_certs_url: str, tokens: Tokens, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Settings that trust the stand-in Google certs and the test tokens' audience and email."""
+    return {
+        "TASKTOOLKIT_AUDIENCE": tokens.audience,
+        "TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS": [tokens.email],
+        "TASKTOOLKIT_GOOGLE_CERTS_URL": google_certs_url,
+        **config,
+    }
+
+
+@pytest.fixture
+def apps() -> Iterator[Callable[..., Flask]]:
+    """``apps(**config)``: a Flask app with that config (not initialized); its toolkit state closed after."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        app = Flask("tasks")
+        app.config.update(config)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        state = app.extensions.get("tasktoolkit")
+        if state is not None:
+            state.close()
+
+
+@pytest.fixture
+def make_app(apps: Callable[..., Flask], google_certs_url: str, tokens: Tokens) -> Callable[..., Flask]:
+    """``make_app(**config)``: a Flask app configured (not initialized) to trust the stand-in Google certs."""
+    return lambda **config: apps(**_trusting(google_certs_url, tokens, config))
+
+
 @pytest.fixture
 def make_worker(google_certs_url: str, tokens: Tokens) -> Iterator[Callable[..., Worker]]:
     """``make_worker(store, **config)``: a Worker trusting the stand-in Google certs."""
     workers: list[Worker] = []
 
     def make(store: DedupStore | None, **config: Any) -> Worker:
-        settings: dict[str, Any] = {
-            "TASKTOOLKIT_AUDIENCE": tokens.audience,
-            "TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS": [tokens.email],
-            "TASKTOOLKIT_GOOGLE_CERTS_URL": google_certs_url,
-            **config,
-        }
-        worker = Worker(store, settings)
+        worker = Worker(store, _trusting(google_certs_url, tokens, config))
         workers.append(worker)
         return worker
 

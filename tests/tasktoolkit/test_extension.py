@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,23 +16,6 @@ GOOD: dict[str, Any] = {
     "TASKTOOLKIT_AUDIENCE": "https://worker-abc.a.run.app",
     "TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS": ["tasks@my-proj.iam.gserviceaccount.com"],
 }
-
-
-@pytest.fixture
-def apps() -> Iterator[Any]:
-    made: list[Flask] = []
-
-    def make(**config: Any) -> Flask:
-        app = Flask("t")
-        app.config.update(config)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        state = app.extensions.get("tasktoolkit")
-        if state is not None:
-            state.close()
 
 
 def test_public_names() -> None:

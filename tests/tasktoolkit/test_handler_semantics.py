@@ -16,7 +16,8 @@ import requests
 from tasktoolkit.dedup import DedupStatus, DedupStore
 
 STORE_KINDS = ["memory", "sqlite", "redis"]
-KEY = "emails/task-1"
+#: The record of the /tasks/work route's default key: its endpoint, then "<queue>/<task name>".
+KEY = "work|emails/task-1"
 
 
 class FakeClock:
@@ -128,7 +129,8 @@ def test_same_key_different_payload_is_acknowledged_and_logged(
     setup: Setup, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert setup.post({"user_id": 7, "email": "a@example.com"}, path="/tasks/welcome").status_code == 200
-    before = setup.store.get("welcome:7")
+    before = setup.store.get("welcome|welcome:7")
+    assert before is not None
     with caplog.at_level(logging.ERROR, logger="tasktoolkit"):
         response = setup.post(
             {"user_id": 7, "email": "b@example.com"},
@@ -138,7 +140,7 @@ def test_same_key_different_payload_is_acknowledged_and_logged(
     assert response.status_code == 200
     assert response.json() == {"acknowledged": True, "outcome": "payload_mismatch"}
     assert any("different payload" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
-    assert setup.store.get("welcome:7") == before
+    assert setup.store.get("welcome|welcome:7") == before
     assert setup.worker.count() == 1
 
 
@@ -212,7 +214,7 @@ def test_dedup_off_runs_every_delivery(setup: Setup) -> None:
 def test_view_args_and_per_handler_lease_and_ttl(setup: Setup) -> None:
     response = setup.post({"action": "ok"}, path="/tasks/kind/resize")
     assert response.json()["ran"] == "kind:resize"
-    record = setup.store.get(KEY)
+    record = setup.store.get("by_kind|emails/task-1")
     assert record is not None and record.expires_at == setup.clock.now + 60
 
 
