@@ -22,6 +22,10 @@ RETRY_REASON = "X-CloudTasks-TaskRetryReason"
 
 #: Queue and task ids are short printable names; anything else is not from Cloud Tasks.
 _NAME = re.compile(r"[\x21-\x7e]{1,500}")
+#: Largest count header: Cloud Tasks keeps its counts as int32 (reference §2.2, ``dispatchCount``).
+MAX_COUNT = 2**31 - 1
+#: Characters of a rejected value quoted back in an error message.
+_SHOWN_CHARS = 40
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,13 @@ class TaskContext:
         return self.retry_count > 0
 
 
+def _shown(value: str) -> str:
+    """``value`` quoted for an error message, cut to a readable length."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS]!r}... ({len(value)} characters)"
+
+
 def _get(headers: Mapping[str, str], name: str) -> str | None:
     """The header ``name`` from ``headers`` keyed in lower case."""
     return headers.get(name.lower())
@@ -71,13 +82,19 @@ def _required(headers: Mapping[str, str], name: str) -> str:
 def _name(headers: Mapping[str, str], name: str) -> str:
     value = _required(headers, name)
     if not _NAME.fullmatch(value):
-        raise InvalidTaskRequest(f"{name} must be 1-500 printable characters without spaces, got {value!r}")
+        raise InvalidTaskRequest(
+            f"{name} must be 1-500 printable characters without spaces, got {_shown(value)}"
+        )
     return value
 
 
 def _count(name: str, value: str) -> int:
-    if not (value.isascii() and value.isdigit()):
-        raise InvalidTaskRequest(f"{name} must be a non-negative integer, got {value!r}")
+    # The length check comes first: int() refuses strings of thousands of digits with a ValueError.
+    if (
+        not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_COUNT)))
+        or int(value) > MAX_COUNT
+    ):
+        raise InvalidTaskRequest(f"{name} must be an integer in [0, {MAX_COUNT}], got {_shown(value)}")
     return int(value)
 
 
@@ -87,18 +104,20 @@ def _eta(value: str) -> datetime.datetime:
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds < 0 or value.strip() != value:
-        raise InvalidTaskRequest(f"{ETA} must be seconds since the epoch (e.g. 1721236265.27), got {value!r}")
+        raise InvalidTaskRequest(
+            f"{ETA} must be seconds since the epoch (e.g. 1721236265.27), got {_shown(value)}"
+        )
     try:
         return datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     except (OverflowError, OSError, ValueError) as exc:
-        raise InvalidTaskRequest(f"{ETA} is out of range: {value!r}") from exc
+        raise InvalidTaskRequest(f"{ETA} is out of range: {_shown(value)}") from exc
 
 
 def parse_payload(body: bytes) -> Any:
     """Returns the body parsed as JSON, or ``None`` for an empty body.
 
     Raises:
-        InvalidTaskRequest: The body is not UTF-8 JSON.
+        InvalidTaskRequest: The body is not UTF-8 JSON, or is nested deeper than the interpreter can parse.
     """
     if not body.strip():
         return None
@@ -106,6 +125,8 @@ def parse_payload(body: bytes) -> Any:
         return json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise InvalidTaskRequest(f"request body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise InvalidTaskRequest("request body is not valid JSON: nested too deeply") from exc
 
 
 def parse_task_context(headers: Mapping[str, str], body: bytes, *, parse_json: bool = True) -> TaskContext:

@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import logging
+import math
 import re
 import threading
 import time
@@ -83,7 +84,7 @@ def _b64_json(segment: str) -> Any:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
         return json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise TokenVerificationError("malformed token") from exc
 
 
@@ -100,6 +101,16 @@ def peek(token: str) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise TokenVerificationError("malformed token")
     return header, claims  # the signature segment is checked by google-auth
+
+
+def _is_time(value: Any) -> bool:
+    """Whether a claim is a usable ``iat``/``exp``: a finite number of seconds (not a bool or a string)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def max_age_s(cache_control: str | None) -> float:
@@ -317,6 +328,9 @@ class OidcVerifier:
         kid = header.get("kid")
         if not isinstance(issuer, str) or (kid is not None and not isinstance(kid, str)):
             raise TokenVerificationError("malformed token")
+        # google-auth does arithmetic on iat/exp before it looks at their type (a TypeError for "1700000000").
+        if any(claim in unverified and not _is_time(unverified[claim]) for claim in ("iat", "exp")):
+            raise TokenVerificationError("iat and exp claims must be numbers of seconds")
         source = self._source_for(issuer)
         if source is None:
             raise TokenVerificationError("untrusted issuer")
@@ -325,7 +339,7 @@ class OidcVerifier:
             raise TokenVerificationError("unknown key id")
         try:
             claims = _decode(token, certs=certs, audience=audiences, clock_skew_in_seconds=self.clock_skew_s)
-        except (ValueError, google.auth.exceptions.GoogleAuthError) as exc:
+        except (ValueError, TypeError, OverflowError, google.auth.exceptions.GoogleAuthError) as exc:
             log.debug("token rejected: %s", exc)
             raise TokenVerificationError(_reason(exc)) from exc
         if claims.get("iss") != issuer:  # pragma: no cover - same payload google-auth just verified
