@@ -78,6 +78,8 @@ _STATUS_BY_HTTP = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+#: How the service (and the runner) says that a queue is missing (reference §4.2).
+QUEUE_MISSING = "Queue does not exist"
 #: Refused before processing: safe to retry any request.
 _RETRY_ALWAYS = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 #: May have been processed: retried only when repeating the request is harmless.
@@ -290,6 +292,8 @@ class TasksClient:
         self.location = location
         self.clock = clock
         self.parent = f"projects/{project}/locations/{location}"
+        #: Whether requests go to a local runner (an ``http://`` endpoint without credentials).
+        self._runner = False
         if transport is not None:
             self.endpoint = None
             self._transport = transport
@@ -300,6 +304,7 @@ class TasksClient:
             endpoint = emulator if "://" in emulator else f"http://{emulator}"
         self.endpoint = (endpoint or GOOGLE_ENDPOINT).rstrip("/")
         local = self.endpoint.startswith("http://") and credentials is None
+        self._runner = local
         session = _pooled(requests.Session() if local else _google_session(credentials), MAX_WORKERS)
         self._transport = HttpTransport(session, self.endpoint, timeout_s=timeout_s, retry=retry, sleep=sleep)
 
@@ -335,8 +340,26 @@ class TasksClient:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         idempotent: bool = True,
+        queue: str | None = None,
     ) -> dict[str, Any]:
-        return self._transport(method, path, params=params, body=body, idempotent=idempotent)
+        """One REST call; for a request on ``queue`` or its tasks, NOT_FOUND names what was asked for."""
+        try:
+            return self._transport(method, path, params=params, body=body, idempotent=idempotent)
+        except ResourceNotFound as exc:
+            if queue is None:
+                raise
+            raise self._not_found(exc, queue, path) from exc
+
+    def _not_found(self, exc: ResourceNotFound, queue: str, path: str) -> ResourceNotFound:
+        """``exc`` naming the queue (or task) path used; on a runner, with the command creating the queue."""
+        queue_path = self.queue_path(queue)
+        detail = f"task {path}" if path.startswith(f"{queue_path}/tasks/") else f"queue {queue_path}"
+        if self._runner and exc.message.startswith(QUEUE_MISSING):
+            detail += (
+                f"; on the local runner at {self.endpoint}, create it with: runner queues create {queue} "
+                f"--project {self.project} --location {self.location} --endpoint {self.endpoint}"
+            )
+        return ResourceNotFound(exc.status, exc.message, exc.http_status, detail=detail)
 
     # -- tasks ------------------------------------------------------------------------------------
 
@@ -404,7 +427,9 @@ class TasksClient:
         )
         try:
             # A named task is safe to resend: a duplicate comes back ALREADY_EXISTS.
-            created = self._call("POST", f"{parent}/tasks", body={"task": task}, idempotent="name" in task)
+            created = self._call(
+                "POST", f"{parent}/tasks", body={"task": task}, idempotent="name" in task, queue=queue
+            )
         except TaskAlreadyExists:
             if ignore_existing:
                 return None
@@ -454,18 +479,18 @@ class TasksClient:
 
     def get_task(self, queue: str, task_id: str) -> CreatedTask:
         """Returns one task. Raises :class:`ResourceNotFound` when it is gone."""
-        return CreatedTask.from_json(self._call("GET", self.task_path(queue, task_id)))
+        return CreatedTask.from_json(self._call("GET", self.task_path(queue, task_id), queue=queue))
 
     def delete_task(self, queue: str, task_id: str) -> None:
         """Deletes a task (its name stays taken for the tombstone period)."""
-        self._call("DELETE", self.task_path(queue, task_id))
+        self._call("DELETE", self.task_path(queue, task_id), queue=queue)
 
     def list_tasks(self, queue: str, *, page_size: int = 1000) -> Iterator[CreatedTask]:
         """Yields the queue's tasks, page by page."""
         path = f"{self.queue_path(queue)}/tasks"
         params = {"pageSize": str(page_size)}
         while True:
-            page = self._call("GET", path, params=params)
+            page = self._call("GET", path, params=params, queue=queue)
             for data in page.get("tasks", []):
                 yield CreatedTask.from_json(data)
             token = page.get("nextPageToken")
@@ -504,23 +529,29 @@ class TasksClient:
 
     def get_queue(self, queue: str) -> QueueInfo:
         """Returns the queue. Raises :class:`ResourceNotFound` when it does not exist."""
-        return QueueInfo.from_json(self._call("GET", self.queue_path(queue)))
+        return QueueInfo.from_json(self._call("GET", self.queue_path(queue), queue=queue))
 
     def pause_queue(self, queue: str) -> QueueInfo:
         """Stops dispatching (tasks can still be added)."""
-        return QueueInfo.from_json(self._call("POST", f"{self.queue_path(queue)}:pause", body={}))
+        return QueueInfo.from_json(
+            self._call("POST", f"{self.queue_path(queue)}:pause", body={}, queue=queue)
+        )
 
     def resume_queue(self, queue: str) -> QueueInfo:
         """Resumes dispatching."""
-        return QueueInfo.from_json(self._call("POST", f"{self.queue_path(queue)}:resume", body={}))
+        return QueueInfo.from_json(
+            self._call("POST", f"{self.queue_path(queue)}:resume", body={}, queue=queue)
+        )
 
     def purge_queue(self, queue: str) -> QueueInfo:
         """Deletes every task created before now."""
-        return QueueInfo.from_json(self._call("POST", f"{self.queue_path(queue)}:purge", body={}))
+        return QueueInfo.from_json(
+            self._call("POST", f"{self.queue_path(queue)}:purge", body={}, queue=queue)
+        )
 
     def delete_queue(self, queue: str) -> None:
         """Deletes the queue and its tasks (its name cannot be reused for a while on the real service)."""
-        self._call("DELETE", self.queue_path(queue))
+        self._call("DELETE", self.queue_path(queue), queue=queue)
 
 
 def _bounded(

@@ -59,13 +59,15 @@ class CloudTasksError(TaskToolkitError):
         status: The canonical code name, e.g. ``"NOT_FOUND"``.
         http_status: The HTTP status the service answered (or would have answered).
         message: The service's own message.
+        detail: What the client adds to the message: the resource it asked for, and how to fix it.
     """
 
-    def __init__(self, status: str, message: str, http_status: int) -> None:
-        super().__init__(f"{status}: {message}")
+    def __init__(self, status: str, message: str, http_status: int, *, detail: str = "") -> None:
+        super().__init__(f"{status}: {message}" + (f" ({detail})" if detail else ""))
         self.status = status
         self.message = message
         self.http_status = http_status
+        self.detail = detail
 
 
 class TaskAlreadyExists(CloudTasksError):

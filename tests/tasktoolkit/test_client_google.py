@@ -21,6 +21,7 @@ from tasktoolkit.client import GOOGLE_ENDPOINT, RetryPolicy, TasksClient
 from tasktoolkit.errors import (
     ConfigurationError,
     PermissionDenied,
+    ResourceNotFound,
     ServiceUnavailable,
     TaskAlreadyExists,
 )
@@ -224,3 +225,19 @@ def test_missing_application_default_credentials_is_a_clear_error(
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/adc.json")
     with pytest.raises(ConfigurationError, match=r"no Google credentials.*CLOUD_TASKS_EMULATOR_HOST"):
         TasksClient("p", "l", environ={})
+
+
+def test_a_missing_queue_on_google_is_named_without_a_runner_hint(
+    httpserver: HTTPServer, client: TasksClient
+) -> None:
+    message = (
+        "Queue does not exist. "
+        "If you just created the queue, wait at least a minute for the queue to initialize."
+    )
+    httpserver.expect_oneshot_request(f"{PARENT}/tasks", method="POST").respond_with_response(
+        error("NOT_FOUND", 404, message)
+    )
+    with pytest.raises(ResourceNotFound) as raised:
+        client.enqueue("emails", url="https://w.example/x")
+    assert str(raised.value) == f"NOT_FOUND: {message} (queue {PARENT[4:]})"
+    assert raised.value.message == message

@@ -5,12 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import re
+import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from flask import Flask
 from testsupport.runner_process import RunnerProcess
 
+from tasktoolkit import TaskContext, TaskToolkit, task_handler
 from tasktoolkit.client import EnqueueResult, TasksClient
+from tasktoolkit.dedup import MemoryDedupStore
 from tasktoolkit.errors import InvalidArgument, ResourceNotFound, TaskAlreadyExists, TaskToolkitError
 
 SA = "tasks@my-proj.iam.gserviceaccount.com"
@@ -198,3 +205,71 @@ def test_enqueue_many_checks_its_limits(client: TasksClient) -> None:
             client.enqueue_many("q", [], max_workers=bad)
     [result] = client.enqueue_many("q", ["not a mapping"])  # type: ignore[list-item]
     assert isinstance(result.error, TaskToolkitError) and "must be a mapping" in str(result.error)
+
+
+def test_a_missing_queue_is_named_with_the_runner_command_that_creates_it(
+    client: TasksClient, runner_url: str
+) -> None:
+    path = "projects/my-proj/locations/us-central1/queues/never-created"
+    with pytest.raises(ResourceNotFound) as raised:
+        client.enqueue("never-created", url=URL, delay=LATER)
+    error = raised.value
+    assert error.message.startswith("Queue does not exist.")  # the service's own message, unchanged
+    assert f"queue {path}" in str(error)
+    command = (
+        f"runner queues create never-created --project my-proj --location us-central1 --endpoint {runner_url}"
+    )
+    assert command in str(error)
+    # The command works as printed (``runner`` is ``python -m local_runner``).
+    argv = [sys.executable, "-m", "local_runner", *shlex.split(command)[1:]]
+    assert subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True).stdout.startswith(
+        "Created queue [never-created]"
+    )
+    assert client.enqueue("never-created", url=URL, delay=LATER) is not None
+    client.delete_queue("never-created")
+
+
+def test_other_not_found_answers_name_the_resource_without_the_create_hint(
+    client: TasksClient, queue: str
+) -> None:
+    with pytest.raises(ResourceNotFound) as raised:
+        client.get_task(queue, "missing")
+    task_path = f"projects/my-proj/locations/us-central1/queues/{queue}/tasks/missing"
+    assert str(raised.value) == f"NOT_FOUND: Requested entity was not found. (task {task_path})"
+    with pytest.raises(ResourceNotFound, match="queue projects/my-proj/locations/us-central1/queues/gone"):
+        client.delete_queue("gone")
+    assert "runner queues create" not in str(raised.value)
+
+
+def test_handler_enqueue_names_the_queue_under_the_runner(
+    runner_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", runner_url.removeprefix("http://"))
+    app = Flask("worker")
+    app.config.update(
+        TASKTOOLKIT_PROJECT="local-project",
+        TASKTOOLKIT_LOCATION="us-central1",
+        TASKTOOLKIT_BASE_URL="http://127.0.0.1:8080",
+        TASKTOOLKIT_AUDIENCE="http://127.0.0.1:8080",
+        TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS=[SA],
+    )
+    TaskToolkit(app, store=MemoryDedupStore())
+
+    @app.post("/tasks/welcome")
+    @task_handler(queue="welcome-emails")
+    def welcome(payload: Any, task: TaskContext) -> Any:
+        return {}
+
+    try:
+        with app.app_context(), pytest.raises(ResourceNotFound) as raised:
+            welcome.enqueue({"user_id": 1}, delay=LATER)
+    finally:
+        TaskToolkit.state(app).close()
+        made = TaskToolkit.client(app)
+        assert isinstance(made, TasksClient)
+        made.close()
+    assert str(raised.value).endswith(
+        "(queue projects/local-project/locations/us-central1/queues/welcome-emails; on the local runner at "
+        f"{runner_url}, create it with: runner queues create welcome-emails --project local-project "
+        f"--location us-central1 --endpoint {runner_url})"
+    )
