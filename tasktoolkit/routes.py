@@ -98,5 +98,7 @@ def watch(app: Flask) -> None:
     """
     _apps.add(app)
     check_routes(app)
+    if getattr(app, "_got_first_request", False):
+        return  # no route can be added any more: the check above covered them all
     if _check_first_request not in app.before_request_funcs.get(None, []):
         app.before_request(_check_first_request)

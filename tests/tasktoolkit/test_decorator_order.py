@@ -96,3 +96,19 @@ def test_the_right_order_is_served(make_app: Any, serve: Any, tokens: Any, task_
     assert requests.post(url, json={}, headers=task_headers(tokens.google()), timeout=10).json() == {
         "charged": True
     }
+
+
+def test_init_app_after_the_first_request_still_checks_the_routes(make_app: Any) -> None:
+    app = make_app()
+
+    @task_handler
+    @app.post("/tasks/charge")
+    def charge(payload: Any = None, task: Any = None) -> Any:
+        return {"charged": True}
+
+    app.test_client().get("/")  # the app served a request before the toolkit was set up
+    with pytest.raises(ConfigurationError, match=WRONG_ORDER.format("charge", "charge")):
+        TaskToolkit(app, store=MemoryDedupStore())
+    served = make_app()
+    served.test_client().get("/")
+    TaskToolkit(served, store=MemoryDedupStore())  # no Flask setup method is called that late
