@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Blueprint
+from flask import Blueprint, Flask
 
 from tasktoolkit import ConfigurationError, TaskContext, TaskToolkit, task_handler
 from tasktoolkit.dedup import MemoryDedupStore
@@ -14,24 +14,26 @@ from tasktoolkit.dedup import MemoryDedupStore
 WRONG_ORDER = r"without @task_handler at POST /tasks/{} \(endpoint '{}'\).*Put @task_handler directly above"
 
 
+def add_misordered_route(target: Flask | Blueprint, runs: list[str]) -> None:
+    """``POST /tasks/charge`` with ``@task_handler`` written above the route decorator."""
+
+    @task_handler
+    @target.post("/tasks/charge")
+    def charge(payload: Any = None, task: Any = None) -> Any:
+        runs.append("charge")
+        return {"charged": True}
+
+
 def test_wrong_order_after_init_app_is_refused_when_the_decorator_is_applied(make_app: Any) -> None:
     app = make_app()
     TaskToolkit(app, store=MemoryDedupStore())
     with pytest.raises(ConfigurationError, match=WRONG_ORDER.format("charge", "charge")):
-
-        @task_handler
-        @app.post("/tasks/charge")
-        def charge(payload: Any = None, task: Any = None) -> Any:
-            return {"charged": True}
+        add_misordered_route(app, [])
 
 
 def test_wrong_order_before_init_app_is_refused_by_init_app(make_app: Any) -> None:
     app = make_app()
-
-    @task_handler
-    @app.post("/tasks/charge")
-    def charge(payload: Any = None, task: Any = None) -> Any:
-        return {"charged": True}
+    add_misordered_route(app, [])
 
     with pytest.raises(ConfigurationError, match=WRONG_ORDER.format("charge", "charge")):
         TaskToolkit(app, store=MemoryDedupStore())
@@ -41,12 +43,7 @@ def test_wrong_order_in_a_blueprint_is_refused_at_the_first_request(make_app: An
     """Registered after init_app, so the first request finds it: no caller ever reaches the function."""
     runs: list[str] = []
     tasks = Blueprint("billing", __name__)
-
-    @task_handler
-    @tasks.post("/tasks/charge")
-    def charge(payload: Any = None, task: Any = None) -> Any:
-        runs.append("charge")
-        return {"charged": True}
+    add_misordered_route(tasks, runs)
 
     app = make_app()
     TaskToolkit(app, store=MemoryDedupStore())
@@ -100,12 +97,7 @@ def test_the_right_order_is_served(make_app: Any, serve: Any, tokens: Any, task_
 
 def test_init_app_after_the_first_request_still_checks_the_routes(make_app: Any) -> None:
     app = make_app()
-
-    @task_handler
-    @app.post("/tasks/charge")
-    def charge(payload: Any = None, task: Any = None) -> Any:
-        return {"charged": True}
-
+    add_misordered_route(app, [])
     app.test_client().get("/")  # the app served a request before the toolkit was set up
     with pytest.raises(ConfigurationError, match=WRONG_ORDER.format("charge", "charge")):
         TaskToolkit(app, store=MemoryDedupStore())
