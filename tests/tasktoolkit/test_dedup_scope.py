@@ -103,14 +103,14 @@ def test_handlers_naming_one_dedup_scope_share_their_keys(
 
 
 def test_the_scope_is_the_endpoint_so_a_new_process_finds_the_record(
-    store: DedupStore, make_app: Any, serve: Any, deliver: Any
+    store_factory: Any, make_app: Any, serve: Any, deliver: Any
 ) -> None:
-    """Two app instances built by the same code (two deploys, two processes) share one key space."""
+    """Two apps built by the same code (two deploys), each with its own store on one SQLite file."""
 
     def build() -> tuple[Flask, list[str]]:
         runs: list[str] = []
         app = make_app()
-        TaskToolkit(app, store=store)
+        TaskToolkit(app, store=store_factory("sqlite"))
         tasks = Blueprint("jobs", __name__)
 
         @tasks.post("/tasks/resize")
@@ -128,7 +128,7 @@ def test_the_scope_is_the_endpoint_so_a_new_process_finds_the_record(
     again = deliver(serve(new_app).url + "/tasks/resize", {"w": 64})
     assert (again.status_code, again.headers[REPLAYED]) == (200, "true")
     assert (old_runs, new_runs) == (["resize"], [])
-    assert store.get("jobs.resize|emails/reused-name") is not None
+    assert store_factory("sqlite").get("jobs.resize|emails/reused-name") is not None
 
 
 def test_store_key_keeps_scopes_apart() -> None:
