@@ -42,8 +42,9 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> requests.Response:
         kwargs: dict[str, Any] = {"params": params, "timeout": 10}
-        if isinstance(body, bytes | str):
+        if isinstance(body, bytes | str):  # raw (often malformed) JSON, labelled as JSON clients do
             kwargs["data"] = body
+            kwargs["headers"] = {"Content-Type": "application/json"}
         elif body is not None:
             kwargs["json"] = body
         response = self.http.request(method, f"{self.base}/v2/{path}", **kwargs)
