@@ -12,8 +12,9 @@ Rules, checked before any handler runs (a *write* is any method but GET, HEAD an
    host: ``localhost``, a name under ``.localhost`` (browsers resolve those to loopback themselves),
    an address in 127.0.0.0/8 or ``[::1]``, with any port. Otherwise ``403 PERMISSION_DENIED``. The OIDC
    issuer's public documents (``GET /certs``, ``/jwks``, ``/.well-known/...``) are readable under any
-   name. A runner bound to another address (``--host 0.0.0.0`` in Docker Compose, where handlers use a
-   service name) skips this check.
+   name, and so does a request without ``Host`` (HTTP/1.0; browsers always send one). A runner bound to
+   another address (``--host 0.0.0.0`` in Docker Compose, where handlers use a service name) skips this
+   check.
 2. **Cross-site writes.** A write whose ``Sec-Fetch-Site`` is neither ``same-origin`` nor ``none``, or
    whose ``Origin`` is not the runner's own (``null`` included), is ``403 PERMISSION_DENIED``.
 3. **JSON only.** A write with a body must say ``Content-Type: application/json``; the types a page may
