@@ -53,20 +53,31 @@ _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(
 # ---------------------------------------------------------------------------------------------
 
 
-def format_timestamp(instant: float) -> str:
-    """RFC 3339 in UTC to the microsecond, with 0, 3 or 6 fractional digits.
+def epoch_micros(instant: float) -> int:
+    """An instant in whole microseconds since 1970, the precision of every time the API shows.
 
     Parsed instants are whole microseconds already; the nearest one is taken so that a float a little
-    under it (seconds since 1970 hold a microsecond only to about 0.2 µs) prints back exactly.
+    under it (seconds since 1970 hold a microsecond only to about 0.2 µs) comes back exactly.
     """
-    micros = math.floor(instant * 1_000_000 + 0.5)
-    seconds, frac = divmod(micros, 1_000_000)
+    return math.floor(instant * 1_000_000 + 0.5)
+
+
+def format_timestamp(instant: float) -> str:
+    """RFC 3339 in UTC to the microsecond (:func:`epoch_micros`), with 0, 3 or 6 fractional digits."""
+    seconds, frac = divmod(epoch_micros(instant), 1_000_000)
     text = _utc_seconds(seconds)
     if frac == 0:
         return text + "Z"
     if frac % 1000 == 0:
         return f"{text}.{frac // 1000:03d}Z"
     return f"{text}.{frac:06d}Z"
+
+
+def format_epoch_seconds(instant: float) -> str:
+    """Seconds since 1970 with six decimals, the microsecond :func:`format_timestamp` shows."""
+    micros = epoch_micros(instant)
+    seconds, frac = divmod(abs(micros), 1_000_000)
+    return f"{'-' if micros < 0 else ''}{seconds}.{frac:06d}"
 
 
 @functools.lru_cache(maxsize=4096)

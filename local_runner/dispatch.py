@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from local_runner.clock import Clock, SystemClock
+from local_runner.codec import format_epoch_seconds
 from local_runner.engine.attempts import Failure, Outcome
 from local_runner.http_client import HttpClient, HttpError
 from local_runner.model import (
@@ -148,7 +149,8 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
     headers["X-CloudTasks-TaskName"] = task.task_id
     headers["X-CloudTasks-TaskRetryCount"] = str(retry_count)
     headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
-    headers["X-CloudTasks-TaskETA"] = f"{attempt.schedule_time if attempt else task.schedule_time:.6f}"
+    eta = attempt.schedule_time if attempt else task.schedule_time
+    headers["X-CloudTasks-TaskETA"] = format_epoch_seconds(eta)
     if retry_count > 0:
         headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
         headers["X-CloudTasks-TaskRetryReason"] = ""

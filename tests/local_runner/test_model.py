@@ -226,3 +226,13 @@ def test_queue_header_overrides_are_checked_on_input_only() -> None:
     values = {"key": "Content-Type", "value": "text/plain; charset=utf-8 \t"}
     fine = queue_from_json({"name": name, "httpTarget": {"headerOverrides": [{"header": values}]}})
     assert fine.http_target is not None and fine.http_target.header_overrides == (tuple(values.values()),)
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [1767225600.9999996, 1767225600.4999995, 1767225600.0000004, 1767225600.123456, 0.0, -0.5, -1.25],
+)
+def test_eta_header_and_api_show_the_same_microsecond(instant: float) -> None:
+    from local_runner.codec import format_epoch_seconds, format_timestamp, parse_timestamp
+
+    assert parse_timestamp(format_timestamp(instant)) == float(format_epoch_seconds(instant))
