@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import email.utils
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -50,6 +51,10 @@ _DROPPED = frozenset(
 #: Characters left as they are in a URL's path and query: RFC 3986 unreserved and reserved characters
 #: (``#``, ``[`` and ``]`` excepted) and ``%``, so existing escapes are not encoded twice.
 _URL_SAFE = "/?:@!$&'()*+,;=-._~%"
+#: A URL with nothing to encode (the common case, answered without splitting it).
+_PLAIN_URL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9.:\[\]-]+(?:/[" + re.escape(_URL_SAFE) + r"A-Za-z0-9]*)?"
+)
 #: An OAuth token cannot be minted locally; handlers see this placeholder instead.
 LOCAL_OAUTH_TOKEN = "local-runner-oauth-access-token"
 
@@ -90,6 +95,8 @@ def encode_url(url: str) -> str:
     ``%`` escapes stay as they are; the fragment is dropped (it is never sent). ``http://h/a b?c d``
     becomes ``http://h/a%20b?c%20d`` and ``http://h/café`` ``http://h/caf%C3%A9``.
     """
+    if _PLAIN_URL.fullmatch(url):
+        return url
     parts = urlsplit(url)
     netloc = parts.netloc if parts.netloc.isascii() else _ascii_netloc(parts.netloc)
     path = quote(parts.path, safe=_URL_SAFE, errors="surrogatepass")
