@@ -88,7 +88,8 @@ def refusal(
         return ApiError(
             f'Host "{host}" is not a loopback name. A runner bound to a loopback address answers only '
             "requests for localhost, *.localhost, 127.0.0.0/8 or [::1] (any port), so that no web page "
-            "can reach it by DNS rebinding; bind --host 0.0.0.0 to serve other names.",
+            "can reach it by DNS rebinding: call it by one of those names, or bind --host 0.0.0.0 to serve "
+            "others.",
             Code.PERMISSION_DENIED,
         )
     if not write:
