@@ -137,7 +137,7 @@ def test_same_origin_and_plain_clients_are_served(runner: RunnerServer) -> None:
     assert send(runner, "POST", f"v2/{queue}:pause", own, "{}")[0] == 200
     # A POST with no body and no Content-Type, as `requests.post(url)` sends it.
     assert requests.post(f"{runner.base_url}/v2/{queue}:resume", timeout=10).status_code == 200
-    charset = {"Content-Type": "application/json; charset=utf-8"}
+    charset = {"Content-Type": "application/json; charset=utf-8", "Sec-Fetch-Site": "none"}
     assert send(runner, "POST", f"v2/{queue}:pause", charset, b"{}")[0] == 200
     assert send(runner, "DELETE", f"v2/{queue}", {})[0] == 200
 
