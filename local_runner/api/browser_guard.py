@@ -17,10 +17,12 @@ Rules, checked before any handler runs (a *write* is any method but GET, HEAD an
    check.
 2. **Cross-site writes.** A write whose ``Sec-Fetch-Site`` is neither ``same-origin`` nor ``none``, or
    whose ``Origin`` is not the runner's own (``null`` included), is ``403 PERMISSION_DENIED``.
-3. **JSON only.** A write with a body must say ``Content-Type: application/json``; the types a page may
-   send without a CORS preflight (``text/plain``, ``application/x-www-form-urlencoded``,
-   ``multipart/form-data``) are refused even with an empty body. Otherwise ``400 INVALID_ARGUMENT``.
-   A write with no body and no ``Content-Type`` (``POST ...:pause`` from a plain HTTP client) passes.
+3. **JSON only.** Unless it comes from the runner's own origin (rule 2 checked its ``Origin`` or
+   ``Sec-Fetch-Site: same-origin``), a write with a body must say ``Content-Type: application/json``,
+   and the types a page may send without a CORS preflight (``text/plain``,
+   ``application/x-www-form-urlencoded``, ``multipart/form-data``) are refused even with an empty body:
+   ``400 INVALID_ARGUMENT``. This covers browsers that send no ``Origin``. A write with no body and no
+   ``Content-Type`` (``POST ...:pause`` from a plain HTTP client) passes.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ def refusal(
     origin = headers.get("Origin")
     if origin is not None and _origin_authority(origin.strip()) != host.lower():
         return _cross_site(f'Origin "{origin}" is not this runner\'s origin')
+    if origin is not None or fetch_site == "same-origin":
+        return None  # a page of the runner's own (a form may post form data)
     content_type = headers.get("Content-Type")
     media_type = _media_type(content_type or "")
     if media_type in SIMPLE_CONTENT_TYPES or (has_body and media_type != JSON_CONTENT_TYPE):

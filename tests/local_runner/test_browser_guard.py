@@ -139,6 +139,10 @@ def test_same_origin_and_plain_clients_are_served(runner: RunnerServer) -> None:
     assert requests.post(f"{runner.base_url}/v2/{queue}:resume", timeout=10).status_code == 200
     charset = {"Content-Type": "application/json; charset=utf-8", "Sec-Fetch-Site": "none"}
     assert send(runner, "POST", f"v2/{queue}:pause", charset, b"{}")[0] == 200
+    # A page of the runner's own may post a form (the API itself still wants a JSON body).
+    form = {"Origin": runner.base_url, "Content-Type": "application/x-www-form-urlencoded"}
+    assert send(runner, "POST", f"v2/{queue}:resume", form, b"")[0] == 200
+    assert send(runner, "POST", f"v2/{queue}:pause", {**form, "Origin": "null"}, b"")[0] == 403
     assert send(runner, "DELETE", f"v2/{queue}", {})[0] == 200
 
 
