@@ -27,6 +27,7 @@ Rules, checked before any handler runs (a *write* is any method but GET, HEAD an
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -61,12 +62,15 @@ def is_loopback_host(name: str) -> bool:
         return False
 
 
-def _host_name(host_header: str) -> str:
-    """The name or address in a ``Host`` header, without port or IPv6 brackets."""
+@functools.lru_cache(maxsize=256)
+def _names_loopback(host_header: str) -> bool:
+    """Whether a ``Host`` header (port and IPv6 brackets allowed) names this machine (a client uses few)."""
     if host_header.startswith("["):
-        return host_header[1 : host_header.find("]")] if "]" in host_header else host_header
-    name, colon, port = host_header.rpartition(":")
-    return name if colon and port.isdigit() else host_header
+        name = host_header[1 : host_header.find("]")] if "]" in host_header else host_header
+    else:
+        name, colon, port = host_header.rpartition(":")
+        name = name if colon and port.isdigit() else host_header
+    return is_loopback_host(name)
 
 
 def _media_type(content_type: str) -> str:
@@ -86,7 +90,7 @@ def refusal(
     host = headers.get("Host", "")
     write = method.upper() not in SAFE_METHODS
     public_read = not write and path in _PUBLIC_PATHS
-    if loopback_only and host and not public_read and not is_loopback_host(_host_name(host)):
+    if loopback_only and host and not public_read and not _names_loopback(host):
         return ApiError(
             f'Host "{host}" is not a loopback name. A runner bound to a loopback address answers only '
             "requests for localhost, *.localhost, 127.0.0.0/8 or [::1] (any port), so that no web page "
