@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import threading
 from collections.abc import Awaitable, Callable
@@ -11,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from local_runner import oidc
-from local_runner.api import rest
+from local_runner.api import browser_guard, rest
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.dispatch import Dispatcher
@@ -24,14 +23,8 @@ log = logging.getLogger("local_runner")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the runner reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+#: Whether binding a host keeps the runner reachable from this machine only.
+is_loopback = browser_guard.is_loopback_host
 
 
 class RunnerServer:
@@ -77,7 +70,10 @@ class RunnerServer:
 
     async def open(self) -> None:
         """Bind the port, then start dispatching (on the running loop)."""
-        app = web.Application(client_max_size=rest.MAX_REQUEST_BYTES)
+        app = web.Application(
+            client_max_size=rest.MAX_REQUEST_BYTES,
+            middlewares=[browser_guard.middleware(loopback_only=is_loopback(self.settings.host))],
+        )
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))

@@ -170,6 +170,9 @@ class TaskStore(ABC):
     def recover_in_flight(self) -> int:
         """After a restart: move every DISPATCHING task back to QUEUED (at-least-once delivery).
 
+        The interrupted attempt got no response the runner knows of: the next one says
+        ``X-CloudTasks-TaskPreviousResponse: 504`` (:data:`~local_runner.model.NO_RESPONSE_STATUS`).
+
         Returns:
             How many tasks were recovered.
         """

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
-from local_runner.model import Attempt, Queue, Task, TaskState, parse_queue_name
+from local_runner.model import NO_RESPONSE_STATUS, Attempt, Queue, Task, TaskState, parse_queue_name
 from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
 
 #: A heap entry: (schedule_time, insertion seq, task name). Stale entries are skipped lazily.
@@ -202,7 +202,7 @@ class MemoryTaskStore(TaskStore):
             if task.state is TaskState.DISPATCHING
         ]
         for task in in_flight:
-            self._put(task.replace(state=TaskState.QUEUED))
+            self._put(task.replace(state=TaskState.QUEUED, previous_response=NO_RESPONSE_STATUS))
         return len(in_flight)
 
     def next_schedule_time(self, queue_name: str) -> float | None:  # noqa: D102

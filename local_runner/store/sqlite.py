@@ -21,6 +21,7 @@ from local_runner.errors import (
     StoreFull,
 )
 from local_runner.model import (
+    NO_RESPONSE_STATUS,
     Attempt,
     Queue,
     QueueState,
@@ -494,7 +495,10 @@ class SQLiteTaskStore(TaskStore):
 
     def recover_in_flight(self) -> int:  # noqa: D102
         with self._write() as conn:
-            return conn.execute("UPDATE tasks SET state = 'QUEUED' WHERE state = 'DISPATCHING'").rowcount
+            return conn.execute(
+                "UPDATE tasks SET state = 'QUEUED', previous_response = ? WHERE state = 'DISPATCHING'",
+                (NO_RESPONSE_STATUS,),
+            ).rowcount
 
     def next_schedule_time(self, queue_name: str) -> float | None:  # noqa: D102
         with self._read() as conn:
