@@ -374,11 +374,13 @@ class SQLiteTaskStore(TaskStore):
     @staticmethod
     def _insert(conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | None:
         name = row["name"]
-        if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (name,)).fetchone() is not None:
+        existing = conn.execute("SELECT state FROM tasks WHERE name = ?", (name,)).fetchone()
+        if existing is not None and existing[0] != TaskState.EXHAUSTED.value:
             return AlreadyExists(TASK_EXISTS)
         tombstone = conn.execute("SELECT until FROM task_tombstones WHERE name = ?", (name,)).fetchone()
         if tombstone is not None and tombstone[0] > now:
             return AlreadyExists(TASK_TOMBSTONED)
+        conn.execute("DELETE FROM tasks WHERE name = ?", (name,))  # an earlier task's, exhausted
         conn.execute("DELETE FROM task_tombstones WHERE name = ?", (name,))
         conn.execute("DELETE FROM attempts WHERE task_name = ?", (name,))  # an earlier task's
         conn.execute(_INSERT_TASK, row)
@@ -420,7 +422,9 @@ class SQLiteTaskStore(TaskStore):
 
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
         with self._write() as conn:
-            row = conn.execute("DELETE FROM tasks WHERE name = ? RETURNING queue", (name,)).fetchone()
+            row = conn.execute(
+                "DELETE FROM tasks WHERE name = ? AND state != 'EXHAUSTED' RETURNING queue", (name,)
+            ).fetchone()
             if row is None:
                 return False
             conn.execute(_TOMBSTONE, (name, row[0], tombstone_until))
@@ -449,14 +453,14 @@ class SQLiteTaskStore(TaskStore):
     def _finish(
         conn: sqlite3.Connection, task: Task, attempt: Attempt, tombstone_until: float | None
     ) -> bool:
-        if tombstone_until is None:
+        if tombstone_until is None or task.state is TaskState.EXHAUSTED:
             changed = conn.execute(_REPLACE_TASK, _task_params(task)).rowcount
         else:
             changed = conn.execute(_DELETE_FINISHED, (task.name, task.uid, task.dispatch_count)).rowcount
-            if changed:
-                conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
         if not changed:
             return False
+        if tombstone_until is not None:
+            conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
         conn.execute(_APPEND_ATTEMPT, (task.name, task.name, *_attempt_values(attempt)))
         return True
 
@@ -484,6 +488,7 @@ class SQLiteTaskStore(TaskStore):
             if row is None:
                 return None
             replayed = replayed_task(_task(row), now)
+            conn.execute("DELETE FROM task_tombstones WHERE name = ?", (name,))
             conn.execute(
                 "UPDATE tasks SET "
                 + ", ".join(f"{f} = :{f}" for f in _TASK_FIELDS[2:])

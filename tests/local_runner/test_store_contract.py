@@ -150,7 +150,7 @@ def test_delete_queue_removes_tasks_history_and_tombstones_name(store: TaskStore
 # -- insert / tombstones -------------------------------------------------------------------------
 
 
-def test_insert_duplicate_in_any_state_is_task_exists(store: TaskStore) -> None:
+def test_insert_duplicate_of_a_queued_or_dispatching_task_is_task_exists(store: TaskStore) -> None:
     store.insert_task(task("a"), now=0.0)
     with pytest.raises(AlreadyExists) as info:
         store.insert_task(task("a", schedule_time=5.0), now=0.0)
@@ -158,9 +158,6 @@ def test_insert_duplicate_in_any_state_is_task_exists(store: TaskStore) -> None:
     assert store.claim_task(name("a"), now=1.0) is not None
     with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
         store.insert_task(task("a"), now=0.0)
-    store.insert_task(task("b").replace(state=TaskState.EXHAUSTED), now=0.0)
-    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
-        store.insert_task(task("b"), now=0.0)
     assert store.get_task(name("a")) is not None
     assert store.get_task(name("a")).schedule_time == 100.0  # type: ignore[union-attr]
 
@@ -306,6 +303,32 @@ def test_finish_exhausted_keeps_task_hidden_from_default_listing(store: TaskStor
     assert store.count_tasks(Q) == {"QUEUED": 1, "DISPATCHING": 0, "EXHAUSTED": 1}
     assert ids(store.claim_due(Q, now=1000.0, limit=10)) == ["b"]
     assert store.task_tombstoned(name("a"), now=0.0) is False
+
+
+def test_exhausted_task_is_kept_but_holds_its_name_only_while_its_tombstone_lasts(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    claimed = claim(store, "a")
+    attempt = Attempt(100.0, 100.0, 101.0, 500, RpcStatus(13, "HTTP status code 500"))
+    exhausted = claimed.replace(state=TaskState.EXHAUSTED, response_count=1, last_attempt=attempt)
+    assert store.finish_attempt(exhausted, attempt, tombstone_until=3701.0) is True
+    assert store.get_task(name("a")) == exhausted  # kept: inspectable and replayable
+    assert store.task_tombstoned(name("a"), now=3700.9) is True
+    with pytest.raises(AlreadyExists) as info:
+        store.insert_task(task("a"), now=3700.9)
+    assert info.value.message == errors.TASK_TOMBSTONED
+    assert store.delete_task(name("a"), tombstone_until=9999.0) is False  # deleted already, for the API
+    assert store.prune(now=3701.0) == 1
+    assert store.get_task(name("a")) == exhausted  # pruning the tombstone keeps the record...
+    assert store.attempts(name("a")) == [attempt]  # ...and its history
+    store.insert_task(task("a", schedule_time=7.0), now=3701.0)  # ...which a new task of the name replaces
+    fresh = store.get_task(name("a"))
+    assert fresh is not None and fresh.state is TaskState.QUEUED and fresh.uid != exhausted.uid
+    assert store.attempts(name("a")) == []
+    assert store.count_tasks(Q) == {"QUEUED": 1, "DISPATCHING": 0, "EXHAUSTED": 0}
+    assert ids(store.claim_due(Q, now=1000.0, limit=5)) == ["a"]
+    store.insert_task(task("b").replace(state=TaskState.EXHAUSTED), now=0.0)  # exhausted, no tombstone
+    store.insert_task(task("b"), now=0.0)
+    assert store.get_task(name("b")) == task("b")
 
 
 def test_stale_finish_after_delete_or_purge_resurrects_nothing(store: TaskStore) -> None:
@@ -764,7 +787,7 @@ def test_replay_exhausted_requeues_with_fresh_counts_and_keeps_history(store: Ta
             state=TaskState.EXHAUSTED, last_attempt=done, response_count=1, previous_response=500
         ),
         done,
-        None,
+        tombstone_until=3701.0,
     )
     assert store.replay_exhausted(name("missing"), now=200.0) is None
     replayed = store.replay_exhausted(name("a"), now=200.0)
@@ -773,6 +796,9 @@ def test_replay_exhausted_requeues_with_fresh_counts_and_keeps_history(store: Ta
     assert replayed.last_attempt is None and replayed.previous_response is None
     assert store.get_task(name("a")) == replayed
     assert store.replay_exhausted(name("a"), now=201.0) is None  # only exhausted tasks
+    assert store.task_tombstoned(name("a"), now=201.0) is False  # a live task holds the name again
+    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
+        store.insert_task(task("a"), now=201.0)
     assert ids(store.claim_due(Q, now=200.0, limit=5)) == ["a"]
     assert store.attempts(name("a")) == [done]
 
