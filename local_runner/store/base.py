@@ -40,6 +40,10 @@ class TaskStore(ABC):
     """Queues, tasks, tombstones and attempt history.
 
     Every method is atomic. Times are passed in (epoch seconds); a store never reads a clock.
+
+    A store on disk may find a task it cannot read back (a damaged row). It sets the task aside, logs
+    one ERROR with its name, and claims, lists and counts the others as if it were not there; DeleteTask,
+    PurgeQueue and DeleteQueue still remove it. Reading that one task by name is a ``StoreError``.
     """
 
     # -- queues ----------------------------------------------------------------------------------

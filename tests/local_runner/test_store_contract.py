@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -754,25 +755,46 @@ def test_sqlite_claim_due_uses_the_due_index(db_path: Path) -> None:
     assert "SCAN" not in plan
 
 
-def test_sqlite_damaged_row_is_a_store_error(db_path: Path) -> None:
+def damage(db_path: Path, statement: str, *args: object) -> None:
+    """Change the database behind the store's back, as a bad edit or a bug of another program would."""
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(statement, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_sqlite_damaged_rows_are_set_aside_once_and_the_rest_flow(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     s = open_sqlite(db_path)
     try:
-        s.insert_task(task("a"), now=0.0)
-        conn = sqlite3.connect(db_path)
-        try:
-            conn.execute("UPDATE tasks SET http_request = '{not json'")
-            conn.commit()
-        finally:
-            conn.close()
+        for task_id in "abcdef":
+            s.insert_task(task(task_id), now=0.0)
+        damage(db_path, "UPDATE tasks SET http_request = '{not json' WHERE name = ?", name("b"))
+        damage(db_path, "UPDATE tasks SET retry_config = '[1]' WHERE name = ?", name("d"))
+        damage(db_path, "UPDATE tasks SET state = 'BOGUS' WHERE name = ?", name("f"))
+        damage(db_path, "UPDATE tasks SET schedule_time = 'soon' WHERE name = ?", name("e"))
+        with caplog.at_level(logging.ERROR, logger="local_runner.store"):
+            assert ids(s.list_tasks(Q, limit=2)) == ["a", "c"]  # the page is filled past "b"
+            assert ids(s.claim_due(Q, now=1000.0, limit=10)) == ["a", "c"]
+            assert s.claim_due(Q, now=1000.0, limit=10) == []
+            assert ids(s.list_tasks(Q)) == ["a", "c"]
+            assert s.claim_task(name("b"), now=1000.0) is None
+            assert s.next_schedule_time(Q) is None  # "e" is never due
+            assert ids(s.list_tasks(Q)) == ["a", "c"]
+            s.insert_task(task("g"), now=0.0)
+            damage(db_path, "UPDATE tasks SET http_request = '{}' WHERE name = ?", name("g"))  # no url
+            assert s.claim_due(Q, now=1000.0, limit=10) == []
+        assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+            f"task {name(task_id)} cannot be read" for task_id in "bdeg"
+        ]  # once each
+        assert s.count_tasks(Q) == {"QUEUED": 0, "DISPATCHING": 2, "EXHAUSTED": 0}
         with pytest.raises(StoreError, match="unreadable record"):
-            s.get_task(name("a"))
-        with pytest.raises(StoreError, match="unreadable record"):
-            s.claim_due(Q, now=1000.0, limit=1)
-        conn = sqlite3.connect(db_path)
-        try:
-            assert conn.execute("SELECT state FROM tasks").fetchone() == ("QUEUED",)  # claim rolled back
-        finally:
-            conn.close()
+            s.get_task(name("b"))
+        assert s.delete_task(name("b"), tombstone_until=10.0) is True
+        assert s.task_tombstoned(name("b"), now=0.0) is True
     finally:
         s.close()
 
