@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def serve(
     no_test_aids: bool,
     verbose: bool,
 ) -> None:
-    """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
+    """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C or SIGTERM."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(message)s",
@@ -87,15 +88,21 @@ def serve(
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:
         server = RunnerServer(settings)
-        asyncio.run(server.run())
+        asyncio.run(server.run(stop_signals=(signal.SIGINT, signal.SIGTERM)))
     except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+        pass  # Ctrl-C or SIGTERM before the event loop took them over
     except RunnerError as error:
         raise click.ClickException(str(error)) from error
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    click.echo("stopped", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 main.add_command(queues)
