@@ -71,7 +71,7 @@ def serve(
     no_test_aids: bool,
     verbose: bool,
 ) -> None:
-    """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C or SIGTERM."""
+    """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(message)s",

@@ -1,4 +1,6 @@
-"""``runner serve`` as a real process: one runner per data directory, SIGTERM, a damaged task row.
+"""Stopping and starting the runner: one runner per data directory, SIGTERM, a damaged task row.
+
+Every test but the one on the shutdown grace runs ``runner serve`` as a real process.
 
 The runner's own SQLite file is the evidence: attempt history says what was stored, and every delivery
 the target saw is counted, so a lost task or a re-sent one shows up as a count.
@@ -22,7 +24,9 @@ from reliability.polling import eventually
 from reliability.sink import Gate, Sink
 from testsupport.runner_process import RunnerProcess
 
+from local_runner.config import RunnerSettings
 from local_runner.model import TaskState
+from local_runner.server import RunnerServer
 from local_runner.store import DB_FILENAME, SQLiteTaskStore
 
 IN_FLIGHT = 6
@@ -123,6 +127,28 @@ def test_sigterm_waits_for_attempts_in_flight_stores_them_and_exits_0(
             duplicates=0,
         )
     )
+
+
+def test_attempt_still_running_after_the_grace_is_sent_again_after_restart(
+    tmp_path: Path, gate: Gate, sink: Sink
+) -> None:
+    settings = RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=0.2)  # in process: a short grace
+    with RunnerServer(settings) as runner:
+        api = RunnerApi(runner.base_url)
+        queue = api.create_queue("grace")
+        name = api.create_task(queue, sink.url + "/w", task_id="slow")
+        eventually(lambda: sink.in_flight == 1)
+    store = SQLiteTaskStore(tmp_path / DB_FILENAME)
+    try:
+        task = store.get_task(name)
+        assert task is not None and task.state is TaskState.DISPATCHING  # cut short, not acknowledged
+        assert store.attempts(name) == []
+    finally:
+        store.close()
+    gate.open.set()
+    with RunnerServer(settings) as runner:
+        RunnerApi(runner.base_url).wait_idle(queue=queue)
+    assert [(d.retry_count, d.status) for d in sink.snapshot()] == [(0, None), (1, 200)]
 
 
 def test_damaged_task_row_is_set_aside_and_its_queue_keeps_flowing(
