@@ -53,7 +53,7 @@ def main() -> None:
     default=3600.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="Seconds a completed or deleted task's name stays blocked.",
+    help="Seconds a completed, deleted or exhausted task's name stays blocked.",
 )
 @click.option(
     "--no-test-aids", is_flag=True, help="Refuse the state-changing test aids (/runner/v1/reset, :replay)."

@@ -40,7 +40,7 @@ from local_runner.model import (
 )
 from local_runner.store.base import TaskStore
 
-#: Default time a completed or deleted task's name stays blocked (reference §3: ~1 hour).
+#: Default time a completed, deleted or exhausted task's name stays blocked (reference §3: ~1 hour).
 DEFAULT_TASK_TOMBSTONE = 3600.0
 #: Default time a deleted queue's name stays blocked (reference §3: up to 7 days; short for development).
 DEFAULT_QUEUE_TOMBSTONE = 60.0
