@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
@@ -23,12 +23,6 @@ from local_runner.store import DataDirLock, open_store
 
 log = logging.getLogger("local_runner")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def _stop_on(signum: signal.Signals, stop: asyncio.Event) -> None:
-    if not stop.is_set():
-        log.info("%s received: stopping", signum.name)
-        stop.set()
 
 
 def is_loopback(host: str) -> bool:
@@ -149,7 +143,7 @@ class RunnerServer:
         if self._data_dir_lock is not None:
             self._data_dir_lock.release()
 
-    async def run(self, stop_signals: Iterable[signal.Signals] = ()) -> None:
+    async def run(self, stop_signals: Sequence[signal.Signals] = ()) -> None:
         """Serve until cancelled or one of ``stop_signals`` arrives, then close cleanly.
 
         The CLI stops on SIGINT (Ctrl-C) and SIGTERM (``docker stop``, systemd) alike: no new attempt
@@ -213,3 +207,9 @@ class RunnerServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_on(signum: signal.Signals, stop: asyncio.Event) -> None:
+    if not stop.is_set():
+        log.info("%s received: stopping", signum.name)
+        stop.set()
