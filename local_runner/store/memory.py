@@ -99,10 +99,13 @@ class MemoryTaskStore(TaskStore):
         return [self._insert(task, now) for task in tasks]
 
     def _insert(self, task: Task, now: float) -> AlreadyExists | None:
-        if self._get(task.name) is not None:
+        existing = self._get(task.name)
+        if existing is not None and existing.state is not TaskState.EXHAUSTED:
             return AlreadyExists(TASK_EXISTS)
         if self.task_tombstoned(task.name, now):
             return AlreadyExists(TASK_TOMBSTONED)
+        if existing is not None:  # an earlier task of this name whose retries ran out: replaced
+            self._remove(task.name, now)
         self._task_tombstones.pop(task.name, None)
         self._history.pop(task.name, None)  # left by an earlier task of this name
         self._seq[task.name] = next(self._counter)
@@ -135,7 +138,8 @@ class MemoryTaskStore(TaskStore):
         return counts
 
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
-        if self._get(name) is None:
+        task = self._get(name)
+        if task is None or task.state is TaskState.EXHAUSTED:
             return False
         self._remove(name, tombstone_until)
         return True
@@ -171,10 +175,12 @@ class MemoryTaskStore(TaskStore):
         ):
             return False
         self._history.setdefault(task.name, []).append(attempt)
-        if tombstone_until is not None:
+        if tombstone_until is not None and task.state is not TaskState.EXHAUSTED:
             self._remove(task.name, tombstone_until)
-        else:
-            self._put(task)
+            return True
+        self._put(task)
+        if tombstone_until is not None:
+            self._task_tombstones[task.name] = (task.queue_name, tombstone_until)
         return True
 
     def attempts(self, name: str) -> list[Attempt]:  # noqa: D102
@@ -191,6 +197,7 @@ class MemoryTaskStore(TaskStore):
         if task is None or task.state is not TaskState.EXHAUSTED:
             return None
         replayed = replayed_task(task, now)
+        self._task_tombstones.pop(name, None)
         self._put(replayed)
         return replayed
 
