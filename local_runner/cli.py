@@ -58,6 +58,7 @@ def main() -> None:
 @click.option(
     "--no-test-aids", is_flag=True, help="Refuse the state-changing test aids (/runner/v1/reset, :replay)."
 )
+@click.option("--no-console", is_flag=True, help="Do not serve the developer console at /.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
 def serve(
     host: str,
@@ -69,6 +70,7 @@ def serve(
     queues_file: Path | None,
     task_tombstone: float,
     no_test_aids: bool,
+    no_console: bool,
     verbose: bool,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
@@ -87,6 +89,7 @@ def serve(
         queues_file=queues_file,
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
+        console=not no_console,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:

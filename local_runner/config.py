@@ -36,6 +36,8 @@ class RunnerSettings:
     shutdown_grace: float = 5.0
     #: Serve the state-changing test aids (reset, replay) under ``/runner/v1/``.
     test_aids: bool = True
+    #: Serve the developer console at ``/`` (``runner serve --no-console`` turns it off).
+    console: bool = True
 
     @property
     def parent(self) -> str:

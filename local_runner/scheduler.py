@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 
 from local_runner.clock import Clock
 from local_runner.dispatch import Dispatcher, build_request, format_latency
@@ -89,6 +90,8 @@ class Scheduler:
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        #: Called with each attempt's queue name and outcome once it is recorded (the console's stats).
+        self.outcome_observers: list[Callable[[str, Outcome], None]] = []
         service.listener = self
 
     # -- Listener (called by the service, possibly from another thread) --------------------------
@@ -250,6 +253,8 @@ class Scheduler:
                     self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}"
                 )
             decision, recorded = await self._record(task, outcome, queue)
+            for observe in self.outcome_observers:
+                observe(task.queue_name, outcome)
             done = decision.delete and recorded
             _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
@@ -318,6 +323,11 @@ class Scheduler:
                 self.store.prune(self.clock.now())
             except Exception:
                 log.exception("dropping expired tombstones failed; trying again later")
+
+    def pacer(self, queue_name: str) -> QueuePacer | None:
+        """The queue's pacing (attempts in flight, effective rate), once its worker has run."""
+        worker = self._workers.get(queue_name)
+        return worker.pacer if worker is not None else None
 
     @property
     def in_flight(self) -> int:

@@ -14,6 +14,7 @@ from local_runner import oidc
 from local_runner.api import browser_guard, rest
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
+from local_runner.console import Console
 from local_runner.dispatch import Dispatcher
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.scheduler import Scheduler
@@ -86,6 +87,9 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         rest.register(app, self.service, self.settings.test_aids)
+        console = Console(self.service, self.settings.test_aids) if self.settings.console else None
+        if console is not None:
+            console.register(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         try:
@@ -99,6 +103,8 @@ class RunnerServer:
         self.issuer = TokenIssuer(self.signing_key, self.base_url)
         await self.dispatcher.start()
         self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock)
+        if console is not None:
+            console.attach(self.scheduler)
         await self.scheduler.start()
         if not is_loopback(self.settings.host):
             log.warning(
@@ -108,6 +114,8 @@ class RunnerServer:
         log.info(
             "local Cloud Tasks runner on %s (data: %s)", self.base_url, self.settings.data_dir or "memory"
         )
+        if console is not None:
+            log.info("console: %s/", self.base_url)
 
     def _issuer_view(self, document: Callable[[TokenIssuer], object]) -> Handler:
         async def view(request: web.Request) -> web.Response:
