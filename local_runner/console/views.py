@@ -10,7 +10,8 @@ from local_runner.console.payload import Payload, decode_payload
 from local_runner.console.stats import CHART_BAR, OutcomeLog, QueueStats, queue_stats
 from local_runner.dispatch import build_request
 from local_runner.engine.pacing import QueuePacer
-from local_runner.model import Attempt, Queue, Task, TaskState
+from local_runner.errors import NotFound
+from local_runner.model import Attempt, Queue, Task, TaskState, parse_task_name
 from local_runner.service import TasksService
 
 #: Tasks per page of the queue page.
@@ -46,7 +47,9 @@ class AttemptRow:
 class TaskDetail:
     """Everything the task page shows."""
 
-    task: Task
+    name: str
+    #: ``None`` once the task succeeded or was deleted (its attempt history is kept for a while).
+    task: Task | None
     queue: Queue
     payload: Payload
     attempts: list[AttemptRow]
@@ -82,10 +85,18 @@ class Pages:
         return list(page.items), page.next_page_token
 
     def task(self, name: str) -> TaskDetail:
-        """A task (exhausted ones included), its decoded body and its attempt history."""
-        task = self.service.get_task(name, include_exhausted=True)
-        queue = self.service.get_queue(task.queue_name)
+        """A task (exhausted ones included), its decoded body and its attempt history.
+
+        A task that succeeded or was deleted is shown by its history while the runner keeps it.
+        """
         history = self.service.attempts(name)
+        try:
+            task: Task | None = self.service.get_task(name, include_exhausted=True)
+        except NotFound:
+            if not history:
+                raise
+            task = None
+        queue = self.service.get_queue(str(parse_task_name(name).queue))
         rows = [
             AttemptRow(
                 number,
@@ -96,11 +107,12 @@ class Pages:
         ]
         headers: list[tuple[str, str]] = []
         url = method = ""
-        upcoming = _next_attempt(task, self.service.clock.now())
+        upcoming = _next_attempt(task, self.service.clock.now()) if task is not None else None
         if upcoming is not None:
             request = build_request(upcoming, queue, None, self.service.clock.now())
             headers, url, method = sorted(request.headers.items()), request.url, request.method
-        return TaskDetail(task, queue, decode_payload(task.http_request.body), rows, headers, url, method)
+        payload = decode_payload(task.http_request.body if task is not None else b"")
+        return TaskDetail(name, task, queue, payload, rows, headers, url, method)
 
 
 def _next_attempt(task: Task, now: float) -> Task | None:
