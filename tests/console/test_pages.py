@@ -8,7 +8,7 @@ import re
 
 import requests
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
+from werkzeug import Response
 
 from local_runner.clock import VirtualClock
 from local_runner.console.payload import MAX_SHOWN_BYTES
@@ -43,13 +43,16 @@ def test_queues_page_shows_state_limits_stats_and_strict_headers(runner: RunnerS
     answer = page.get("/")
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "text/html; charset=utf-8"
     assert answer.headers["Content-Security-Policy"] == CONTENT_SECURITY_POLICY
-    assert "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY and "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    assert (
+        "frame-ancestors 'none'" in CONTENT_SECURITY_POLICY
+        and "'unsafe-inline'" not in CONTENT_SECURITY_POLICY
+    )
     assert answer.headers["X-Frame-Options"] == "DENY"
     html = answer.text
     assert f'href="/console/{QUEUE}"' in html
     assert 'data-state="PAUSED"' in html and "7 attempts" in html and "500/s, burst 100" in html
     assert re.search(r'data-stat="due">1<', html) and re.search(r'data-stat="later">1<', html)
-    assert "<svg class=\"chart\"" in html and "<script>" not in html.replace("<script src", "")
+    assert '<svg class="chart"' in html and "<script>" not in html.replace("<script src", "")
     assert f'action="/console/{QUEUE}:resume"' in html  # a paused queue offers Resume
 
 
@@ -84,8 +87,9 @@ def test_bad_filter_and_page_token_are_clear_400_pages(runner: RunnerServer, pag
     bad = page.get(f"/console/{QUEUE}?state=<script>x</script>")
     assert bad.status_code == 400 and "state must be one of" in bad.text
     assert "<script>x" not in bad.text and "&lt;script&gt;x" in bad.text
-    token = page.get(f"/console/{QUEUE}?state=queued&page=nonsense")
-    assert token.status_code == 400 and "Invalid page token." in token.text
+    for bad_token in ("nonsense", "inf/1", "1.5/x"):
+        token = page.get(f"/console/{QUEUE}?state=queued&page={bad_token}")
+        assert token.status_code == 400 and "Invalid page token." in token.text
     missing = page.get(f"/console/{PARENT}/queues/missing")
     assert missing.status_code == 404 and missing.headers["Content-Type"].startswith("text/html")
     assert page.get("/console/nothing/here").status_code == 404
@@ -97,7 +101,7 @@ def test_task_page_decodes_json_text_and_binary_bodies(runner: RunnerServer, pag
     new_task(runner, "text", b"plain words")
     new_task(runner, "binary", b"\xff\xfe\x00\x01")
     new_task(runner, "big", b"a" * (MAX_SHOWN_BYTES + 10))
-    assert '{\n  &#34;user&#34;: &#34;ada&#34;,' in page.get(f"/console/{QUEUE}/tasks/json").text
+    assert "{\n  &#34;user&#34;: &#34;ada&#34;," in page.get(f"/console/{QUEUE}/tasks/json").text
     assert ">plain words</pre>" in page.get(f"/console/{QUEUE}/tasks/text").text
     assert base64.b64encode(b"\xff\xfe\x00\x01").decode() in page.get(f"/console/{QUEUE}/tasks/binary").text
     big = page.get(f"/console/{QUEUE}/tasks/big").text
@@ -186,7 +190,9 @@ def test_actions_call_the_service(runner: RunnerServer, page: Page) -> None:
     assert gone.status_code == 404 and "Requested entity was not found." in gone.text
 
 
-def test_run_now_and_replay_show_the_attempts(runner: RunnerServer, page: Page, httpserver: HTTPServer) -> None:
+def test_run_now_and_replay_show_the_attempts(
+    runner: RunnerServer, page: Page, httpserver: HTTPServer
+) -> None:
     answers = iter([500, 200])
     httpserver.expect_request("/w").respond_with_handler(lambda r: Response(status=next(answers)))
     runner.service.create_queue(PARENT, Queue(QUEUE, retry_config=RetryConfig(max_attempts=1)))
@@ -205,6 +211,9 @@ def test_run_now_and_replay_show_the_attempts(runner: RunnerServer, page: Page, 
     wait_idle(runner)
     done = page.get(f"/console/{name}").text
     assert 'data-state="GONE"' in done and 'data-status="500"' in done and 'data-status="200"' in done
+    stats = page.get("/").text
+    assert 'data-stat="last-minute">2 <span class="failed">(1 failed)</span>' in stats
+    assert "last 10 min: 1 delivered, 1 failed" in stats
     again = page.act(name, "replay")
     assert again.status_code == 400 and "has not exhausted its retries" in again.text
 

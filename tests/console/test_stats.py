@@ -1,0 +1,47 @@
+"""The console's stats ring buffer, chart geometry and body decoding (pure, time passed in)."""
+
+from __future__ import annotations
+
+import json
+
+from local_runner.console.chart import HEIGHT, bar_chart
+from local_runner.console.payload import MAX_SHOWN_BYTES, decode_payload
+from local_runner.console.stats import WINDOW, Bucket, OutcomeLog
+from local_runner.engine.attempts import Failure, Outcome
+
+Q = "projects/p/locations/l/queues/q"
+
+
+def test_outcomes_are_counted_per_second_and_forgotten_after_the_window() -> None:
+    log = OutcomeLog()
+    for at, status in ((1000.2, 200), (1000.9, 500), (1030.0, 200), (1059.5, None)):
+        failure = Failure.UNREACHABLE if status is None else None
+        log.record(Q, Outcome(at, http_status=status, failure=failure))
+    assert log.buckets(Q, 1059.9, 60, 60) == [Bucket(2, 2)]
+    assert log.buckets(Q, 1060.0, 60, 60) == [Bucket(1, 1)]  # 1000 left the last minute
+    assert log.buckets(Q, 1060.0, 60, 30) == [Bucket(1, 0), Bucket(0, 1)]  # 1001-1030, 1031-1060
+    assert log.buckets(Q, 1000.0 + WINDOW + 100, 60, 60) == [Bucket(0, 0)]
+    log.record(Q, Outcome(1000.0 + WINDOW, http_status=200))  # same slot, a new second: starts afresh
+    assert log.buckets(Q, 1000.0 + WINDOW, WINDOW, WINDOW) == [Bucket(2, 1)]
+    assert log.buckets("projects/p/locations/l/queues/other", 1060.0, 60, 30) == [Bucket(0, 0)] * 2
+
+
+def test_chart_stacks_failures_on_deliveries_scaled_to_the_busiest_bar() -> None:
+    chart = bar_chart([Bucket(0, 0), Bucket(2, 2), Bucket(1, 0)], seconds_per_bar=20)
+    assert chart.peak == 4 and chart.label == "last 1 min: 3 delivered, 2 failed"
+    delivered, failed, single = chart.bars
+    assert (delivered.kind, failed.kind) == ("delivered", "failed")
+    assert delivered.height == failed.height == HEIGHT / 2 and failed.y == 0
+    assert single.height == HEIGHT / 4 and single.title.startswith("1 delivered, 0 failed, 0-20s ago")
+    assert bar_chart([Bucket(0, 0)] * 3, 20).bars == []
+
+
+def test_payload_kinds() -> None:
+    assert decode_payload(b"").kind == "empty"
+    assert decode_payload(b'{"a": [1]}').text == json.dumps({"a": [1]}, indent=2)
+    assert decode_payload(b'"just a string"').kind == "text"  # JSON scalars stay as sent
+    assert decode_payload(b"\xff\x00").kind == "binary"
+    cut = decode_payload(b"a" * (MAX_SHOWN_BYTES - 1) + "é".encode())  # é split by the cap
+    assert cut.kind == "text" and cut.truncated and cut.text == "a" * (MAX_SHOWN_BYTES - 1)
+    deep = decode_payload(b"[" * 100_000)
+    assert deep.kind == "text"
