@@ -115,7 +115,7 @@ class RunnerServer:
             "local Cloud Tasks runner on %s (data: %s)", self.base_url, self.settings.data_dir or "memory"
         )
         if console is not None:
-            log.info("console: %s/", self.base_url)
+            log.info("developer console on %s/", self.base_url)
 
     def _issuer_view(self, document: Callable[[TokenIssuer], object]) -> Handler:
         async def view(request: web.Request) -> web.Response:
