@@ -28,7 +28,7 @@ class Worker(BaseHTTPRequestHandler):
 
     counter = itertools.count()
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         if self.path == "/down":
             time.sleep(0.05)
@@ -77,7 +77,7 @@ def main() -> None:
             HttpRequest(
                 f"{target}/down",
                 headers={"Content-Type": "application/json", "X-Request-Id": "7f3a9c"},
-                body=json.dumps({"image_id": "cat-photo-ada", "size": [128, 96], "bucket": "uploads"}).encode(),
+                body=json.dumps({"image_id": "cat-photo-ada", "size": [128, 96]}).encode(),
                 oidc_token=OidcToken("tasks@local-project.iam.gserviceaccount.com", f"{target}/"),
             ),
             name=f"{images}/tasks/thumbnail-cat-photo-ada",
