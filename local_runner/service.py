@@ -490,7 +490,7 @@ def _decode_state_token(token: str) -> tuple[float, int]:
         key = (float(schedule_time), int(uid))
     except ValueError:
         raise InvalidArgument("Invalid page token.") from None
-    if not math.isfinite(key[0]):
+    if not math.isfinite(key[0]) or not 0 <= key[1] < 2**63:  # a store's ids are 64-bit
         raise InvalidArgument("Invalid page token.")
     return key
 

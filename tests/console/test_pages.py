@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from pathlib import Path
 
 import requests
 from pytest_httpserver import HTTPServer
@@ -260,3 +261,42 @@ def test_server_error_is_an_html_page_without_traceback(runner: RunnerServer, pa
     answer = page.get("/")
     assert answer.status_code == 500 and "Internal error encountered." in answer.text
     assert "boom" not in answer.text and "Traceback" not in answer.text
+
+
+def test_bad_requests_are_answered_never_5xx(clock: VirtualClock, tmp_path: Path) -> None:
+    runner = start_runner(clock, data_dir=tmp_path)  # SQLite: its integers are 64-bit
+    try:
+        check_bad_requests(runner, Page(runner.base_url))
+    finally:
+        runner.stop()
+
+
+def check_bad_requests(runner: RunnerServer, page: Page) -> None:
+    runner.service.create_queue(PARENT, Queue(QUEUE))
+    token = page.token()
+    gets = [
+        f"/console/{PARENT}/queues/{XSS}",
+        f"/console/{QUEUE}/tasks/{XSS}",
+        f"/console/{QUEUE}/tasks/" + "a" * 600,
+        f"/console/{QUEUE}?state=queued&page=" + "9" * 5000 + "/1",
+        f"/console/{QUEUE}?state=queued&page=1e400/1",
+        f"/console/{QUEUE}?state=queued&page=1/99999999999999999999999",
+        f"/console/{QUEUE}?state=queued&state=exhausted",
+        "/console/%00",
+        "/console/projects/p%0a/locations/l/queues/q",
+        "/console/static/",
+        "/console/static/console.js/..",
+    ]
+    statuses = {path: page.get(path).status_code for path in gets}
+    posts = [
+        (f"/console/{QUEUE}:explode", {"csrf": token}),
+        (f"/console/{PARENT}/queues/missing:pause", {"csrf": token}),
+        (f"/console/{QUEUE}/tasks/{XSS}:run", {"csrf": token}),
+        (f"/console/{QUEUE}/tasks/none:replay", {"csrf": token}),
+        (f"/console/{QUEUE}:pause", {"csrf": [token, token], "back": ["/", "//x"]}),
+    ]
+    for path, fields in posts:
+        statuses[path] = page.post(path, fields).status_code
+    assert {path[:80]: status for path, status in statuses.items() if status >= 500} == {}
+    assert statuses[f"/console/{QUEUE}?state=queued&page=1/99999999999999999999999"] == 400
+    assert runner.service.get_queue(QUEUE).state is QueueState.PAUSED  # the repeated fields: the first wins
