@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import requests
+from testsupport.runner_process import runner_process
 
 from local_runner.clock import VirtualClock
 from local_runner.config import RunnerSettings
@@ -16,6 +17,7 @@ from local_runner.server import RunnerServer
 
 PARENT = "projects/p/locations/l"
 QUEUE = f"{PARENT}/queues/q"
+__all__ = ["runner_process"]
 _TOKEN = re.compile(r'name="csrf" value="([^"]+)"')
 
 

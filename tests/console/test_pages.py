@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import requests
 from pytest_httpserver import HTTPServer
+from testsupport.runner_process import RunnerProcess
 from werkzeug import Response
 
 from local_runner.clock import VirtualClock
@@ -300,3 +303,16 @@ def check_bad_requests(runner: RunnerServer, page: Page) -> None:
     assert {path[:80]: status for path, status in statuses.items() if status >= 500} == {}
     assert statuses[f"/console/{QUEUE}?state=queued&page=1/99999999999999999999999"] == 400
     assert runner.service.get_queue(QUEUE).state is QueueState.PAUSED  # the repeated fields: the first wins
+
+
+def test_runner_serve_no_console_flag(runner_process: Callable[..., RunnerProcess]) -> None:
+    with_console = runner_process(None)
+    assert requests.get(with_console.url + "/", timeout=10).status_code == 200
+    announced = f"developer console on {with_console.url}/"
+    deadline = time.monotonic() + 10  # logged right after the URL line; the reader thread may lag
+    while not any(announced in line for line in with_console.log) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert any(announced in line for line in with_console.log)
+    without = runner_process(None, "--no-console")
+    assert requests.get(without.url + "/", timeout=10).status_code == 404
+    assert not any("developer console" in line for line in without.log)
