@@ -17,7 +17,18 @@ from werkzeug import Response
 from local_runner.clock import VirtualClock
 from local_runner.console.payload import MAX_SHOWN_BYTES
 from local_runner.console.security import CONTENT_SECURITY_POLICY
-from local_runner.model import HttpRequest, NewTask, OidcToken, Queue, QueueState, RetryConfig, TaskState
+from local_runner.model import (
+    HttpMethod,
+    HttpRequest,
+    HttpTarget,
+    NewTask,
+    OidcToken,
+    Queue,
+    QueueState,
+    RetryConfig,
+    TaskState,
+    UriOverride,
+)
 from local_runner.server import RunnerServer
 
 from .conftest import PARENT, QUEUE, Page, start_runner
@@ -316,3 +327,17 @@ def test_runner_serve_no_console_flag(runner_process: Callable[..., RunnerProces
     without = runner_process(None, "--no-console")
     assert requests.get(without.url + "/", timeout=10).status_code == 404
     assert not any("developer console" in line for line in without.log)
+
+
+def test_queue_page_describes_the_queues_http_target(runner: RunnerServer, page: Page) -> None:
+    target = HttpTarget(
+        uri_override=UriOverride(host="worker.internal", port=8080, path="/tasks"),
+        http_method=HttpMethod.PUT,
+        header_overrides=(("X-Env", XSS),),
+        oidc_token=OidcToken("sa@p.iam", "aud"),
+    )
+    runner.service.create_queue(PARENT, Queue(QUEUE, http_target=target))
+    html = page.get(f"/console/{QUEUE}").text
+    assert "URI override (ALWAYS): <code>(task&#39;s scheme)://worker.internal:8080/tasks</code>" in html
+    assert "method PUT" in html and "OIDC token for <code>sa@p.iam</code>, audience <code>aud</code>" in html
+    assert "<script>" not in html.replace("<script src", "")
