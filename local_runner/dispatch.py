@@ -14,7 +14,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from local_runner.clock import Clock, SystemClock
 from local_runner.codec import format_epoch_seconds
 from local_runner.engine.attempts import Failure, Outcome
-from local_runner.http_client import HttpClient, HttpError
+from local_runner.http_client import HttpClient, HttpError, Response
 from local_runner.model import (
     NO_RESPONSE_STATUS,
     HttpMethod,
@@ -206,10 +206,9 @@ class Dispatcher:
             await self._client.close()
             self._client = None
 
-    async def _exchange(self, request: OutboundRequest) -> tuple[int, str | None]:
+    async def _exchange(self, request: OutboundRequest) -> Response:
         assert self._client is not None, "Dispatcher.start() was not awaited"
-        response = await self._client.request(request.method, request.url, request.headers, request.body)
-        return response.status, response.retry_after
+        return await self._client.request(request.method, request.url, request.headers, request.body)
 
     async def send(self, request: OutboundRequest, deadline: float) -> Outcome:
         """Send one request; no response within ``deadline`` seconds is a DEADLINE failure."""
@@ -235,22 +234,25 @@ class Dispatcher:
         error = exchange.exception()
         if error is not None:
             return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
-        status, retry_after = exchange.result()
-        return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
+        return _answered(exchange.result(), now)
 
     async def _send_timed(self, request: OutboundRequest, deadline: float) -> Outcome:
         """:meth:`send` on the real clock: the event loop's own timer, no extra task per attempt."""
         timeout = asyncio.timeout(deadline)
         try:
             async with timeout:
-                status, retry_after = await self._exchange(request)
+                response = await self._exchange(request)
         except Exception as error:
             now = self.clock.now()
             if isinstance(error, TimeoutError) and timeout.expired():
                 return Outcome(now, failure=Failure.DEADLINE, detail=f"deadline {deadline:g}s exceeded")
             return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
-        now = self.clock.now()
-        return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
+        return _answered(response, self.clock.now())
+
+
+def _answered(response: Response, now: float) -> Outcome:
+    retry_after = parse_retry_after(response.retry_after, now)
+    return Outcome(now, http_status=response.status, retry_after=retry_after, excerpt=response.excerpt)
 
 
 def _describe(error: BaseException, url: str) -> str:

@@ -90,8 +90,8 @@ class Scheduler:
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
-        #: Called with each attempt's queue name and outcome once it is recorded (the console's stats).
-        self.outcome_observers: list[Callable[[str, Outcome], None]] = []
+        #: Called with each attempt's claimed task and outcome once it is recorded (the console's stats).
+        self.outcome_observers: list[Callable[[Task, Outcome], None]] = []
         service.listener = self
 
     # -- Listener (called by the service, possibly from another thread) --------------------------
@@ -253,8 +253,8 @@ class Scheduler:
                     self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}"
                 )
             decision, recorded = await self._record(task, outcome, queue)
-            for observe in self.outcome_observers:
-                observe(task.queue_name, outcome)
+            for observe in self.outcome_observers if recorded else ():
+                observe(task, outcome)
             done = decision.delete and recorded
             _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:

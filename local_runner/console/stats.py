@@ -6,16 +6,20 @@ the scheduler as attempts end), counts come from capped, indexed queries. Time i
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from local_runner.engine.attempts import Outcome
 from local_runner.engine.pacing import QueuePacer
-from local_runner.model import Queue
+from local_runner.model import Queue, Task
 from local_runner.service import TasksService
 from local_runner.store import TaskCounts
 
 #: Seconds of outcomes kept per queue (the chart's span).
 WINDOW = 600
+#: Tasks whose response excerpts are kept (the most recently answered), and attempts per task.
+EXCERPT_TASKS = 1000
+EXCERPTS_PER_TASK = 20
 #: Counts above this are shown as "10,000+" (each count reads at most one more index entry).
 COUNT_CAP = 10_000
 
@@ -36,13 +40,36 @@ class Bucket:
 
 
 class OutcomeLog:
-    """Delivered (2xx) and failed attempts per queue and second, for the last :data:`WINDOW` seconds."""
+    """What the console keeps of finished attempts, in memory.
+
+    Per queue, delivered (2xx) and failed attempts per second for the last :data:`WINDOW` seconds; per
+    task (the :data:`EXCERPT_TASKS` most recent), the first bytes of each attempt's response.
+    """
 
     def __init__(self) -> None:
         self._slots: dict[str, list[_Slot]] = {}
+        self._excerpts: OrderedDict[str, deque[bytes]] = OrderedDict()
 
-    def record(self, queue_name: str, outcome: Outcome) -> None:
-        """Count one finished attempt (a scheduler outcome observer)."""
+    def record(self, task: Task, outcome: Outcome) -> None:
+        """Count one recorded attempt of a claimed task (a scheduler outcome observer)."""
+        self._count(task.queue_name, outcome)
+        excerpts = self._excerpts.pop(task.name, None) or deque(maxlen=EXCERPTS_PER_TASK)
+        excerpts.append(outcome.excerpt)
+        self._excerpts[task.name] = excerpts
+        if len(self._excerpts) > EXCERPT_TASKS:
+            self._excerpts.popitem(last=False)
+
+    def excerpts(self, task_name: str, attempts: int) -> list[bytes | None]:
+        """Response excerpts of a task's last ``attempts`` recorded attempts, oldest first.
+
+        The history's latest attempts are the latest recorded here (a task name used again starts a new
+        history; attempts of an earlier runner process or forgotten ones are ``None``).
+        """
+        kept = list(self._excerpts.get(task_name, ()))[-attempts:] if attempts else []
+        missing: list[bytes | None] = [None] * (attempts - len(kept))
+        return missing + kept
+
+    def _count(self, queue_name: str, outcome: Outcome) -> None:
         second = int(outcome.response_time)
         ring = self._slots.get(queue_name)
         if ring is None:

@@ -41,6 +41,8 @@ class AttemptRow:
     number: int
     attempt: Attempt
     latency: float | None
+    #: The start of the response body, as text (``None`` once the runner no longer keeps it).
+    response: str | None
 
 
 @dataclass(frozen=True)
@@ -97,13 +99,15 @@ class Pages:
                 raise
             task = None
         queue = self.service.get_queue(str(parse_task_name(name).queue))
+        excerpts = self.outcomes.excerpts(name, len(history))
         rows = [
             AttemptRow(
                 number,
                 attempt,
                 attempt.response_time - attempt.dispatch_time if attempt.response_time is not None else None,
+                _text(excerpt),
             )
-            for number, attempt in enumerate(history, start=1)
+            for number, (attempt, excerpt) in enumerate(zip(history, excerpts, strict=True), start=1)
         ]
         headers: list[tuple[str, str]] = []
         url = method = ""
@@ -113,6 +117,10 @@ class Pages:
             headers, url, method = sorted(request.headers.items()), request.url, request.method
         payload = decode_payload(task.http_request.body if task is not None else b"")
         return TaskDetail(name, task, queue, payload, rows, headers, url, method)
+
+
+def _text(excerpt: bytes | None) -> str | None:
+    return None if excerpt is None else excerpt.decode("utf-8", errors="replace")
 
 
 def _next_attempt(task: Task, now: float) -> Task | None:

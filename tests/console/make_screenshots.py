@@ -24,22 +24,24 @@ SECONDS = 40
 
 
 class Worker(BaseHTTPRequestHandler):
-    """``/ok`` answers 200, ``/flaky`` 500 on every third request, ``/down`` 503 (slowly)."""
+    """``/ok`` answers 200, ``/flaky`` 500 on every third request, ``/down`` 503 with a reason (slowly)."""
 
     counter = itertools.count()
 
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b""
         if self.path == "/down":
             time.sleep(0.05)
-            status = 503
+            status, body = 503, b'{"error": "image storage unavailable", "retry": true}'
         elif self.path == "/flaky":
             status = 500 if next(self.counter) % 3 == 0 else 200
         else:
             status = 200
         self.send_response(status)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass

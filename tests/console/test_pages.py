@@ -208,8 +208,8 @@ def test_actions_call_the_service(runner: RunnerServer, page: Page) -> None:
 def test_run_now_and_replay_show_the_attempts(
     runner: RunnerServer, page: Page, httpserver: HTTPServer
 ) -> None:
-    answers = iter([500, 200])
-    httpserver.expect_request("/w").respond_with_handler(lambda r: Response(status=next(answers)))
+    answers = iter([Response("<b>db down</b>", status=500), Response("x" * 5000, status=200)])
+    httpserver.expect_request("/w").respond_with_handler(lambda r: next(answers))
     runner.service.create_queue(PARENT, Queue(QUEUE, retry_config=RetryConfig(max_attempts=1)))
     name = f"{QUEUE}/tasks/t"
     runner.service.create_task(
@@ -226,6 +226,8 @@ def test_run_now_and_replay_show_the_attempts(
     wait_idle(runner)
     done = page.get(f"/console/{name}").text
     assert 'data-state="GONE"' in done and 'data-status="500"' in done and 'data-status="200"' in done
+    assert '<pre class="excerpt">&lt;b&gt;db down&lt;/b&gt;</pre>' in done
+    assert f'<pre class="excerpt">{"x" * 1024}</pre>' in done  # the first KiB only
     stats = page.get("/").text
     assert 'data-stat="last-minute">2 <span class="failed">(1 failed)</span>' in stats
     assert "last 10 min: 1 delivered, 1 failed" in stats

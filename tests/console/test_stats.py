@@ -6,22 +6,29 @@ import json
 
 from local_runner.console.chart import HEIGHT, bar_chart
 from local_runner.console.payload import MAX_SHOWN_BYTES, decode_payload
-from local_runner.console.stats import WINDOW, Bucket, OutcomeLog
+from local_runner.console.stats import EXCERPT_TASKS, EXCERPTS_PER_TASK, WINDOW, Bucket, OutcomeLog
 from local_runner.engine.attempts import Failure, Outcome
+from local_runner.model import Attempt, HttpRequest, Task
 
 Q = "projects/p/locations/l/queues/q"
+
+
+def claimed(task_id: str = "t", dispatch_time: float = 1000.0, queue: str = Q) -> Task:
+    started = Attempt(schedule_time=dispatch_time, dispatch_time=dispatch_time)
+    request = HttpRequest(url="http://127.0.0.1:9/")
+    return Task(f"{queue}/tasks/{task_id}", request, dispatch_time, dispatch_time, last_attempt=started)
 
 
 def test_outcomes_are_counted_per_second_and_forgotten_after_the_window() -> None:
     log = OutcomeLog()
     for at, status in ((1000.2, 200), (1000.9, 500), (1030.0, 200), (1059.5, None)):
         failure = Failure.UNREACHABLE if status is None else None
-        log.record(Q, Outcome(at, http_status=status, failure=failure))
+        log.record(claimed(), Outcome(at, http_status=status, failure=failure))
     assert log.buckets(Q, 1059.9, 60, 60) == [Bucket(2, 2)]
     assert log.buckets(Q, 1060.0, 60, 60) == [Bucket(1, 1)]  # 1000 left the last minute
     assert log.buckets(Q, 1060.0, 60, 30) == [Bucket(1, 0), Bucket(0, 1)]  # 1001-1030, 1031-1060
     assert log.buckets(Q, 1000.0 + WINDOW + 100, 60, 60) == [Bucket(0, 0)]
-    log.record(Q, Outcome(1000.0 + WINDOW, http_status=200))  # same slot, a new second: starts afresh
+    log.record(claimed(), Outcome(1000.0 + WINDOW, http_status=200))  # same slot, a new second: starts afresh
     assert log.buckets(Q, 1000.0 + WINDOW, WINDOW, WINDOW) == [Bucket(2, 1)]
     assert log.buckets("projects/p/locations/l/queues/other", 1060.0, 60, 30) == [Bucket(0, 0)] * 2
 
@@ -45,3 +52,20 @@ def test_payload_kinds() -> None:
     assert cut.kind == "text" and cut.truncated and cut.text == "a" * (MAX_SHOWN_BYTES - 1)
     deep = decode_payload(b"[" * 100_000)
     assert deep.kind == "text"
+
+
+def test_response_excerpts_align_with_the_latest_attempts_of_the_latest_tasks() -> None:
+    log = OutcomeLog()
+    name = f"{Q}/tasks/t"
+    assert log.excerpts(name, 2) == [None, None]  # attempts of an earlier runner process
+    for attempt in range(EXCERPTS_PER_TASK + 1):
+        log.record(claimed(), Outcome(2000.0, http_status=500, excerpt=b"x%d" % attempt))
+    log.record(claimed(), Outcome(2000.0, http_status=204))
+    assert log.excerpts(name, 2) == [b"x%d" % EXCERPTS_PER_TASK, b""]
+    kept = log.excerpts(name, EXCERPTS_PER_TASK + 2)
+    assert kept[:2] == [None, None] and kept[2] == b"x2"  # the oldest ones were dropped
+    assert log.excerpts(name, 0) == []
+    for index in range(EXCERPT_TASKS):
+        log.record(claimed(f"other{index}"), Outcome(2000.0, http_status=200, excerpt=b"ok"))
+    assert log.excerpts(name, 1) == [None]  # the least recently answered task went first
+    assert log.excerpts(f"{Q}/tasks/other0", 1) == [b"ok"]
