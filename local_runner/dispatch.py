@@ -149,18 +149,8 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
             del headers[existing]
         headers[key] = value
     headers = _sendable(headers)
-    attempt = task.last_attempt
-    retry_count = max(0, task.dispatch_count - 1)
     headers["User-Agent"] = USER_AGENT
-    headers["X-CloudTasks-QueueName"] = parse_queue_name(task.queue_name).queue_id
-    headers["X-CloudTasks-TaskName"] = task.task_id
-    headers["X-CloudTasks-TaskRetryCount"] = str(retry_count)
-    headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
-    eta = attempt.schedule_time if attempt else task.schedule_time
-    headers["X-CloudTasks-TaskETA"] = format_epoch_seconds(eta)
-    if retry_count > 0:
-        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
-        headers["X-CloudTasks-TaskRetryReason"] = ""
+    headers.update(cloud_tasks_headers(task))
     oidc = target.oidc_token or request.oidc_token
     oauth = target.oauth_token or request.oauth_token
     if oidc is not None or oauth is not None:
@@ -173,6 +163,24 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
         headers["Authorization"] = f"Bearer {LOCAL_OAUTH_TOKEN}"
     body = request.body if method.name in ("POST", "PUT", "PATCH") else b""
     return OutboundRequest(method.name, encode_url(url), headers, body)
+
+
+def cloud_tasks_headers(task: Task) -> dict[str, str]:
+    """The ``X-CloudTasks-*`` headers of the attempt just claimed on ``task`` (reference §5.1)."""
+    attempt = task.last_attempt
+    retry_count = max(0, task.dispatch_count - 1)
+    eta = attempt.schedule_time if attempt else task.schedule_time
+    headers = {
+        "X-CloudTasks-QueueName": parse_queue_name(task.queue_name).queue_id,
+        "X-CloudTasks-TaskName": task.task_id,
+        "X-CloudTasks-TaskRetryCount": str(retry_count),
+        "X-CloudTasks-TaskExecutionCount": str(task.execution_count),
+        "X-CloudTasks-TaskETA": format_epoch_seconds(eta),
+    }
+    if retry_count > 0:
+        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
+        headers["X-CloudTasks-TaskRetryReason"] = ""
+    return headers
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

@@ -7,8 +7,10 @@ the scheduler as attempts end), counts come from capped, indexed queries. Time i
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from local_runner.dispatch import cloud_tasks_headers
 from local_runner.engine.attempts import Outcome
 from local_runner.engine.pacing import QueuePacer
 from local_runner.model import Queue, Task
@@ -32,6 +34,16 @@ class _Slot:
 
 
 @dataclass(frozen=True)
+class Exchange:
+    """What one attempt sent and got back, as far as the console keeps it."""
+
+    #: The ``X-CloudTasks-*`` headers it sent.
+    sent: Mapping[str, str]
+    #: The first bytes of the response body.
+    excerpt: bytes
+
+
+@dataclass(frozen=True)
 class Bucket:
     """Outcomes that ended within one chart bar."""
 
@@ -43,30 +55,30 @@ class OutcomeLog:
     """What the console keeps of finished attempts, in memory.
 
     Per queue, delivered (2xx) and failed attempts per second for the last :data:`WINDOW` seconds; per
-    task (the :data:`EXCERPT_TASKS` most recent), the first bytes of each attempt's response.
+    task (the :data:`EXCERPT_TASKS` most recently answered), each attempt's :class:`Exchange`.
     """
 
     def __init__(self) -> None:
         self._slots: dict[str, list[_Slot]] = {}
-        self._excerpts: OrderedDict[str, deque[bytes]] = OrderedDict()
+        self._exchanges: OrderedDict[str, deque[Exchange]] = OrderedDict()
 
     def record(self, task: Task, outcome: Outcome) -> None:
         """Count one recorded attempt of a claimed task (a scheduler outcome observer)."""
         self._count(task.queue_name, outcome)
-        excerpts = self._excerpts.pop(task.name, None) or deque(maxlen=EXCERPTS_PER_TASK)
-        excerpts.append(outcome.excerpt)
-        self._excerpts[task.name] = excerpts
-        if len(self._excerpts) > EXCERPT_TASKS:
-            self._excerpts.popitem(last=False)
+        exchanges = self._exchanges.pop(task.name, None) or deque(maxlen=EXCERPTS_PER_TASK)
+        exchanges.append(Exchange(cloud_tasks_headers(task), outcome.excerpt))
+        self._exchanges[task.name] = exchanges
+        if len(self._exchanges) > EXCERPT_TASKS:
+            self._exchanges.popitem(last=False)
 
-    def excerpts(self, task_name: str, attempts: int) -> list[bytes | None]:
-        """Response excerpts of a task's last ``attempts`` recorded attempts, oldest first.
+    def exchanges(self, task_name: str, attempts: int) -> list[Exchange | None]:
+        """The exchanges of a task's last ``attempts`` recorded attempts, oldest first.
 
         The history's latest attempts are the latest recorded here (a task name used again starts a new
         history; attempts of an earlier runner process or forgotten ones are ``None``).
         """
-        kept = list(self._excerpts.get(task_name, ()))[-attempts:] if attempts else []
-        missing: list[bytes | None] = [None] * (attempts - len(kept))
+        kept = list(self._exchanges.get(task_name, ()))[-attempts:] if attempts else []
+        missing: list[Exchange | None] = [None] * (attempts - len(kept))
         return missing + kept
 
     def _count(self, queue_name: str, outcome: Outcome) -> None:

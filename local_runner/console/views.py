@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from local_runner.console.chart import Chart, bar_chart
@@ -43,6 +44,8 @@ class AttemptRow:
     latency: float | None
     #: The start of the response body, as text (``None`` once the runner no longer keeps it).
     response: str | None
+    #: The ``X-CloudTasks-*`` headers it sent (empty once the runner no longer keeps them).
+    sent: list[tuple[str, str]]
 
 
 @dataclass(frozen=True)
@@ -99,15 +102,16 @@ class Pages:
                 raise
             task = None
         queue = self.service.get_queue(str(parse_task_name(name).queue))
-        excerpts = self.outcomes.excerpts(name, len(history))
+        exchanges = self.outcomes.exchanges(name, len(history))
         rows = [
             AttemptRow(
                 number,
                 attempt,
                 attempt.response_time - attempt.dispatch_time if attempt.response_time is not None else None,
-                _text(excerpt),
+                exchange.excerpt.decode("utf-8", errors="replace") if exchange else None,
+                _short_names(exchange.sent) if exchange else [],
             )
-            for number, (attempt, excerpt) in enumerate(zip(history, excerpts, strict=True), start=1)
+            for number, (attempt, exchange) in enumerate(zip(history, exchanges, strict=True), start=1)
         ]
         headers: list[tuple[str, str]] = []
         url = method = ""
@@ -119,8 +123,10 @@ class Pages:
         return TaskDetail(name, task, queue, payload, rows, headers, url, method)
 
 
-def _text(excerpt: bytes | None) -> str | None:
-    return None if excerpt is None else excerpt.decode("utf-8", errors="replace")
+def _short_names(headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """``X-CloudTasks-TaskRetryCount`` as ``RetryCount``: the attempt table's cells stay narrow."""
+    prefix = "X-CloudTasks-"
+    return [(key.removeprefix(prefix).removeprefix("Task"), value) for key, value in headers.items()]
 
 
 def _next_attempt(task: Task, now: float) -> Task | None:

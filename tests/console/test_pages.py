@@ -235,6 +235,26 @@ def test_run_now_and_replay_show_the_attempts(
     assert again.status_code == 400 and "has not exhausted its retries" in again.text
 
 
+def test_each_attempt_shows_the_cloud_tasks_headers_it_sent(
+    runner: RunnerServer, page: Page, clock: VirtualClock, httpserver: HTTPServer
+) -> None:
+    answers = iter([500, 200])
+    httpserver.expect_request("/w").respond_with_handler(lambda r: Response(status=next(answers)))
+    retry = RetryConfig(max_attempts=2, min_backoff=1, max_backoff=1)
+    runner.service.create_queue(PARENT, Queue(QUEUE, retry_config=retry))
+    task = runner.service.create_task(QUEUE, NewTask(HttpRequest(url=httpserver.url_for("/w"))))
+    idle = requests.post(f"{runner.base_url}/runner/v1/waitIdle", json={"within": "0s"}, timeout=15)
+    assert idle.status_code == 200
+    clock.advance(1)
+    wait_idle(runner)
+    html = page.get(f"/console/{task.name}").text
+    first, second = html.split('data-attempt="')[1:3]
+    assert '<span data-sent="RetryCount">RetryCount=0</span>' in first and "PreviousResponse" not in first
+    assert '<span data-sent="RetryCount">RetryCount=1</span>' in second
+    assert '<span data-sent="ExecutionCount">ExecutionCount=0</span>' in second  # a 5xx is no execution
+    assert '<span data-sent="PreviousResponse">PreviousResponse=500</span>' in second
+
+
 def test_replay_is_refused_without_test_aids(clock: VirtualClock, httpserver: HTTPServer) -> None:
     httpserver.expect_request("/w").respond_with_data("no", status=500)
     runner = start_runner(clock, test_aids=False)

@@ -54,18 +54,22 @@ def test_payload_kinds() -> None:
     assert deep.kind == "text"
 
 
-def test_response_excerpts_align_with_the_latest_attempts_of_the_latest_tasks() -> None:
+def test_exchanges_align_with_the_latest_attempts_of_the_latest_tasks() -> None:
     log = OutcomeLog()
     name = f"{Q}/tasks/t"
-    assert log.excerpts(name, 2) == [None, None]  # attempts of an earlier runner process
+    assert log.exchanges(name, 2) == [None, None]  # attempts of an earlier runner process
     for attempt in range(EXCERPTS_PER_TASK + 1):
-        log.record(claimed(), Outcome(2000.0, http_status=500, excerpt=b"x%d" % attempt))
-    log.record(claimed(), Outcome(2000.0, http_status=204))
-    assert log.excerpts(name, 2) == [b"x%d" % EXCERPTS_PER_TASK, b""]
-    kept = log.excerpts(name, EXCERPTS_PER_TASK + 2)
-    assert kept[:2] == [None, None] and kept[2] == b"x2"  # the oldest ones were dropped
-    assert log.excerpts(name, 0) == []
+        task = claimed().replace(dispatch_count=attempt + 1, previous_response=500 if attempt else None)
+        log.record(task, Outcome(2000.0, http_status=500, excerpt=b"x%d" % attempt))
+    log.record(claimed().replace(dispatch_count=99), Outcome(2000.0, http_status=204))
+    last_two = log.exchanges(name, 2)
+    assert [e.excerpt for e in last_two if e] == [b"x%d" % EXCERPTS_PER_TASK, b""]
+    assert last_two[-1] is not None and last_two[-1].sent["X-CloudTasks-TaskRetryCount"] == "98"
+    kept = log.exchanges(name, EXCERPTS_PER_TASK + 2)
+    assert kept[:2] == [None, None] and kept[2] is not None and kept[2].excerpt == b"x2"
+    assert kept[2].sent["X-CloudTasks-TaskPreviousResponse"] == "500"
+    assert log.exchanges(name, 0) == []
     for index in range(EXCERPT_TASKS):
         log.record(claimed(f"other{index}"), Outcome(2000.0, http_status=200, excerpt=b"ok"))
-    assert log.excerpts(name, 1) == [None]  # the least recently answered task went first
-    assert log.excerpts(f"{Q}/tasks/other0", 1) == [b"ok"]
+    assert log.exchanges(name, 1) == [None]  # the least recently answered task went first
+    assert [e.excerpt for e in log.exchanges(f"{Q}/tasks/other0", 1) if e] == [b"ok"]
