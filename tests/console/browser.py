@@ -149,10 +149,11 @@ class Chromium:
         except BrowserError as error:
             return f"<unreadable: {error}>"
 
-    def screenshot(self, path: Path) -> None:
-        """Save a PNG of the whole page."""
+    def screenshot(self, path: Path, max_height: float = 1000) -> None:
+        """Save a PNG of the page, down to ``max_height`` CSS pixels."""
         metrics = self.call("Page.getLayoutMetrics")
-        size = metrics.get("cssContentSize") or metrics["contentSize"]
+        size = dict(metrics.get("cssContentSize") or metrics["contentSize"])
+        size["height"] = min(size["height"], max_height)
         data = self.call(
             "Page.captureScreenshot",
             format="png",
