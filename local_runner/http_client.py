@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -57,14 +58,16 @@ class Response:
     retry_after: str | None
 
 
-class _Origin(NamedTuple):
+class Origin(NamedTuple):
+    """Where a request goes: the scheme, host and port of its URL (one connection pool each)."""
+
     scheme: str
     host: str
     port: int
 
 
 class _Target(NamedTuple):
-    origin: _Origin
+    origin: Origin
     host_header: str
     path: str
 
@@ -83,7 +86,22 @@ def _split(url: str) -> _Target:
     bracketed = f"[{host}]" if ":" in host else host
     host_header = bracketed if port in (None, default) else f"{bracketed}:{port}"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Target(_Origin(scheme, host, port or default), host_header, path)
+    return _Target(Origin(scheme, host, port or default), host_header, path)
+
+
+def origin_of(url: str) -> Origin:
+    """The destination of ``url``.
+
+    Raises:
+        InvalidRequest: the URL is not an ``http://`` or ``https://`` URL with a host.
+    """
+    return _split(url).origin
+
+
+def open_file_limit() -> int | None:
+    """This process's open-file soft limit (``ulimit -n``); ``None`` if unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _encode_head(method: str, target: _Target, headers: Mapping[str, str], body_length: int) -> bytes:
@@ -108,7 +126,8 @@ def _encode_head(method: str, target: _Target, headers: Mapping[str, str], body_
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lost: Callable[[], None]) -> None:
+        self._on_lost = on_lost
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Response] | None = None
@@ -176,6 +195,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._on_lost()
         if self._waiter is None:
             return
         if self._headers_done and not self._framed:  # the body ran to the end of the connection
@@ -224,13 +244,22 @@ def _reason(error: OSError) -> str:
 
 
 class HttpClient:
-    """Sends requests over keep-alive connections, any number at once, one connection per request."""
+    """Sends requests over keep-alive connections, one request at a time per connection.
 
-    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    An idle connection to the request's origin is reused first. At most ``max_connections`` sockets are
+    open at once (``None``: no cap); at the cap, idle connections to other origins are closed to make
+    room, and a request that finds none waits for a socket to close instead of failing.
+    """
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_connections: int | None = None) -> None:
         self._idle_timeout = idle_timeout
-        self._idle: dict[_Origin, deque[_Connection]] = {}
+        self._max_connections = max_connections
+        self._idle: dict[Origin, deque[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        #: Sockets open or opening; each is counted until its ``connection_lost`` (its fd is closed).
+        self.open_connections = 0
+        self._room: deque[asyncio.Future[None]] = deque()
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Send one request and wait for its status line and headers (and up to 64 KiB of body).
@@ -251,7 +280,9 @@ class HttpClient:
         except BaseException:
             connection.close()
             raise
-        if connection.reusable:
+        if connection.reusable and self._room:  # a request waits for a socket: this one makes room
+            connection.close()
+        elif connection.reusable:
             connection.idle_since = loop.time()
             self._idle.setdefault(target.origin, deque()).append(connection)
             if self._sweep is None:
@@ -273,7 +304,7 @@ class HttpClient:
         while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
             idle.popleft().close()
 
-    def _idle_connection(self, origin: _Origin, now: float) -> _Connection | None:
+    def _idle_connection(self, origin: Origin, now: float) -> _Connection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
@@ -284,17 +315,59 @@ class HttpClient:
                 return connection
         return None
 
+    def _close_oldest_idle(self) -> bool:
+        """Close the connection idle longest, whatever its origin; ``False`` if none is idle."""
+        oldest: deque[_Connection] | None = None
+        for idle in self._idle.values():
+            if idle and (oldest is None or idle[0].idle_since < oldest[0].idle_since):
+                oldest = idle
+        if oldest is None:
+            return False
+        oldest.popleft().close()
+        return True
+
+    async def _wait_for_room(self) -> None:
+        """Return once one more socket may be opened without passing ``max_connections``."""
+        cap = self._max_connections
+        while cap is not None and self.open_connections >= cap:
+            self._close_oldest_idle()  # its socket is counted until the loop has closed it
+            room = asyncio.get_running_loop().create_future()
+            self._room.append(room)
+            try:
+                await room
+            finally:
+                if room in self._room:
+                    self._room.remove(room)
+
+    def _connection_lost(self) -> None:
+        self.open_connections -= 1
+        while self._room:
+            room = self._room.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
+
     async def _connect(self, target: _Target, url: str) -> _Connection:
+        await self._wait_for_room()
         origin = target.origin
         tls = None
         if origin.scheme == "https":
             tls = self._tls = self._tls or ssl.create_default_context()
+        self.open_connections += 1
         try:
             _, connection = await asyncio.get_running_loop().create_connection(
-                _Connection, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
+                lambda: _Connection(self._connection_lost),
+                origin.host,
+                origin.port,
+                ssl=tls,
+                server_hostname=origin.host if tls else None,
             )
         except OSError as error:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError)
+            self._connection_lost()
             raise ConnectFailed(f"cannot connect to {url}: {_reason(error)}") from error
+        except BaseException:
+            self._connection_lost()
+            raise
         return connection
 
     async def close(self) -> None:
