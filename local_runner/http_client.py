@@ -247,8 +247,9 @@ class HttpClient:
     """Sends requests over keep-alive connections, one request at a time per connection.
 
     An idle connection to the request's origin is reused first. At most ``max_connections`` sockets are
-    open at once (``None``: no cap); at the cap, idle connections to other origins are closed to make
-    room, and a request that finds none waits for a socket to close instead of failing.
+    open at once (``None``: no cap). At the cap a request waits instead of failing: for a connection to
+    its origin that another request is done with, or for room, which closing the oldest idle
+    connection (to any origin) makes.
     """
 
     def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_connections: int | None = None) -> None:
@@ -259,7 +260,8 @@ class HttpClient:
         self._sweep: asyncio.TimerHandle | None = None
         #: Sockets open or opening; each is counted until its ``connection_lost`` (its fd is closed).
         self.open_connections = 0
-        self._room: deque[asyncio.Future[None]] = deque()
+        #: Requests waiting at the cap, each for its origin: given a connection, or ``None`` (room).
+        self._waiting: deque[tuple[Origin, asyncio.Future[_Connection | None]]] = deque()
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Send one request and wait for its status line and headers (and up to 64 KiB of body).
@@ -280,9 +282,11 @@ class HttpClient:
         except BaseException:
             connection.close()
             raise
-        if connection.reusable and self._room:  # a request waits for a socket: this one makes room
+        if not connection.reusable or self._hand_over(target.origin, connection):
+            pass
+        elif self._waiting:  # requests to other origins wait at the cap: this socket makes room
             connection.close()
-        elif connection.reusable:
+        else:
             connection.idle_since = loop.time()
             self._idle.setdefault(target.origin, deque()).append(connection)
             if self._sweep is None:
@@ -326,29 +330,50 @@ class HttpClient:
         oldest.popleft().close()
         return True
 
-    async def _wait_for_room(self) -> None:
-        """Return once one more socket may be opened without passing ``max_connections``."""
+    def _hand_over(self, origin: Origin, connection: _Connection) -> bool:
+        """Give a connection a request is done with to a request waiting for its origin, if any."""
+        for waiting in self._waiting:
+            if waiting[0] == origin and not waiting[1].done():
+                self._waiting.remove(waiting)
+                waiting[1].set_result(connection)
+                return True
+        return False
+
+    async def _wait_at_cap(self, origin: Origin) -> _Connection | None:
+        """Wait while ``max_connections`` sockets are open: for a connection to ``origin``, or room."""
         cap = self._max_connections
         while cap is not None and self.open_connections >= cap:
             self._close_oldest_idle()  # its socket is counted until the loop has closed it
-            room = asyncio.get_running_loop().create_future()
-            self._room.append(room)
+            waiting: tuple[Origin, asyncio.Future[_Connection | None]] = (
+                origin,
+                asyncio.get_running_loop().create_future(),
+            )
+            self._waiting.append(waiting)
             try:
-                await room
-            finally:
-                if room in self._room:
-                    self._room.remove(room)
+                connection = await waiting[1]
+            except BaseException:  # cancelled: leave the line, and drop a connection handed over meanwhile
+                if waiting in self._waiting:
+                    self._waiting.remove(waiting)
+                handed = waiting[1].result() if waiting[1].done() and not waiting[1].cancelled() else None
+                if handed is not None:
+                    handed.close()
+                raise
+            if connection is not None:
+                return connection
+        return None
 
     def _connection_lost(self) -> None:
         self.open_connections -= 1
-        while self._room:
-            room = self._room.popleft()
+        while self._waiting:
+            _, room = self._waiting.popleft()
             if not room.done():
                 room.set_result(None)
                 return
 
     async def _connect(self, target: _Target, url: str) -> _Connection:
-        await self._wait_for_room()
+        handed_over = await self._wait_at_cap(target.origin)
+        if handed_over is not None:
+            return handed_over
         origin = target.origin
         tls = None
         if origin.scheme == "https":

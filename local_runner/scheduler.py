@@ -243,7 +243,7 @@ class Scheduler:
         else:
             wanted = min(budget, CLAIM_BATCH)
             origin = worker.origin
-            granted = self.slots.take(worker, origin, wanted)
+            granted = self._take(worker, origin, wanted)
             if granted:
                 try:
                     claimed = self.store.claim_due(queue.name, now, granted)
@@ -284,6 +284,11 @@ class Scheduler:
             self.slots.withdraw(waiter)
             self._hand_out_soon()
 
+    def _take(self, waiter: Hashable, origin: Origin | None, wanted: int) -> int:
+        granted = self.slots.take(waiter, origin, wanted)
+        self._hand_out_soon()  # those it left slots for, or let go ahead of it, may proceed
+        return granted
+
     def _release(self, origin: Origin | None, count: int = 1) -> None:
         self.slots.release(origin, count)
         self._hand_out_soon()
@@ -308,7 +313,7 @@ class Scheduler:
         key = object()
         loop = asyncio.get_running_loop()
         try:
-            while not self.slots.take(key, origin, 1):
+            while not self._take(key, origin, 1):
                 turn: asyncio.Future[None] = loop.create_future()
                 self._wakers[key] = functools.partial(_resolve, turn)
                 await turn

@@ -79,10 +79,15 @@ class ConnectionSlots:
         self._line: dict[Hashable, Hashable | None] = {}
 
     def free(self, origin: Hashable | None) -> int:
-        """Slots that may be taken now for ``origin`` (``None``: a destination not known yet)."""
+        """Slots that may be taken now for ``origin``.
+
+        ``None`` stands for a destination not known yet (a queue's first claim): one slot at a time,
+        whose attempt learns the destination and moves its slot there.
+        """
         free = self.limits.total - self.in_use
-        used = self._by_origin.get(origin, 0) if origin is not None else 0
-        return max(0, min(free, self.limits.per_origin - used))
+        if origin is None:
+            return min(free, 1)
+        return max(0, min(free, self.limits.per_origin - self._by_origin.get(origin, 0)))
 
     @property
     def waiting(self) -> list[Hashable]:
@@ -121,7 +126,7 @@ class ConnectionSlots:
     def _servable_around(self, waiter: Hashable) -> tuple[int, int]:
         """How many waiters ahead of ``waiter``, and behind it, could take a slot now."""
         ahead = behind = 0
-        seen = waiter not in self._line
+        seen = False  # everyone in line is ahead of a waiter not in it
         for key, origin in self._line.items():
             if key == waiter:
                 seen = True
