@@ -385,15 +385,20 @@ class Scheduler:
     async def _hold_slot(self, slot: _Slot, worker: _QueueWorker | None, url: str) -> float:
         """Make sure ``slot`` is held for the destination of ``url``; returns when the wait ended.
 
-        A slot taken for another destination (the queue's previous one) is given back first. A URL
-        with no destination needs none: nothing will be sent.
+        A slot taken for another destination (the queue's previous one, or none known yet) moves to
+        this one if it has room, or is given back. A URL with no destination needs none: nothing will
+        be sent.
         """
         try:
             origin: Origin | None = origin_of(url)
         except HttpError:
             origin = None
         if slot.held and slot.origin != origin:
-            self._let_go(slot)
+            if origin is not None and self.slots.move(slot.origin, origin):
+                slot.origin = origin
+                self._hand_out_soon()  # the queue's loop may claim for the destination it now knows
+            else:
+                self._let_go(slot)
         if origin is not None:
             if worker is not None:
                 worker.origin = origin
@@ -448,6 +453,11 @@ class Scheduler:
                 self.store.prune(self.clock.now())
             except Exception:
                 log.exception("dropping expired tombstones failed; trying again later")
+
+    def waits_for_slot(self, queue_name: str) -> bool:
+        """Whether the queue's loop waits in line for a connection slot before it claims."""
+        worker = self._workers.get(queue_name)
+        return worker is not None and self.slots.waits(worker)
 
     @property
     def in_flight(self) -> int:

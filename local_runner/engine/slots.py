@@ -8,7 +8,6 @@ are handed out in turn, so one busy queue cannot starve the others.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -75,8 +74,9 @@ class ConnectionSlots:
         self.limits = limits
         self.in_use = 0
         self._by_origin: dict[Hashable, int] = {}
-        #: Waiters in turn order (dicts keep insertion order), each with the destination it waits for.
-        self._line: dict[Hashable, Hashable | None] = {}
+        #: Waiters in turn order (dicts keep insertion order): the destination each waits for, and
+        #: how many slots it still wants.
+        self._line: dict[Hashable, tuple[Hashable | None, int]] = {}
 
     def free(self, origin: Hashable | None) -> int:
         """Slots that may be taken now for ``origin``.
@@ -101,45 +101,46 @@ class ConnectionSlots:
     def take(self, waiter: Hashable, origin: Hashable | None, wanted: int) -> int:
         """Take up to ``wanted`` slots for ``origin`` if it is ``waiter``'s turn; returns how many.
 
-        A waiter takes nothing while someone ahead of it in line could be served; otherwise it takes
-        its share of the free slots, split with those behind it who could use them. A waiter that got
-        fewer than it wanted stays in line (at the back if it got some), and one that got all leaves.
+        A waiter takes nothing while someone ahead of it in line could be served. A waiter that got
+        fewer than it wanted stays in line (at the back if it got some, so turns go round); one that
+        got all it wanted leaves the line.
         """
         if wanted <= 0:
             self.withdraw(waiter)
             return 0
         granted = 0
         free = self.free(origin)
-        if free > 0:
-            ahead, behind = self._servable_around(waiter)
-            if not ahead:
-                granted = min(wanted, math.ceil(free / (1 + behind)))
-        if granted:
+        if free > 0 and not self._anyone_servable_ahead(waiter):
+            granted = min(wanted, free)
             self.in_use += granted
             if origin is not None:
                 self._by_origin[origin] = self._by_origin.get(origin, 0) + granted
             self._line.pop(waiter, None)
         if granted < wanted:
-            self._line[waiter] = origin  # a new waiter, or one that got some, goes to the back
+            self._line[waiter] = (origin, wanted - granted)  # a new waiter, or one that got some: at the back
         return granted
 
-    def _servable_around(self, waiter: Hashable) -> tuple[int, int]:
-        """How many waiters ahead of ``waiter``, and behind it, could take a slot now."""
-        ahead = behind = 0
-        seen = False  # everyone in line is ahead of a waiter not in it
-        for key, origin in self._line.items():
+    def _anyone_servable_ahead(self, waiter: Hashable) -> bool:
+        """Whether a waiter ahead of ``waiter`` (everyone, if it is not in line) could take a slot now."""
+        for key, (origin, _) in self._line.items():
             if key == waiter:
-                seen = True
-            elif self.free(origin) > 0:
-                if seen:
-                    behind += 1
-                else:
-                    ahead += 1
-        return ahead, behind
+                return False
+            if self.free(origin) > 0:
+                return True
+        return False
 
     def withdraw(self, waiter: Hashable) -> None:
         """``waiter`` no longer waits (its backlog is empty, it is paused or gone)."""
         self._line.pop(waiter, None)
+
+    def move(self, taken_for: Hashable | None, origin: Hashable) -> bool:
+        """Move a slot taken for one destination to ``origin`` if it has room (the claim was admitted)."""
+        if self._by_origin.get(origin, 0) >= self.limits.per_origin:
+            return False
+        self.release(taken_for)
+        self.in_use += 1
+        self._by_origin[origin] = self._by_origin.get(origin, 0) + 1
+        return True
 
     def release(self, origin: Hashable | None, count: int = 1) -> None:
         """Give back ``count`` slots taken for ``origin``."""
@@ -152,16 +153,16 @@ class ConnectionSlots:
                 self._by_origin.pop(origin, None)
 
     def turns(self) -> list[Hashable]:
-        """The waiters to wake now: in turn order, as many as the free slots could serve."""
+        """The waiters to wake now: in turn order, those the free slots serve when each takes its want."""
         free_total = self.limits.total - self.in_use
-        promised: dict[Hashable, int] = {}
+        promised: dict[Hashable | None, int] = {}
         woken: list[Hashable] = []
-        for waiter, origin in self._line.items():
+        for waiter, (origin, wanted) in self._line.items():
             if free_total <= 0:
                 break
-            if self.free(origin) - promised.get(origin, 0) > 0:
+            given = min(wanted, free_total, self.free(origin) - promised.get(origin, 0))
+            if given > 0:
                 woken.append(waiter)
-                free_total -= 1
-                if origin is not None:
-                    promised[origin] = promised.get(origin, 0) + 1
+                free_total -= given
+                promised[origin] = promised.get(origin, 0) + given
         return woken

@@ -72,17 +72,20 @@ def test_a_waiter_for_a_full_origin_does_not_hold_up_another_origin() -> None:
 
 
 def test_no_one_jumps_the_line_and_waiters_take_turns() -> None:
-    slots = ConnectionSlots(ConnectionLimits(total=2, per_origin=2))
-    assert slots.take("hot", A, 100) == 2
-    assert slots.take("cold", A, 3) == 0
+    slots = ConnectionSlots(ConnectionLimits(total=3, per_origin=3))
+    assert slots.take("hot", A, 100) == 3
+    assert slots.take("cold", A, 2) == 0
     slots.release(A, 2)
-    assert slots.turns() == ["hot", "cold"]
-    assert slots.take("newcomer", A, 1) == 0  # hot and cold are ahead
-    assert slots.take("hot", A, 100) == 1  # its share: the other free slot is cold's
-    assert slots.take("cold", A, 3) == 1
-    assert slots.waiting == ["newcomer", "hot", "cold"]  # each went to the back after its turn
-    slots.release(A)
-    assert slots.turns() == ["newcomer"]
+    assert slots.turns() == ["hot"]  # the first in line wants both free slots
+    assert slots.take("newcomer", A, 1) == 0  # hot is ahead
+    assert slots.take("cold", A, 2) == 0  # so is it
+    assert slots.take("hot", A, 100) == 2
+    assert slots.waiting == ["cold", "newcomer", "hot"]  # hot went to the back after its turn
+    slots.release(A, 3)
+    assert slots.turns() == ["cold", "newcomer"]  # 2 + 1 slots: both are served
+    assert slots.take("cold", A, 2) == 2
+    assert slots.take("newcomer", A, 1) == 1
+    assert slots.waiting == ["hot"]
 
 
 def test_a_waiter_that_leaves_or_gets_all_it_wants_leaves_the_line() -> None:
@@ -94,3 +97,13 @@ def test_a_waiter_that_leaves_or_gets_all_it_wants_leaves_the_line() -> None:
     slots.release(A)
     assert slots.take("q2", None, 5) == 1  # a destination not known yet: one slot, to learn it
     assert slots.waits("q2")
+
+
+def test_a_slot_taken_before_the_destination_was_known_moves_to_it_if_it_has_room() -> None:
+    slots = ConnectionSlots(ConnectionLimits(total=5, per_origin=1))
+    assert slots.take("q", None, 1) == 1
+    assert slots.move(None, A)
+    assert slots.free(A) == 0 and slots.in_use == 1
+    assert slots.take("q", None, 1) == 1
+    assert not slots.move(None, A)  # A is full: the slot stays where it was
+    assert slots.in_use == 2

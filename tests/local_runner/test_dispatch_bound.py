@@ -58,7 +58,7 @@ def test_tasks_that_cannot_be_sent_yet_stay_queued(sink: Sink, gate: Gate) -> No
     try:
         queue = fill(runner, "q", f"{sink.url}/t", 10, paused=False)
         eventually(lambda: sink.in_flight == 2)
-        eventually(lambda: runner.scheduler is not None and runner.scheduler.slots.waiting != [])
+        eventually(lambda: runner.scheduler is not None and runner.scheduler.waits_for_slot(queue))
         assert runner.store.count_tasks(queue) == {"QUEUED": 8, "DISPATCHING": 2, "EXHAUSTED": 0}
         gate.open.set()
         eventually(lambda: all_done(runner, queue))
@@ -80,7 +80,8 @@ def test_a_hot_queue_does_not_starve_the_others(sink: Sink, gate: Gate) -> None:
         scheduler = runner.scheduler
         assert scheduler is not None
         # ...and the cold queue waits in line, with the one task it claimed to learn its destination.
-        eventually(lambda: len(scheduler.slots.waiting) == 3)
+        eventually(lambda: scheduler.waits_for_slot(cold))
+        assert runner.store.count_tasks(hot) == {"QUEUED": 58, "DISPATCHING": 2, "EXHAUSTED": 0}
         assert runner.store.count_tasks(cold) == {"QUEUED": 5, "DISPATCHING": 1, "EXHAUSTED": 0}
         gate.open.set()
         eventually(lambda: all_done(runner, hot, cold))
