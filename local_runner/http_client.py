@@ -178,6 +178,11 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
+    @property
+    def made(self) -> bool:
+        """Whether the socket was connected (then ``connection_lost`` follows when it closes)."""
+        return self._transport is not None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
@@ -379,19 +384,20 @@ class HttpClient:
         if origin.scheme == "https":
             tls = self._tls = self._tls or ssl.create_default_context()
         self.open_connections += 1
+        connection = _Connection(self._connection_lost)  # counted down in its connection_lost
         try:
-            _, connection = await asyncio.get_running_loop().create_connection(
-                lambda: _Connection(self._connection_lost),
+            await asyncio.get_running_loop().create_connection(
+                lambda: connection,
                 origin.host,
                 origin.port,
                 ssl=tls,
                 server_hostname=origin.host if tls else None,
             )
-        except OSError as error:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError)
-            self._connection_lost()
-            raise ConnectFailed(f"cannot connect to {url}: {_reason(error)}") from error
-        except BaseException:
-            self._connection_lost()
+        except BaseException as error:
+            if not connection.made:  # no connection_lost will come
+                self._connection_lost()
+            if isinstance(error, OSError):  # refused, unreachable, unknown host, TLS handshake (SSLError)
+                raise ConnectFailed(f"cannot connect to {url}: {_reason(error)}") from error
             raise
         return connection
 

@@ -273,11 +273,12 @@ def test_refused_connection_names_the_url() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = HttpClient()
+    client = HttpClient(max_connections=1)
     with pytest.raises(
         ConnectFailed, match=rf"cannot connect to http://127\.0\.0\.1:{port}/x: Connection refused"
     ):
         run(post(client, f"http://127.0.0.1:{port}/x"))
+    assert client.open_connections == 0  # the refused socket does not count against the cap
 
 
 @pytest.mark.parametrize(
