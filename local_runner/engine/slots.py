@@ -19,7 +19,8 @@ RESERVED_FDS = 64
 #: Most outbound connections in all, however high the open-file limit: one destination on 127.0.0.1
 #: has about 28,000 ephemeral ports, and every connection costs memory and event-loop work.
 MAX_CONNECTIONS = 10_000
-#: Most connections per destination unless ``--max-connections-per-host`` says otherwise.
+#: Most connections per destination unless ``--max-connections-per-host`` says otherwise. More in
+#: flight costs more runner CPU per task (docs/performance.md, "Bounded dispatch").
 DEFAULT_PER_ORIGIN = 256
 
 
