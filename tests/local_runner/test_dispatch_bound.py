@@ -30,9 +30,9 @@ def sink(gate: Gate) -> Iterator[Sink]:
     target.close()
 
 
-def start_runner(per_host: int) -> RunnerServer:
+def start_runner(per_host: int, clock: VirtualClock | None = None) -> RunnerServer:
     settings = RunnerSettings(port=0, data_dir=None, shutdown_grace=0.5, max_connections_per_host=per_host)
-    return RunnerServer(settings, clock=VirtualClock(start=float(int(time.time())))).start()
+    return RunnerServer(settings, clock=clock or VirtualClock(start=float(int(time.time())))).start()
 
 
 def fill(runner: RunnerServer, queue_id: str, url: str, count: int, paused: bool = True) -> str:
@@ -112,3 +112,26 @@ def test_run_task_waits_for_a_connection_slot_instead_of_failing(sink: Sink, gat
         runner.stop()
     assert [[a.http_status for a in history] for history in attempts] == [[200], [200]]
     assert sink.peak_in_flight == 1
+
+
+def test_the_dispatch_deadline_starts_when_the_request_is_sent(sink: Sink, gate: Gate) -> None:
+    clock = VirtualClock(start=float(int(time.time())))
+    runner = start_runner(per_host=1, clock=clock)
+    try:
+        busy = fill(runner, "busy", f"{sink.url}/t", 1, paused=False)
+        eventually(lambda: sink.in_flight == 1)
+        paused = fill(runner, "paused", f"{sink.url}/t", 0)
+        waiting = runner.service.create_task(
+            paused, NewTask(HttpRequest(url=f"{sink.url}/t"), dispatch_deadline=15)
+        )
+        runner.service.run_task(waiting.name)
+        scheduler = runner.scheduler
+        assert scheduler is not None
+        eventually(lambda: len(scheduler.slots.waiting) == 1)
+        clock.advance(60)  # four times the waiting task's deadline, spent waiting for the connection
+        gate.open.set()
+        eventually(lambda: all_done(runner, busy, paused))
+        attempts = runner.store.attempts(waiting.name)
+    finally:
+        runner.stop()
+    assert [attempt.http_status for attempt in attempts] == [200]
