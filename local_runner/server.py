@@ -15,6 +15,8 @@ from local_runner.api import browser_guard, rest
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.dispatch import Dispatcher
+from local_runner.engine.slots import connection_limits
+from local_runner.http_client import open_file_limit
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.scheduler import Scheduler
 from local_runner.service import TasksService
@@ -65,7 +67,8 @@ class RunnerServer:
             if settings.data_dir is not None
             else SigningKey.generate()
         )
-        self.dispatcher = Dispatcher(self.clock)
+        limits = connection_limits(open_file_limit(), settings.max_connections_per_host)
+        self.dispatcher = Dispatcher(self.clock, limits)
         self.issuer: TokenIssuer | None = None
         self.scheduler: Scheduler | None = None
         self.base_url = ""
@@ -106,7 +109,11 @@ class RunnerServer:
                 self.settings.host,
             )
         log.info(
-            "local Cloud Tasks runner on %s (data: %s)", self.base_url, self.settings.data_dir or "memory"
+            "local Cloud Tasks runner on %s (data: %s; at most %d connections per host, %d in all)",
+            self.base_url,
+            self.settings.data_dir or "memory",
+            self.dispatcher.limits.per_origin,
+            self.dispatcher.limits.total,
         )
 
     def _issuer_view(self, document: Callable[[TokenIssuer], object]) -> Handler:
