@@ -51,14 +51,19 @@ log = logging.getLogger("local_runner.api")
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def register(app: web.Application, service: TasksService, test_aids: bool = True) -> None:
-    """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay)."""
-    app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(CloudTasksApi(service).router, API_PREFIX))
+def register(app: web.Application, service: TasksService, test_aids: bool = True) -> Router:
+    """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay).
+
+    Returns the ``/v2/`` router, which the gRPC front shares.
+    """
+    api = CloudTasksApi(service)
+    app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(api.router, API_PREFIX))
     app.router.add_route(
         "*",
         runner_ext.PREFIX + _ANY_TAIL,
         make_view(runner_ext.routes(service, test_aids), runner_ext.PREFIX),
     )
+    return api.router
 
 
 def make_view(router: Router, prefix: str) -> View:

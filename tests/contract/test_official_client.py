@@ -1,4 +1,4 @@
-"""The official ``google-cloud-tasks`` client (REST transport) as a peer of a ``runner serve`` process."""
+"""The official ``google-cloud-tasks`` client (REST and gRPC transports) as a peer of a ``runner serve`` process."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The official ``google-cloud-tasks`` client (REST transport) against a real ``runner serve`` process."""
+"""The official ``google-cloud-tasks`` client (REST and gRPC transports) against a real ``runner serve`` process."""
 
 from __future__ import annotations
 
