@@ -1,4 +1,4 @@
-"""The official ``google-cloud-tasks`` client (REST and gRPC transports) as a peer of a ``runner serve`` process."""
+"""The official ``google-cloud-tasks`` client, on REST and on gRPC, as a peer of ``runner serve``."""
 
 from __future__ import annotations
 
