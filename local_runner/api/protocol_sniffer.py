@@ -117,7 +117,7 @@ class _Sniffing(asyncio.Protocol):
             self._sniffer.hint(
                 "tls",
                 "a client opened a TLS connection; the runner speaks plain text: use http://host:port for "
-                "REST and an insecure channel (no TLS) for gRPC",
+                "REST and an insecure channel for gRPC (docs/connect-your-client.md)",
             )
             transport.close()
         else:
