@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from collections.abc import Callable
 from typing import Any
 
@@ -42,10 +44,8 @@ def client_stubs() -> dict[str, tuple[Callable[..., Any], Callable[..., Any]]]:
     transport._logged_channel = recorder
     for name in dir(type(transport)):
         if isinstance(getattr(type(transport), name, None), property):
-            try:
+            with contextlib.suppress(Exception):  # properties that are not stubs
                 getattr(transport, name)
-            except Exception:  # properties that are not stubs
-                pass
     channel.close()
     return recorder.stubs
 
