@@ -14,7 +14,6 @@ from google.api_core.exceptions import (
     Conflict,
     FailedPrecondition,
     InvalidArgument,
-    MethodNotImplemented,
     NotFound,
 )
 from google.cloud import tasks_v2
@@ -227,8 +226,6 @@ def test_task_errors(client: tasks_v2.CloudTasksClient) -> None:
         client.run_task(name=f"{queue}/tasks/never")
     with pytest.raises(NotFound):
         client.delete_task(name=f"{queue}/tasks/never")
-    with pytest.raises(MethodNotImplemented):
-        client.get_cmek_config(name=f"{PARENT}/cmekConfig")
 
 
 def test_run_task_on_a_paused_queue(client: tasks_v2.CloudTasksClient) -> None:
