@@ -166,3 +166,13 @@ def test_a_tls_client_gets_a_one_line_hint(
     assert len(hints) == 1
     assert "insecure channel" in hints[0].getMessage()
     assert a_queue(client, "after-tls").state == tasks_v2.Queue.State.RUNNING
+
+
+def test_grpc_over_http1_gets_a_404_and_a_hint(address: str, quiet: pytest.LogCaptureFixture) -> None:
+    request = (
+        b"POST /google.cloud.tasks.v2.CloudTasks/GetQueue HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/grpc-web\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    assert send_and_close(address, request, half_close=False).startswith(b"HTTP/1.1 404")
+    hints = [r.getMessage() for r in quiet.records if "over HTTP/1.1" in r.getMessage()]
+    assert len(hints) == 1 and "HTTP/2" in hints[0]
