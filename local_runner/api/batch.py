@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from local_runner.api.request import Call, JsonObject, check_fields, parse_view
@@ -35,6 +36,18 @@ _NONE_SUCCEEDED = (
 )
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """One batch call being run: its queue, its operation's name and metadata type, its entries."""
+
+    parent: str
+    operation: str
+    metadata_type: str
+    items: Sequence[Any]
+    started: float
+    int_enums: bool
+
+
 class BatchTasks:
     """The batch methods and GetOperation, over the same service as CreateTask and DeleteTask."""
 
@@ -44,17 +57,13 @@ class BatchTasks:
 
     def create(self, call: Call) -> JsonObject:
         """BatchCreateTasks: up to 100 CreateTaskRequests for the queue in the path."""
-        parent = call.params["parent"]
-        fields = call.fields("parent", "requests", "requestId")
-        existing = self._existing(parent, fields)
-        if existing is not None:
-            return existing
-        requests = _list(fields, "requests", MAX_CREATE_REQUESTS)
-        started = self.service.clock.now()
-        self.service.get_queue(parent)
+        batch = self._begin(call, "requests", MAX_CREATE_REQUESTS, "BatchCreateTasksMetadata")
+        if not isinstance(batch, _Batch):
+            return batch
+        parent = batch.parent
         failed: dict[int, ApiError] = {}
         built: list[tuple[int, Task, TaskView]] = []
-        for index, item in enumerate(requests):
+        for index, item in enumerate(batch.items):
             where = f"requests[{index}]"
             try:
                 if not isinstance(item, Mapping):
@@ -76,35 +85,24 @@ class BatchTasks:
                 created.append(task_to_json(task, view, call.int_enums))
             else:
                 failed[index] = refused
-        response = {"@type": _TYPE + "BatchCreateTasksResponse", "tasks": created}
-        name = self._name(parent, fields)
-        return self._finish(
-            name, "BatchCreateTasksMetadata", started, failed, len(requests), response, call.int_enums
-        )
+        return self._finish(batch, failed, {"@type": _TYPE + "BatchCreateTasksResponse", "tasks": created})
 
     def delete(self, call: Call) -> JsonObject:
         """BatchDeleteTasks: up to 1000 task names of the queue in the path; not atomic."""
-        parent = call.params["parent"]
-        fields = call.fields("parent", "names", "requestId")
-        existing = self._existing(parent, fields)
-        if existing is not None:
-            return existing
-        names = _list(fields, "names", MAX_DELETE_NAMES)
-        started = self.service.clock.now()
-        self.service.get_queue(parent)
+        batch = self._begin(call, "names", MAX_DELETE_NAMES, "BatchDeleteTasksMetadata")
+        if not isinstance(batch, _Batch):
+            return batch
         failed: dict[int, ApiError] = {}
-        for index, name in enumerate(names):
+        for index, name in enumerate(batch.items):
             try:
                 if not isinstance(name, str):
                     raise InvalidArgument(f"Invalid value at 'names[{index}]' (TYPE_STRING), {name!r}")
-                parse_task_name(name, parent=parent)
+                parse_task_name(name, parent=batch.parent)
                 self.service.delete_task(name)
             except ApiError as error:
                 failed[index] = error
-        response = {"@type": "type.googleapis.com/google.protobuf.Empty", "value": {}}
-        name = self._name(parent, fields)
         return self._finish(
-            name, "BatchDeleteTasksMetadata", started, failed, len(names), response, call.int_enums
+            batch, failed, {"@type": "type.googleapis.com/google.protobuf.Empty", "value": {}}
         )
 
     def get_operation(self, call: Call) -> JsonObject:
@@ -116,49 +114,47 @@ class BatchTasks:
             raise NotFound(f"Operation {name} was not found.")
         return operation
 
-    def _existing(self, parent: str, fields: JsonObject) -> JsonObject | None:
-        """The operation of an earlier call with the same ``requestId`` (a retry is not run twice)."""
-        if not fields.get("requestId"):
-            return None
-        return self._operations.get(self._name(parent, fields))
+    def _begin(self, call: Call, key: str, limit: int, metadata_type: str) -> _Batch | JsonObject:
+        """The batch to run, or the operation of an earlier call with the same ``requestId``.
 
-    def _name(self, parent: str, fields: JsonObject) -> str:
+        Raises:
+            InvalidArgument: no entries, too many, or a malformed field.
+            NotFound: the queue does not exist.
+        """
+        parent = call.params["parent"]
+        fields = call.fields("parent", key, "requestId")
         request_id = fields.get("requestId") or str(uuid.uuid4())
         if not isinstance(request_id, str):
             raise InvalidArgument(f"Invalid value at 'request_id' (TYPE_STRING), {request_id!r}")
         location = str(parse_queue_name(parent)).split("/queues/")[0]
-        return f"{location}/operations/{request_id}"
+        operation = f"{location}/operations/{request_id}"
+        if operation in self._operations:  # a retry is not run twice
+            return self._operations[operation]
+        items = _list(fields, key, limit)
+        self.service.get_queue(parent)
+        return _Batch(parent, operation, metadata_type, items, self.service.clock.now(), call.int_enums)
 
-    def _finish(
-        self,
-        name: str,
-        metadata_type: str,
-        started: float,
-        failed: Mapping[int, ApiError],
-        total: int,
-        response: JsonObject,
-        int_enums: bool,
-    ) -> JsonObject:
+    def _finish(self, batch: _Batch, failed: Mapping[int, ApiError], response: JsonObject) -> JsonObject:
         """Store and return the done operation."""
         state = "PARTIALLY_SUCCEEDED" if failed else "SUCCEEDED"
         metadata: JsonObject = {
-            "@type": _TYPE + metadata_type,
-            "startTime": format_timestamp(started),
+            "@type": _TYPE + batch.metadata_type,
+            "startTime": format_timestamp(batch.started),
             "endTime": format_timestamp(self.service.clock.now()),
-            "state": _STATE_NUMBERS[metadata_type][state] if int_enums else state,
+            "state": _STATE_NUMBERS[batch.metadata_type][state] if batch.int_enums else state,
         }
         if failed:
             metadata["failedRequests"] = {
                 str(index): {"code": error.code.rpc_code, "message": error.message}
                 for index, error in sorted(failed.items())
             }
-        operation: JsonObject = {"name": name, "metadata": metadata, "done": True}
-        if failed and len(failed) == total:
-            message = _NONE_SUCCEEDED.format(metadata=metadata_type)
+        operation: JsonObject = {"name": batch.operation, "metadata": metadata, "done": True}
+        if failed and len(failed) == len(batch.items):
+            message = _NONE_SUCCEEDED.format(metadata=batch.metadata_type)
             operation["error"] = {"code": 10, "message": message}  # google.rpc.Code.ABORTED
         else:
             operation["response"] = response
-        self._operations[name] = operation
+        self._operations[batch.operation] = operation
         while len(self._operations) > MAX_OPERATIONS:
             self._operations.popitem(last=False)
         return operation
