@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -52,7 +53,7 @@ def main() -> None:
     default=3600.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="Seconds a completed or deleted task's name stays blocked.",
+    help="Seconds a completed, deleted or exhausted task's name stays blocked.",
 )
 @click.option(
     "--no-test-aids", is_flag=True, help="Refuse the state-changing test aids (/runner/v1/reset, :replay)."
@@ -87,15 +88,21 @@ def serve(
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:
         server = RunnerServer(settings)
-        asyncio.run(server.run())
+        asyncio.run(server.run(stop_signals=(signal.SIGINT, signal.SIGTERM)))
     except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+        pass  # Ctrl-C or SIGTERM before the event loop took them over
     except RunnerError as error:
         raise click.ClickException(str(error)) from error
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    click.echo("stopped", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 main.add_command(queues)

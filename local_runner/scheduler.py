@@ -273,7 +273,8 @@ class Scheduler:
     async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
         """Store an attempt's outcome with the others that ended in the same turn of the loop."""
         decision = decide(task, outcome, queue.retry_config)
-        tombstone = outcome.response_time + self.service.task_tombstone if decision.delete else None
+        ended = decision.next_retry_in is None  # done or retries exhausted: the name is tombstoned
+        tombstone = outcome.response_time + self.service.task_tombstone if ended else None
         pending = _Unrecorded(FinishedAttempt(decision.task, decision.attempt, tombstone))
         self._unrecorded.append(pending)
         if self._recorder is None or self._recorder.done():

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
+import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from local_runner import oidc
-from local_runner.api import rest
+from local_runner.api import browser_guard, rest
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
@@ -20,20 +20,14 @@ from local_runner.dispatch import Dispatcher
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.scheduler import Scheduler
 from local_runner.service import TasksService
-from local_runner.store import open_store
+from local_runner.store import DataDirLock, open_store
 
 log = logging.getLogger("local_runner")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the runner reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+#: Whether binding a host keeps the runner reachable from this machine only.
+is_loopback = browser_guard.is_loopback_host
 
 
 class RunnerServer:
@@ -49,7 +43,14 @@ class RunnerServer:
         queue_specs = (
             load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
         )
-        self.store = open_store(settings.data_dir)
+        # One runner per data directory: a second one would re-queue this one's attempts in flight.
+        data_dir = settings.data_dir
+        self._data_dir_lock = DataDirLock.acquire(data_dir) if data_dir is not None else None
+        try:
+            self.store = open_store(settings.data_dir)
+        except BaseException:
+            self._release_data_dir()
+            raise
         self.service = TasksService(
             self.store,
             self.clock,
@@ -80,7 +81,10 @@ class RunnerServer:
 
     async def open(self) -> None:
         """Bind the port, then start dispatching (on the running loop)."""
-        app = web.Application(client_max_size=rest.MAX_REQUEST_BYTES)
+        app = web.Application(
+            client_max_size=rest.MAX_REQUEST_BYTES,
+            middlewares=[browser_guard.middleware(loopback_only=is_loopback(self.settings.host))],
+        )
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
@@ -120,21 +124,46 @@ class RunnerServer:
     async def close(self) -> None:
         """Stop dispatching, close the API and the store; attempts cut short are re-run after restart."""
         if self.scheduler is not None:
+            if self.scheduler.in_flight:
+                log.info(
+                    "stopping: waiting up to %gs for %d attempt(s) in flight",
+                    self.settings.shutdown_grace,
+                    self.scheduler.in_flight,
+                )
             await self.scheduler.stop(self.settings.shutdown_grace)
         if self._port is not None:
             await self._port.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.close()
-        self.store.close()
-
-    async def run(self) -> None:
-        """Serve until cancelled (Ctrl-C in the CLI), then close cleanly."""
-        await self.open()
         try:
-            await asyncio.Event().wait()
+            self.store.close()
         finally:
-            await self.close()
+            self._release_data_dir()
+
+    def _release_data_dir(self) -> None:
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
+
+    async def run(self, stop_signals: Sequence[signal.Signals] = ()) -> None:
+        """Serve until cancelled or one of ``stop_signals`` arrives, then close cleanly.
+
+        The CLI stops on SIGINT (Ctrl-C) and SIGTERM (``docker stop``, systemd) alike: no new attempt
+        starts, attempts in flight get ``shutdown_grace`` seconds and their outcomes are stored.
+        """
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in stop_signals:
+            loop.add_signal_handler(signum, _stop_on, signum, stop)
+        try:
+            await self.open()
+            try:
+                await stop.wait()
+            finally:
+                await self.close()
+        finally:
+            for signum in stop_signals:
+                loop.remove_signal_handler(signum)
 
     # -- background-thread lifecycle (tests, embedding) ------------------------------------------
 
@@ -180,3 +209,9 @@ class RunnerServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_on(signum: signal.Signals, stop: asyncio.Event) -> None:
+    if not stop.is_set():
+        log.info("%s received: stopping", signum.name)
+        stop.set()

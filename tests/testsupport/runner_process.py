@@ -71,6 +71,11 @@ class RunnerProcess:
         """Ctrl-C, then wait for a clean exit; returns the exit code."""
         assert self._process is not None
         self._process.send_signal(signal.SIGINT)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float = 20.0) -> int:
+        """Wait for the process to exit; returns the exit code (``-N``: killed by signal N)."""
+        assert self._process is not None
         return self._process.wait(timeout)
 
     def close(self) -> None:
