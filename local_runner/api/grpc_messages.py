@@ -62,7 +62,7 @@ def to_rest_call(method: RpcMethod, request: Message) -> RestCall:
         path = path[:start] + value + path[path.index("}", start) + 1 :]
     if method.body == "*":
         return RestCall(path, {}, document)
-    body: JsonObject = document.pop(_camel(method.body), {}) if method.body else {}
+    body: JsonObject = document.pop(method.body_field, {}) if method.body_field else {}
     return RestCall(path, _flatten(document), body)
 
 
@@ -88,11 +88,6 @@ def _bad_resource(variable: PathVariable, value: object) -> InvalidArgument:
     return InvalidArgument(
         f"Invalid resource field value in the request: {field} {shown} must have the form {variable.pattern}."
     )
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.capitalize() for part in rest)
 
 
 def _flatten(document: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

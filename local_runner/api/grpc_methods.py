@@ -19,6 +19,8 @@ from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 from google.protobuf.message import Message
 
+from local_runner.api.request import camel
+
 TASKS_SERVICE = "google.cloud.tasks.v2.CloudTasks"
 LOCATIONS_SERVICE = "google.cloud.location.Locations"
 OPERATIONS_SERVICE = "google.longrunning.Operations"
@@ -52,13 +54,16 @@ class RpcMethod:
     #: ``*`` (every field not in the path), a top-level field name, or ``""`` (every field is a query one).
     body: str = ""
     variables: tuple[PathVariable, ...] = field(init=False)
+    #: ``body`` as a proto3 JSON (lowerCamelCase) name, when it names one field.
+    body_field: str = field(init=False)
 
     def __post_init__(self) -> None:
         found = tuple(
-            PathVariable(_camel(name), pattern or "*", _pattern_regex(pattern or "*"))
+            PathVariable(_json_path(name), pattern or "*", _pattern_regex(pattern or "*"))
             for name, pattern in _VARIABLE.findall(self.path)
         )
         object.__setattr__(self, "variables", found)
+        object.__setattr__(self, "body_field", camel(self.body) if self.body not in ("", "*") else "")
 
     @property
     def full_name(self) -> str:
@@ -66,8 +71,9 @@ class RpcMethod:
         return f"/{self.service}/{self.name}"
 
 
-def _camel(dotted: str) -> str:
-    return ".".join(re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), part) for part in dotted.split("."))
+def _json_path(dotted: str) -> str:
+    """``cmek_config.name`` -> ``cmekConfig.name``."""
+    return ".".join(camel(part) for part in dotted.split("."))
 
 
 def _pattern_regex(pattern: str) -> re.Pattern[str]:
