@@ -78,16 +78,30 @@ class GrpcFront:
         return to_response(method, result)
 
 
+#: How many distinct unserved services get a hint in the log (a misbehaving client cannot flood it).
+_MAX_HINTS = 20
+
+
 class _Unimplemented(grpc.GenericRpcHandler):
-    """Any method no service handler claimed: UNIMPLEMENTED, naming what the runner serves."""
+    """Any method no service handler claimed: UNIMPLEMENTED, naming what the runner serves.
+
+    The first call to each unserved service also logs a one-line hint (a v2beta3 client, say).
+    """
+
+    def __init__(self) -> None:
+        self._hinted: set[str] = set()
 
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
         name = str(handler_call_details.method)
-        message = (
-            f"Method {name} is not implemented by the local Cloud Tasks runner; it serves "
+        served = (
             f"{grpc_methods.TASKS_SERVICE}, {grpc_methods.LOCATIONS_SERVICE} and "
-            f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation."
+            f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation"
         )
+        message = f"Method {name} is not implemented by the local Cloud Tasks runner; it serves {served}."
+        service = name.rpartition("/")[0]
+        if service not in self._hinted and len(self._hinted) < _MAX_HINTS:
+            self._hinted.add(service)
+            log.warning("a gRPC client called %s, which is not served (the runner serves %s)", name, served)
 
         async def behaviour(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)

@@ -103,6 +103,10 @@ def test_unknown_methods_are_unimplemented(channel: grpc.Channel, quiet: pytest.
         error = raw_call(channel, path, b"")
         assert error.code() is grpc.StatusCode.UNIMPLEMENTED, path
         assert "google.cloud.tasks.v2.CloudTasks" in str(error.details())
+    raw_call(channel, "/google.cloud.tasks.v2beta3.CloudTasks/GetQueue", b"")
+    hints = [r.getMessage() for r in quiet.records if "which is not served" in r.getMessage()]
+    assert len(hints) == 3  # one per service, not per call
+    assert "google.cloud.tasks.v2beta3.CloudTasks/CreateTask" in hints[0]
 
 
 def test_values_without_a_json_form_and_bad_names_name_the_field(
