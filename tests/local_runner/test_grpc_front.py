@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import socket
@@ -15,7 +16,10 @@ from google.api_core.client_options import ClientOptions
 from google.api_core.exceptions import ServiceUnavailable
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
-from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
+from google.cloud.tasks_v2.services.cloud_tasks.transports import (
+    CloudTasksGrpcAsyncIOTransport,
+    CloudTasksGrpcTransport,
+)
 from google.protobuf import json_format
 
 from local_runner.api.grpc_methods import METHODS
@@ -198,3 +202,15 @@ def test_random_bytes_to_every_method_never_fail_inside(
             seen.add(error.code())
     assert seen <= {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
     assert a_queue(client, "after-random-bytes").state == tasks_v2.Queue.State.RUNNING
+
+
+def test_the_asyncio_client(address: str, quiet: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> tasks_v2.Queue:
+        async with grpc.aio.insecure_channel(address) as opened:
+            client = tasks_v2.CloudTasksAsyncClient(transport=CloudTasksGrpcAsyncIOTransport(channel=opened))
+            queue = await client.create_queue(
+                parent=PARENT, queue=tasks_v2.Queue(name=f"{PARENT}/queues/from-asyncio")
+            )
+            return await client.get_queue(name=queue.name)
+
+    assert asyncio.run(scenario()).state == tasks_v2.Queue.State.RUNNING
