@@ -560,11 +560,19 @@ class Peer(Child):
 
     def client(self, *args: str, timeout: float = 600) -> dict[str, Any]:
         """Run ``bench/peer_client.py`` in the peer's venv against it; returns its JSON answer."""
-        command = [str(self.python), str(BENCH / "peer_client.py"), "--port", str(self.port), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"peer client failed:\n{done.stderr[-3000:]}")
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return grpc_client(self.python, self.port, *args, timeout=timeout)
+
+
+def grpc_client(python: Path, port: int, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run ``bench/peer_client.py`` (the official client on gRPC) with ``python`` against ``port``.
+
+    It speaks to any gRPC Cloud Tasks on 127.0.0.1: the peer, or the runner (REST and gRPC share its port).
+    """
+    command = [str(python), str(BENCH / "peer_client.py"), "--port", str(port), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"gRPC client failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # -- wrk -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Wires store, service, scheduler, dispatcher, OIDC issuer and REST API onto one event loop."""
+"""Wires store, service, scheduler, dispatcher, OIDC issuer and the REST and gRPC APIs onto one event loop."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from aiohttp import web
 
 from local_runner import oidc
 from local_runner.api import browser_guard, rest
+from local_runner.api.grpc_front import GrpcFront
+from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.dispatch import Dispatcher
@@ -73,6 +75,7 @@ class RunnerServer:
         self.scheduler: Scheduler | None = None
         self.base_url = ""
         self._runner: web.AppRunner | None = None
+        self._port: OnePortServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -88,15 +91,16 @@ class RunnerServer:
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
-        rest.register(app, self.service, self.settings.test_aids)
+        api_router = rest.register(app, self.service, self.settings.test_aids)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        assert self._runner.server is not None
+        self._port = OnePortServer(self._runner.server, GrpcFront(api_router))  # REST and gRPC, one port
         try:
-            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+            port = await self._port.start(self.settings.host, self.settings.port)
         except BaseException:
             await self._runner.cleanup()
             raise
-        port = self._runner.addresses[0][1]
         host = self.settings.host if self.settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
         self.base_url = f"http://{host}:{port}"
         self.issuer = TokenIssuer(self.signing_key, self.base_url)
@@ -134,6 +138,8 @@ class RunnerServer:
                     self.scheduler.in_flight,
                 )
             await self.scheduler.stop(self.settings.shutdown_grace)
+        if self._port is not None:
+            await self._port.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.close()
