@@ -135,6 +135,7 @@ RATIOS = {
     "ratio_1_thread": ("rest_1_thread", "peer_1_thread", "runner / peer, 1 client thread"),
     "ratio_8_threads": ("rest_8_threads", "peer_8_threads", "runner / peer, 8 client threads"),
     "ratio_best": ("wrk_8_connections", "peer_8_threads", "runner (wrk, 8 conns) / peer (8 threads)"),
+    "enqueue_many_vs_raw": ("enqueue_many_8", "rest_8_threads", "enqueue_many(8) / raw REST, 8 threads"),
 }
 
 
