@@ -1,4 +1,4 @@
-"""RedisDedupStore: ``SET NX PX`` claims and owner-checked Lua scripts, for workers on many hosts."""
+"""RedisDedupStore: one Lua script per claim and per owner-checked settle, for workers on many hosts."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 1
 
 # KEYS[1] key; ARGV: new record, now, ttl in ms. Returns the live record, or nil once the new one is stored.
-# Runs only after SET NX failed: the key exists in Redis but may be expired by the store's clock.
+# One round trip whether the key is free, live, or present in Redis but expired by the store's clock.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if current and tonumber(cjson.decode(current)['expires_at']) > tonumber(ARGV[2]) then
@@ -56,7 +56,7 @@ def _ttl_ms(expires_at: float, now: float) -> int:
 
 
 class RedisDedupStore(DedupStore):
-    """Dedup records as Redis strings (JSON) with a TTL: one round trip per claim, Lua for the rest.
+    """Dedup records as Redis strings (JSON) with a TTL: one round trip (a Lua script) per operation.
 
     Args:
         client: A ``redis.Redis`` client (bytes or decoded responses).
@@ -103,8 +103,6 @@ class RedisDedupStore(DedupStore):
         name = self.prefix + record.key
         value = record.to_json()
         ttl_ms = _ttl_ms(record.expires_at, now)
-        if self.client.set(name, value, nx=True, px=ttl_ms):
-            return None
         current = self._claim_script(keys=[name], args=[value, repr(now), ttl_ms])
         return DedupRecord.from_json(record.key, current) if current else None
 

@@ -187,3 +187,31 @@ def test_sqlite_connections_stay_bounded_under_thread_churn(tmp_path: Path) -> N
     finally:
         store.close()
     assert store._idle == []
+
+
+def test_redis_claim_and_complete_are_one_command_each(
+    redis_server: Any, store_factory: Callable[..., DedupStore]
+) -> None:
+    """Counted with MONITOR on the real server: commands sent by clients, not those run inside scripts."""
+    import redis
+
+    store = store_factory("redis")
+    first = store.claim("k", "fp")  # also loads the script
+    assert first.acquired
+    with redis.Redis.from_url(redis_server.url) as marker, redis.Redis.from_url(redis_server.url) as watcher:
+        marker.ping()  # connected before the monitor starts
+        with watcher.monitor() as monitor:
+
+            def commands_sent(operation: Callable[[], object]) -> list[str]:
+                operation()
+                marker.execute_command("ECHO", "marker")
+                sent = []
+                while (command := monitor.next_command())["command"] != "ECHO marker":
+                    if command["client_type"] != "lua":
+                        sent.append(command["command"].split()[0])
+                return sent
+
+            assert commands_sent(lambda: store.claim("k", "fp")) == ["EVALSHA"]  # a duplicate: one round trip
+            assert commands_sent(lambda: store.claim("fresh", "fp")) == ["EVALSHA"]
+            response = StoredResponse(200, b"ok")
+            assert commands_sent(lambda: store.complete(first.record, response)) == ["EVALSHA"]
