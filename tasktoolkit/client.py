@@ -11,9 +11,10 @@ import datetime as dt
 import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -469,10 +470,24 @@ class TasksClient:
             except TypeError as exc:  # an unknown option name
                 return EnqueueResult(index, error=invalid(f"tasks[{index}]: {exc}"))
 
+        items = enumerate(tasks)
+        lock = threading.Lock()
         results: list[EnqueueResult] = []
-        with ThreadPoolExecutor(max_workers, thread_name_prefix="tasktoolkit-enqueue") as pool:
-            for result in _bounded(pool, create, enumerate(tasks), max_workers * 2):
+
+        def drain() -> None:
+            """One worker: takes the next task until none is left (the input is read under the lock)."""
+            while True:
+                with lock:
+                    item = next(items, None)
+                if item is None:
+                    return
+                result = create(*item)
                 results.append(result)
+
+        with ThreadPoolExecutor(max_workers, thread_name_prefix="tasktoolkit-enqueue") as pool:
+            workers = [pool.submit(drain) for _ in range(max_workers)]
+        for worker in workers:
+            worker.result()
         results.sort(key=lambda r: r.index)
         return results
 
@@ -551,20 +566,3 @@ class TasksClient:
     def delete_queue(self, queue: str) -> None:
         """Deletes the queue and its tasks (its name cannot be reused for a while on the real service)."""
         self._call("DELETE", self.queue_path(queue), queue=queue)
-
-
-def _bounded(
-    pool: ThreadPoolExecutor,
-    work: Callable[[int, Mapping[str, Any]], EnqueueResult],
-    items: Iterable[tuple[int, Mapping[str, Any]]],
-    limit: int,
-) -> Iterator[EnqueueResult]:
-    """Runs ``work`` over ``items`` with at most ``limit`` submitted at once (inputs are read lazily)."""
-    pending: set[Future[EnqueueResult]] = set()
-    for index, options in items:
-        pending.add(pool.submit(work, index, options))
-        if len(pending) >= limit:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (future.result() for future in done)
-    for future in pending:
-        yield future.result()
