@@ -259,6 +259,11 @@ class PooledWire:
         for connection in idle:
             connection.close()
 
+    def __del__(self) -> None:
+        # A client that is dropped without close() (e.g. an app's, built from config) closes its sockets.
+        if hasattr(self, "_idle"):
+            self.close()
+
 
 def _closed_by_peer(connection: http.client.HTTPConnection) -> bool:
     """Whether an idle keep-alive connection is unusable: readable while idle means closed (or garbage)."""
