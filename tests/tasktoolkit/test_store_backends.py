@@ -129,12 +129,15 @@ def test_redis_outage_raises_unavailable_and_recovers(
         store.close()
 
 
-def test_redis_store_accepts_a_decoding_client(redis_server: Any) -> None:
+@pytest.mark.parametrize("single_connection", [False, True])
+def test_redis_store_accepts_a_decoding_client(redis_server: Any, single_connection: bool) -> None:
     import redis
 
     from tasktoolkit.dedup import RedisDedupStore
 
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, single_connection_client=single_connection
+    )
     store = RedisDedupStore(client, prefix="decoded:")
     try:
         claim = store.claim("k", "fp")
@@ -187,6 +190,21 @@ def test_sqlite_connections_stay_bounded_under_thread_churn(tmp_path: Path) -> N
     finally:
         store.close()
     assert store._idle == []
+
+
+def test_redis_scripts_are_loaded_again_after_a_script_flush(
+    redis_server: Any, store_factory: Callable[..., DedupStore]
+) -> None:
+    import redis
+
+    store = store_factory("redis")
+    first = store.claim("k", "fp")
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.script_flush()
+    assert not store.claim("k", "fp").acquired
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.script_flush()
+    assert store.complete(first.record, StoredResponse(200, b"ok"))
 
 
 def test_redis_claim_and_complete_are_one_command_each(
