@@ -233,3 +233,22 @@ def test_redis_claim_and_complete_are_one_command_each(
             assert commands_sent(lambda: store.claim("fresh", "fp")) == ["EVALSHA"]
             response = StoredResponse(200, b"ok")
             assert commands_sent(lambda: store.complete(first.record, response)) == ["EVALSHA"]
+
+
+def test_memory_store_sweeps_expired_records_before_evicting_live_ones() -> None:
+    now = [1000.0]
+    store = MemoryDedupStore(max_records=3, clock=lambda: now[0])
+    store.claim("long-1", "fp", lease_s=600)
+    store.claim("short", "fp", lease_s=1)
+    store.claim("long-2", "fp", lease_s=600)
+    now[0] += 5  # "short" has expired but was used more recently than "long-1"
+    store.claim("long-3", "fp", lease_s=600)
+    assert [key for key in ("long-1", "short", "long-2", "long-3") if store.get(key)] == [
+        "long-1",
+        "long-2",
+        "long-3",
+    ]
+    store.get("long-1")  # now the most recently used
+    store.claim("long-4", "fp", lease_s=600)  # full of live records: the least recently used goes
+    assert store.get("long-2") is None
+    assert all(store.get(key) for key in ("long-1", "long-3", "long-4"))
