@@ -31,6 +31,7 @@ class CountingServer(socketserver.ThreadingTCPServer):
         self.lock = threading.Lock()
         self.connections = 0
         self.requests: list[tuple[str, bytes]] = []
+        self.authorizations: list[str | None] = []
         self.open: set[socket.socket] = set()
         #: Read the next request, then close the connection without answering.
         self.drop_next = False
@@ -64,14 +65,14 @@ class _Connection(socketserver.StreamRequestHandler):
         line = self.rfile.readline()
         if not line:
             return False
-        length = 0
+        headers = {}
         while (header := self.rfile.readline()) not in (b"\r\n", b""):
             name, _, value = header.decode().partition(":")
-            if name.lower() == "content-length":
-                length = int(value)
-        body = self.rfile.read(length)
+            headers[name.lower()] = value.strip()
+        body = self.rfile.read(int(headers.get("content-length", 0)))
         with self.server.lock:
             self.server.requests.append((line.decode().split()[1], body))
+            self.server.authorizations.append(headers.get("authorization"))
             drop, self.server.drop_next = self.server.drop_next, False
         if drop:
             return False
@@ -183,3 +184,24 @@ def test_a_proxy_applies_to_a_runner_on_another_host(
     with TasksClient("p", "l", endpoint="http://runner.invalid:8123", retry=RetryPolicy(attempts=1)) as tasks:
         assert tasks.enqueue("q", url="https://w.example/x") is not None
     assert server.requests[0][0] == f"http://runner.invalid:8123{TASKS}"  # absolute URI: proxied
+
+
+def test_google_credentials_go_through_the_proxy_read_at_construction(
+    server: CountingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.oauth2.credentials import Credentials
+
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with TasksClient(
+        "p",
+        "l",
+        endpoint="http://tasks.invalid",
+        credentials=Credentials(token="ya29.t"),
+        retry=RetryPolicy(attempts=1),
+    ) as tasks:
+        monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # read once: later changes do not apply
+        assert tasks.enqueue("q", url="https://w.example/x") is not None
+    assert server.requests[0][0] == f"http://tasks.invalid{TASKS}"
+    assert server.authorizations == ["Bearer ya29.t"]
