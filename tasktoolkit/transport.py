@@ -25,14 +25,15 @@ from requests.adapters import HTTPAdapter
 from requests.utils import get_environ_proxies
 from urllib3.exceptions import NewConnectionError
 
+from tasktoolkit.errors import TaskToolkitError
+
 #: Sent with every request of the pooled wire (``requests`` sends its own).
 USER_AGENT = "tasktoolkit"
 _JSON_HEADERS = {"Content-Type": "application/json"}
-Query = Mapping[str, str] | None
 
 
-class SendFailed(Exception):
-    """A request got no answer.
+class SendFailed(TaskToolkitError):
+    """A request got no answer (the client retries it or raises ``ServiceUnavailable``).
 
     Args:
         message: What failed.
@@ -200,8 +201,6 @@ class PooledWire:
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
         self._closed = False
-        #: Connections opened so far (tests and benchmarks read it).
-        self.opened = 0
 
     def send(
         self, method: str, path: str, query: Mapping[str, str] | None, body: bytes | None
@@ -225,6 +224,9 @@ class PooledWire:
             raise SendFailed(
                 f"{method} {self.endpoint}{target} failed: {exc!r}", maybe_sent=True, reused=reused
             ) from exc
+        except BaseException:
+            connection.close()  # never give back a connection with half a request or answer on it
+            raise
         if response.will_close:
             connection.close()
         else:
@@ -236,8 +238,6 @@ class PooledWire:
         while True:
             with self._lock:
                 connection = self._idle.pop() if self._idle else None
-                if connection is None:
-                    self.opened += 1
             if connection is None:
                 return _Connection(self._host, self._port, self.timeout_s), False
             if not _closed_by_peer(connection):
