@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -12,7 +13,9 @@ import click
 from local_runner.cli_queues import queues
 from local_runner.cli_tasks import tasks
 from local_runner.config import RunnerSettings
+from local_runner.engine.slots import ConnectionLimitError, connection_limits
 from local_runner.errors import RunnerError
+from local_runner.http_client import open_file_limit
 from local_runner.server import RunnerServer
 
 
@@ -52,10 +55,16 @@ def main() -> None:
     default=3600.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="Seconds a completed or deleted task's name stays blocked.",
+    help="Seconds a completed, deleted or exhausted task's name stays blocked.",
 )
 @click.option(
     "--no-test-aids", is_flag=True, help="Refuse the state-changing test aids (/runner/v1/reset, :replay)."
+)
+@click.option(
+    "--max-connections-per-host",
+    type=int,
+    callback=lambda ctx, param, value: _check_connection_cap(value),
+    help="Most requests in flight to one host:port [default: 256, less under a low `ulimit -n`].",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
 def serve(
@@ -68,6 +77,7 @@ def serve(
     queues_file: Path | None,
     task_tombstone: float,
     no_test_aids: bool,
+    max_connections_per_host: int | None,
     verbose: bool,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
@@ -86,16 +96,33 @@ def serve(
         queues_file=queues_file,
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
+        max_connections_per_host=max_connections_per_host,
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:
         server = RunnerServer(settings)
-        asyncio.run(server.run())
+        asyncio.run(server.run(stop_signals=(signal.SIGINT, signal.SIGTERM)))
     except KeyboardInterrupt:
-        click.echo("stopped", err=True)
+        pass  # Ctrl-C or SIGTERM before the event loop took them over
     except RunnerError as error:
         raise click.ClickException(str(error)) from error
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    click.echo("stopped", err=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _check_connection_cap(value: int | None) -> int | None:
+    """Refuse a cap the open-file limit cannot hold, naming the allowed range."""
+    if value is not None:
+        try:
+            connection_limits(open_file_limit(), value)
+        except ConnectionLimitError as error:
+            raise click.BadParameter(str(error)) from error
+    return value
 
 
 main.add_command(queues)

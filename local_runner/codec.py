@@ -34,6 +34,7 @@ from local_runner.model import (
     Task,
     TaskView,
     UriOverride,
+    check_headers,
 )
 
 JsonObject = dict[str, Any]
@@ -52,16 +53,31 @@ _TIMESTAMP_RE = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?(
 # ---------------------------------------------------------------------------------------------
 
 
+def epoch_micros(instant: float) -> int:
+    """An instant in whole microseconds since 1970, the precision of every time the API shows.
+
+    Parsed instants are whole microseconds already; the nearest one is taken so that a float a little
+    under it (seconds since 1970 hold a microsecond only to about 0.2 µs) comes back exactly.
+    """
+    return math.floor(instant * 1_000_000 + 0.5)
+
+
 def format_timestamp(instant: float) -> str:
-    """RFC 3339 in UTC, truncated to microseconds, with 0, 3 or 6 fractional digits."""
-    micros = math.floor(instant * 1_000_000 + 0.5)
-    seconds, frac = divmod(micros, 1_000_000)
+    """RFC 3339 in UTC to the microsecond (:func:`epoch_micros`), with 0, 3 or 6 fractional digits."""
+    seconds, frac = divmod(epoch_micros(instant), 1_000_000)
     text = _utc_seconds(seconds)
     if frac == 0:
         return text + "Z"
     if frac % 1000 == 0:
         return f"{text}.{frac // 1000:03d}Z"
     return f"{text}.{frac:06d}Z"
+
+
+def format_epoch_seconds(instant: float) -> str:
+    """Seconds since 1970 with six decimals, the microsecond :func:`format_timestamp` shows."""
+    micros = epoch_micros(instant)
+    seconds, frac = divmod(abs(micros), 1_000_000)
+    return f"{'-' if micros < 0 else ''}{seconds}.{frac:06d}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -71,7 +87,7 @@ def _utc_seconds(seconds: int) -> str:
 
 
 def parse_timestamp(text: str, path: str = "timestamp") -> float:
-    """Parse an RFC 3339 timestamp (any offset) into epoch seconds."""
+    """Parse an RFC 3339 timestamp (any offset) into epoch seconds, truncated to the microsecond."""
     if not isinstance(text, str) or not _TIMESTAMP_RE.fullmatch(text):
         raise _invalid_value(path, "google.protobuf.Timestamp", text)
     fraction = ""
@@ -84,8 +100,10 @@ def parse_timestamp(text: str, path: str = "timestamp") -> float:
         parsed = datetime.fromisoformat(head.replace("z", "Z").replace("t", "T").replace("Z", "+00:00"))
     except ValueError:
         raise _invalid_value(path, "google.protobuf.Timestamp", text) from None
-    micros = int((fraction + "000000000")[:9]) / 1e9 if fraction else 0.0
-    instant = parsed.timestamp() + micros
+    # Truncated to the microsecond, as task.proto says of the Timestamps the service keeps: ".999999999"
+    # stays in its second (rounding would carry it into the next).
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    instant = parsed.timestamp() + micros / 1_000_000
     if not MIN_TIMESTAMP <= instant <= MAX_TIMESTAMP:  # google.protobuf.Timestamp's range
         raise _invalid_value(path, "google.protobuf.Timestamp", text)
     return instant
@@ -369,7 +387,8 @@ def _string_enum(reader: _Reader, key: str, names: tuple[str, ...]) -> str | Non
     return reader.string(key)
 
 
-def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
+def _http_target_from_json(reader: _Reader | None, check: bool) -> HttpTarget | None:
+    """Queue-level routing; ``check``: refuse header overrides no HTTP request can carry."""
     if reader is None:
         return None
     uri = reader.message(
@@ -397,6 +416,8 @@ def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
             header = entry.message("header", ("key", "value"))
             if header is not None:
                 headers.append((header.string("key") or "", header.string("value") or ""))
+    if check:
+        check_headers(headers, "HttpTarget.headerOverrides")
     return HttpTarget(
         uri_override=override,
         http_method=reader.enum("httpMethod", HttpMethod) or HttpMethod.HTTP_METHOD_UNSPECIFIED,
@@ -409,8 +430,9 @@ def _http_target_from_json(reader: _Reader | None) -> HttpTarget | None:
 def queue_from_json(data: object, path: str = "queue", zero_means_default: bool = True) -> Queue:
     """A Queue from its JSON form; output-only fields (state, purgeTime, maxBurstSize) are ignored.
 
-    With ``zero_means_default`` (the API's proto3 semantics) a zero rate, concurrency, attempt count
-    or doubling count takes the default; the store reads its own documents exactly.
+    With ``zero_means_default`` (API and queue-file input, proto3 semantics) a zero rate, concurrency,
+    attempt count or doubling count takes the default, and a header override no HTTP request can carry
+    is refused; the store reads its own documents exactly as they were written.
     """
     reader = _Reader(data, path, _QUEUE_FIELDS)
     logging = reader.message("stackdriverLoggingConfig", ("samplingRatio",))
@@ -424,7 +446,8 @@ def queue_from_json(data: object, path: str = "queue", zero_means_default: bool 
         http_target=_http_target_from_json(
             reader.message(
                 "httpTarget", ("uriOverride", "httpMethod", "headerOverrides", "oidcToken", "oauthToken")
-            )
+            ),
+            check=zero_means_default,
         ),
         logging_sampling_ratio=logging.number("samplingRatio") if logging else None,
     )
@@ -554,7 +577,11 @@ def http_request_from_json(data: object, path: str = "task.http_request") -> Htt
 
 
 def new_task_from_json(data: object, path: str = "task") -> NewTask:
-    """What a CreateTask body's ``task`` asks for; output-only fields are ignored."""
+    """What a CreateTask body's ``task`` asks for; output-only fields are ignored.
+
+    Headers no HTTP request can carry are refused here, at creation, rather than retried until the
+    task's attempts run out (stored tasks are read back by :func:`http_request_from_json`, unchecked).
+    """
     reader = _Reader(data, path, _TASK_FIELDS)
     if reader.has("appEngineHttpRequest"):
         raise InvalidArgument("App Engine tasks are not supported by the local runner; use httpRequest.")
@@ -563,8 +590,10 @@ def new_task_from_json(data: object, path: str = "task") -> NewTask:
     for output_only in ("createTime", "dispatchCount", "responseCount", "view"):
         reader.raw(output_only)
     retry = reader.message("retryConfig", _RETRY_FIELDS)
+    http_request = http_request_from_json(reader.raw("httpRequest"), f"{path}.http_request")
+    check_headers(http_request.headers.items(), "HttpRequest.headers")
     return NewTask(
-        http_request=http_request_from_json(reader.raw("httpRequest"), f"{path}.http_request"),
+        http_request=http_request,
         name=reader.string("name") or None,
         schedule_time=reader.timestamp("scheduleTime"),
         dispatch_deadline=reader.duration("dispatchDeadline"),

@@ -3,22 +3,59 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from local_runner.clock import Clock, SystemClock
+from local_runner.codec import format_epoch_seconds
 from local_runner.engine.attempts import Failure, Outcome
-from local_runner.http_client import HttpClient, HttpError
-from local_runner.model import HttpMethod, HttpTarget, Queue, Task, parse_queue_name
+from local_runner.engine.slots import ConnectionLimits, ConnectionSlots, connection_limits
+from local_runner.http_client import HttpClient, HttpError, open_file_limit
+from local_runner.model import (
+    NO_RESPONSE_STATUS,
+    HttpMethod,
+    HttpTarget,
+    Queue,
+    Task,
+    is_sendable_header,
+    parse_queue_name,
+)
 from local_runner.oidc import TokenIssuer
 
 USER_AGENT = "Google-Cloud-Tasks"
 #: Headers a task may not set: Cloud Tasks replaces or reserves them (reference §5.1).
 _RESERVED_PREFIXES = ("x-cloudtasks-", "x-google-", "x-appengine-")
-_COMPUTED = frozenset({"host", "content-length", "user-agent"})
+#: Headers of a task that are never sent. Host, Content-Length and User-Agent are computed, as the real
+#: service documents ("ignored or replaced", reference §5.1); the others frame the message or belong to
+#: one connection (RFC 9110 §7.6.1, RFC 9112 §6): a task's ``Transfer-Encoding`` next to the computed
+#: ``Content-Length`` makes servers refuse the request or read another request out of its body.
+_DROPPED = frozenset(
+    {
+        "host",
+        "content-length",
+        "user-agent",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+        "expect",
+    }
+)
+#: Characters left as they are in a URL's path and query: RFC 3986 unreserved and reserved characters
+#: (``#``, ``[`` and ``]`` excepted) and ``%``, so existing escapes are not encoded twice.
+_URL_SAFE = "/?:@!$&'()*+,;=-._~%"
+#: A URL with nothing to encode (the common case, answered without splitting it).
+_PLAIN_URL = re.compile(
+    r"[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9.:\[\]-]+(?:/[" + re.escape(_URL_SAFE) + r"A-Za-z0-9]*)?"
+)
 #: An OAuth token cannot be minted locally; handlers see this placeholder instead.
 LOCAL_OAUTH_TOKEN = "local-runner-oauth-access-token"
 
@@ -51,6 +88,48 @@ def _apply_uri_override(url: str, target: HttpTarget) -> str:
     return urlunsplit((scheme, netloc, path, query, ""))
 
 
+def encode_url(url: str) -> str:
+    """The URL as it goes on the wire: path and query percent-encoded, a non-ASCII host in punycode.
+
+    Like a browser, and like Cloud Tasks ("Cloud Tasks will encode some characters", reference §2.3):
+    spaces, quotes, controls and non-ASCII characters (as UTF-8) are escaped; reserved characters and
+    ``%`` escapes stay as they are; the fragment is dropped (it is never sent). ``http://h/a b?c d``
+    becomes ``http://h/a%20b?c%20d`` and ``http://h/café`` ``http://h/caf%C3%A9``.
+    """
+    if _PLAIN_URL.fullmatch(url):
+        return url
+    parts = urlsplit(url)
+    netloc = parts.netloc if parts.netloc.isascii() else _ascii_netloc(parts.netloc)
+    path = quote(parts.path, safe=_URL_SAFE, errors="surrogatepass")
+    query = quote(parts.query, safe=_URL_SAFE, errors="surrogatepass")
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def _ascii_netloc(netloc: str) -> str:
+    """``user@host:port`` with the host in IDNA (punycode) and the user info percent-encoded."""
+    userinfo, at, host_port = netloc.rpartition("@")
+    host, colon, port = host_port.rpartition(":")
+    if not colon or not port.isdigit():
+        host, colon, port = host_port, "", ""
+    with contextlib.suppress(UnicodeError):  # else sent as given: the connection fails, and the attempt
+        host = host.encode("idna").decode("ascii")
+    return f"{quote(userinfo, safe=_URL_SAFE, errors='surrogatepass')}{at}{host}{colon}{port}"
+
+
+def _sendable(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` less those never sent (:data:`_DROPPED`, reserved prefixes) and those no request can carry.
+
+    CreateTask refuses the last kind; a task stored before it did is sent without them.
+    """
+    return {
+        key: value
+        for key, value in headers.items()
+        if key.lower() not in _DROPPED
+        and not key.lower().startswith(_RESERVED_PREFIXES)
+        and is_sendable_header(key, value)
+    }
+
+
 def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: float) -> OutboundRequest:
     """The request Cloud Tasks would send for the attempt just claimed on ``task``.
 
@@ -65,15 +144,12 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
         if target.http_method is not HttpMethod.HTTP_METHOD_UNSPECIFIED
         else request.http_method
     )
-    headers = {
-        key: value
-        for key, value in request.headers.items()
-        if key.lower() not in _COMPUTED and not key.lower().startswith(_RESERVED_PREFIXES)
-    }
+    headers = dict(request.headers)
     for key, value in target.header_overrides:
         for existing in [k for k in headers if k.lower() == key.lower()]:
             del headers[existing]
         headers[key] = value
+    headers = _sendable(headers)
     attempt = task.last_attempt
     retry_count = max(0, task.dispatch_count - 1)
     headers["User-Agent"] = USER_AGENT
@@ -81,9 +157,10 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
     headers["X-CloudTasks-TaskName"] = task.task_id
     headers["X-CloudTasks-TaskRetryCount"] = str(retry_count)
     headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
-    headers["X-CloudTasks-TaskETA"] = f"{attempt.schedule_time if attempt else task.schedule_time:.6f}"
+    eta = attempt.schedule_time if attempt else task.schedule_time
+    headers["X-CloudTasks-TaskETA"] = format_epoch_seconds(eta)
     if retry_count > 0:
-        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or 0)
+        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
         headers["X-CloudTasks-TaskRetryReason"] = ""
     oidc = target.oidc_token or request.oidc_token
     oauth = target.oauth_token or request.oauth_token
@@ -96,7 +173,7 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
     elif oauth is not None:
         headers["Authorization"] = f"Bearer {LOCAL_OAUTH_TOKEN}"
     body = request.body if method.name in ("POST", "PUT", "PATCH") else b""
-    return OutboundRequest(method.name, url, headers, body)
+    return OutboundRequest(method.name, encode_url(url), headers, body)
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -114,15 +191,22 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 class Dispatcher:
-    """Sends requests over keep-alive connections, with no cap on connections and no thread per request."""
+    """Sends requests over keep-alive connections, within connection caps, with no thread per request.
 
-    def __init__(self, clock: Clock) -> None:
+    ``slots`` counts the requests sending at once; callers take a slot for a request's origin
+    before :meth:`send` (the scheduler does so before it claims), so the deadline covers the exchange
+    only. The HTTP client never holds more than ``limits.total`` sockets.
+    """
+
+    def __init__(self, clock: Clock, limits: ConnectionLimits | None = None) -> None:
         self.clock = clock
+        self.limits = limits or connection_limits(open_file_limit())
+        self.slots = ConnectionSlots(self.limits)
         self._client: HttpClient | None = None
 
     async def start(self) -> None:
         """Open the HTTP client (inside the running event loop)."""
-        self._client = HttpClient()
+        self._client = HttpClient(max_connections=self.limits.total)
 
     async def close(self) -> None:
         """Close the HTTP client's idle connections."""

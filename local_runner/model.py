@@ -10,7 +10,7 @@ import dataclasses
 import enum
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -36,6 +36,10 @@ MAX_TASK_BYTES = 1024 * 1024 - 7
 DEFAULT_OAUTH_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 #: Methods that may carry a body on an HTTP target.
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: ``X-CloudTasks-TaskPreviousResponse`` after an attempt that got no response: 504, as the real service
+#: sends after a dispatch deadline (reference §5.1). The runner also sends it after an attempt cut short by
+#: a crash or shutdown of the runner itself, since it cannot know what the target answered.
+NO_RESPONSE_STATUS = 504
 
 
 class HttpMethod(enum.IntEnum):
@@ -236,6 +240,46 @@ class RetryConfig:
             )
 
 
+#: An HTTP header name (an RFC 9110 token), the only kind the dispatcher can write.
+_HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _breaks_header_line(value: str) -> bool:
+    """Whether a header value holds what would end or split its line (CR, LF) or what servers refuse (NUL)."""
+    return "\r" in value or "\n" in value or "\x00" in value
+
+
+def _quoted(text: str) -> str:
+    """``text`` in double quotes with control characters escaped, shortened to stay one readable line."""
+    escaped = text.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    return f'"{escaped if len(escaped) <= 60 else escaped[:57] + "..."}"'
+
+
+def check_headers(headers: Iterable[tuple[str, str]], field_name: str) -> None:
+    """Refuse a header no HTTP request can carry, so that it is not retried until its attempts run out.
+
+    Raises:
+        InvalidArgument: a name that is not an HTTP token (empty, spaces, ``:``, control or non-ASCII
+            characters) or a value holding CR, LF or NUL; the message names the field and the header.
+    """
+    for name, value in headers:
+        if not _HEADER_NAME_RE.fullmatch(name):
+            raise InvalidArgument(
+                f"{field_name}: {_quoted(name)} is not a valid HTTP header name; a name is one or more "
+                "letters, digits or !#$%&'*+-.^_`|~ (no spaces, colons or control characters)."
+            )
+        if _breaks_header_line(value):
+            raise InvalidArgument(
+                f"{field_name}: the value of header {_quoted(name)} contains CR, LF or NUL, which an HTTP "
+                f"header value cannot hold; got {_quoted(value)}."
+            )
+
+
+def is_sendable_header(name: str, value: str) -> bool:
+    """Whether the header passes :func:`check_headers`."""
+    return _HEADER_NAME_RE.fullmatch(name) is not None and not _breaks_header_line(value)
+
+
 @dataclass(frozen=True)
 class OidcToken:
     """Ask the dispatcher to attach an OIDC ID token for this service account."""
@@ -375,7 +419,8 @@ class Task:
     #: Task-level override of the queue's retry config (2026 API).
     retry_config: RetryConfig | None = None
     state: TaskState = TaskState.QUEUED
-    #: HTTP status of the previous attempt, 504 after a deadline: ``X-CloudTasks-TaskPreviousResponse``.
+    #: HTTP status of the previous attempt, :data:`NO_RESPONSE_STATUS` after a deadline or an attempt
+    #: cut short by the runner stopping: ``X-CloudTasks-TaskPreviousResponse``.
     previous_response: int | None = None
     #: The store's id for this task, never reused by a later task of the same name (0 before insertion).
     uid: int = field(default=0, compare=False)

@@ -3,35 +3,31 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
+import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
 from local_runner import oidc
-from local_runner.api import rest
+from local_runner.api import browser_guard, rest
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.dispatch import Dispatcher
+from local_runner.engine.slots import connection_limits
+from local_runner.http_client import open_file_limit
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.scheduler import Scheduler
 from local_runner.service import TasksService
-from local_runner.store import open_store
+from local_runner.store import DataDirLock, open_store
 
 log = logging.getLogger("local_runner")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def is_loopback(host: str) -> bool:
-    """Whether binding ``host`` keeps the runner reachable from this machine only."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+#: Whether binding a host keeps the runner reachable from this machine only.
+is_loopback = browser_guard.is_loopback_host
 
 
 class RunnerServer:
@@ -47,7 +43,14 @@ class RunnerServer:
         queue_specs = (
             load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
         )
-        self.store = open_store(settings.data_dir)
+        # One runner per data directory: a second one would re-queue this one's attempts in flight.
+        data_dir = settings.data_dir
+        self._data_dir_lock = DataDirLock.acquire(data_dir) if data_dir is not None else None
+        try:
+            self.store = open_store(settings.data_dir)
+        except BaseException:
+            self._release_data_dir()
+            raise
         self.service = TasksService(
             self.store,
             self.clock,
@@ -64,7 +67,8 @@ class RunnerServer:
             if settings.data_dir is not None
             else SigningKey.generate()
         )
-        self.dispatcher = Dispatcher(self.clock)
+        limits = connection_limits(open_file_limit(), settings.max_connections_per_host)
+        self.dispatcher = Dispatcher(self.clock, limits)
         self.issuer: TokenIssuer | None = None
         self.scheduler: Scheduler | None = None
         self.base_url = ""
@@ -77,7 +81,10 @@ class RunnerServer:
 
     async def open(self) -> None:
         """Bind the port, then start dispatching (on the running loop)."""
-        app = web.Application(client_max_size=rest.MAX_REQUEST_BYTES)
+        app = web.Application(
+            client_max_size=rest.MAX_REQUEST_BYTES,
+            middlewares=[browser_guard.middleware(loopback_only=is_loopback(self.settings.host))],
+        )
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
@@ -102,7 +109,11 @@ class RunnerServer:
                 self.settings.host,
             )
         log.info(
-            "local Cloud Tasks runner on %s (data: %s)", self.base_url, self.settings.data_dir or "memory"
+            "local Cloud Tasks runner on %s (data: %s; at most %d connections per host, %d in all)",
+            self.base_url,
+            self.settings.data_dir or "memory",
+            self.dispatcher.limits.per_origin,
+            self.dispatcher.limits.total,
         )
 
     def _issuer_view(self, document: Callable[[TokenIssuer], object]) -> Handler:
@@ -116,19 +127,44 @@ class RunnerServer:
     async def close(self) -> None:
         """Stop dispatching, close the API and the store; attempts cut short are re-run after restart."""
         if self.scheduler is not None:
+            if self.scheduler.in_flight:
+                log.info(
+                    "stopping: waiting up to %gs for %d attempt(s) in flight",
+                    self.settings.shutdown_grace,
+                    self.scheduler.in_flight,
+                )
             await self.scheduler.stop(self.settings.shutdown_grace)
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.close()
-        self.store.close()
-
-    async def run(self) -> None:
-        """Serve until cancelled (Ctrl-C in the CLI), then close cleanly."""
-        await self.open()
         try:
-            await asyncio.Event().wait()
+            self.store.close()
         finally:
-            await self.close()
+            self._release_data_dir()
+
+    def _release_data_dir(self) -> None:
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
+
+    async def run(self, stop_signals: Sequence[signal.Signals] = ()) -> None:
+        """Serve until cancelled or one of ``stop_signals`` arrives, then close cleanly.
+
+        The CLI stops on SIGINT (Ctrl-C) and SIGTERM (``docker stop``, systemd) alike: no new attempt
+        starts, attempts in flight get ``shutdown_grace`` seconds and their outcomes are stored.
+        """
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for signum in stop_signals:
+            loop.add_signal_handler(signum, _stop_on, signum, stop)
+        try:
+            await self.open()
+            try:
+                await stop.wait()
+            finally:
+                await self.close()
+        finally:
+            for signum in stop_signals:
+                loop.remove_signal_handler(signum)
 
     # -- background-thread lifecycle (tests, embedding) ------------------------------------------
 
@@ -174,3 +210,9 @@ class RunnerServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _stop_on(signum: signal.Signals, stop: asyncio.Event) -> None:
+    if not stop.is_set():
+        log.info("%s received: stopping", signum.name)
+        stop.set()

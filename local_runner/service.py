@@ -40,7 +40,7 @@ from local_runner.model import (
 )
 from local_runner.store.base import TaskStore
 
-#: Default time a completed or deleted task's name stays blocked (reference §3: ~1 hour).
+#: Default time a completed, deleted or exhausted task's name stays blocked (reference §3: ~1 hour).
 DEFAULT_TASK_TOMBSTONE = 3600.0
 #: Default time a deleted queue's name stays blocked (reference §3: up to 7 days; short for development).
 DEFAULT_QUEUE_TOMBSTONE = 60.0
@@ -251,11 +251,15 @@ class TasksService:
         return refusals
 
     def get_task(self, name: str, include_exhausted: bool = False) -> Task:
-        """GetTask: a completed, deleted or (in the real service) exhausted task is NOT_FOUND."""
+        """GetTask: a completed, deleted or exhausted task is NOT_FOUND (reference §4.2, §5.3).
+
+        While the name's tombstone lasts the message says the task existed recently. An exhausted task
+        is kept for the runner's extensions, which pass ``include_exhausted``.
+        """
         parse_task_name(name)
         task = self.store.get_task(name)
         if task is None or (task.state is TaskState.EXHAUSTED and not include_exhausted):
-            if task is not None or self.store.task_tombstoned(name, self.clock.now()):
+            if self.store.task_tombstoned(name, self.clock.now()):
                 raise NotFound(errors.TASK_GONE)
             raise NotFound(errors.ENTITY_NOT_FOUND)
         return task
@@ -276,13 +280,11 @@ class TasksService:
         return Page(items[:size], token)
 
     def delete_task(self, name: str) -> None:
-        """DeleteTask: the name is tombstoned like a completed task's."""
-        parse_task_name(name)
-        task = self.store.get_task(name)
-        if task is None or task.state is TaskState.EXHAUSTED:
+        """DeleteTask: the name is tombstoned like a completed task's; an exhausted task is NOT_FOUND."""
+        queue_name = str(parse_task_name(name).queue)
+        if not self.store.delete_task(name, self.clock.now() + self.task_tombstone):
             raise NotFound(errors.ENTITY_NOT_FOUND)
-        self.store.delete_task(name, self.clock.now() + self.task_tombstone)
-        self.listener.queue_changed(task.queue_name)
+        self.listener.queue_changed(queue_name)
 
     def run_task(self, name: str) -> Task:
         """RunTask: dispatch now, ignoring pause and rate limits; a task in flight is not sent twice."""

@@ -37,7 +37,7 @@ from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
 from local_runner.api.task_inserts import TaskInserts
 from local_runner.codec import new_task_from_json, queue_from_json, queue_to_json, task_to_json
 from local_runner.errors import ApiError, Code, InvalidArgument, NotFound, StoreError
-from local_runner.model import TaskView, parse_queue_name
+from local_runner.model import TaskView, check_headers, parse_queue_name
 from local_runner.service import TasksService
 
 #: Largest request body the API accepts (a task may be up to 1 MiB; JSON and base64 add a third).
@@ -302,6 +302,7 @@ class CloudTasksApi:
         content_type = fields.get("contentType", "")
         if not isinstance(content_type, str):
             raise InvalidArgument(f"Invalid value at 'body.content_type' (TYPE_STRING), {content_type!r}")
+        check_headers([("Content-Type", content_type)], "body.contentType")
         task = self.service.buffer_task(
             call.params["parent"], call.params.get("task_id"), _base64(fields.get("data", "")), content_type
         )

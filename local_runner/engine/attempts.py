@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass
 
 from local_runner.engine.retry import TASK_RETENTION, backoff_interval, retries_exhausted
-from local_runner.model import Attempt, RetryConfig, RpcStatus, Task, TaskState
+from local_runner.model import NO_RESPONSE_STATUS, Attempt, RetryConfig, RpcStatus, Task, TaskState
 
 #: google.rpc codes for the HTTP statuses a handler may answer (google/rpc/code.proto mapping).
 _RPC_CODE_BY_HTTP = {
@@ -77,7 +77,7 @@ def previous_response_code(attempt: Attempt) -> int:
     if attempt.http_status is not None:
         return attempt.http_status
     code = attempt.response_status.code if attempt.response_status else _UNAVAILABLE
-    return 504 if code == _DEADLINE_EXCEEDED else 503
+    return NO_RESPONSE_STATUS if code == _DEADLINE_EXCEEDED else 503
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,24 @@ from pathlib import Path
 
 from local_runner.errors import StoreError
 from local_runner.store.base import FinishedAttempt, TaskStore
+from local_runner.store.dir_lock import LOCK_FILENAME, DataDirInUse, DataDirLock
 from local_runner.store.memory import MemoryTaskStore
 from local_runner.store.sqlite import SQLiteTaskStore
 
 #: The database file inside a data directory.
 DB_FILENAME = "runner.sqlite3"
 
-__all__ = ["DB_FILENAME", "FinishedAttempt", "MemoryTaskStore", "SQLiteTaskStore", "TaskStore", "open_store"]
+__all__ = [
+    "DB_FILENAME",
+    "LOCK_FILENAME",
+    "DataDirInUse",
+    "DataDirLock",
+    "FinishedAttempt",
+    "MemoryTaskStore",
+    "SQLiteTaskStore",
+    "TaskStore",
+    "open_store",
+]
 
 
 def open_store(data_dir: Path | None) -> TaskStore:

@@ -31,7 +31,8 @@ class FinishedAttempt:
     #: The task as it stands after the attempt (QUEUED with a new schedule time, or EXHAUSTED).
     task: Task
     attempt: Attempt
-    #: Delete the task and tombstone its name until then (success); ``None`` keeps ``task``.
+    #: Tombstone the task's name until then: a successful task is deleted, an EXHAUSTED one is kept
+    #: (inspectable, replayable) without holding the name. ``None`` stores ``task`` and nothing else.
     tombstone_until: float | None = None
 
 
@@ -39,6 +40,10 @@ class TaskStore(ABC):
     """Queues, tasks, tombstones and attempt history.
 
     Every method is atomic. Times are passed in (epoch seconds); a store never reads a clock.
+
+    A store on disk may find a task it cannot read back (a damaged row). It sets the task aside, logs
+    one ERROR with its name, and claims, lists and counts the others as if it were not there; DeleteTask,
+    PurgeQueue and DeleteQueue still remove it. Reading that one task by name is a ``StoreError``.
     """
 
     # -- queues ----------------------------------------------------------------------------------
@@ -73,8 +78,8 @@ class TaskStore(ABC):
         """Insert a new task: :meth:`insert_tasks` with one task.
 
         Raises:
-            AlreadyExists: with ``errors.TASK_EXISTS`` if a task with this name exists (any state), or
-                with ``errors.TASK_TOMBSTONED`` if its name has a tombstone in force at ``now``.
+            AlreadyExists: with ``errors.TASK_EXISTS`` if a task that is not EXHAUSTED has this name,
+                or with ``errors.TASK_TOMBSTONED`` if its name has a tombstone in force at ``now``.
         """
         refused = self.insert_tasks([task], now)[0]
         if refused is not None:
@@ -84,9 +89,10 @@ class TaskStore(ABC):
     def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[AlreadyExists | None]:
         """Insert new tasks, all in one transaction; one result per task, in order.
 
-        A task whose name exists (any state, an earlier task of the batch included) gets
-        ``AlreadyExists(errors.TASK_EXISTS)``, one whose name has a tombstone in force at ``now``
-        ``AlreadyExists(errors.TASK_TOMBSTONED)``; nothing of it is written, and the others are.
+        A task whose name is held by a task that is not EXHAUSTED (an earlier task of the batch
+        included) gets ``AlreadyExists(errors.TASK_EXISTS)``, one whose name has a tombstone in force at
+        ``now`` ``AlreadyExists(errors.TASK_TOMBSTONED)``; nothing of it is written, and the others are.
+        An EXHAUSTED task of the name without a tombstone in force is replaced, its history dropped.
         """
 
     @abstractmethod
@@ -109,7 +115,12 @@ class TaskStore(ABC):
 
     @abstractmethod
     def delete_task(self, name: str, tombstone_until: float) -> bool:
-        """Delete a task in any state and tombstone its name; ``False`` if there was no such task."""
+        """Delete a task and tombstone its name (DeleteTask).
+
+        Returns:
+            ``False``, writing nothing, if there is no such task or it is EXHAUSTED (its retries ran
+            out, so for the API it was deleted already).
+        """
 
     @abstractmethod
     def claim_due(self, queue_name: str, now: float, limit: int) -> list[Task]:
@@ -137,11 +148,12 @@ class TaskStore(ABC):
     def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:
         """Record the outcomes of attempts, all in one transaction; one result per item, in order.
 
-        Each item's ``attempt`` is appended to its task's history. If its ``tombstone_until`` is given
-        the task is deleted and its name tombstoned until then (success); otherwise the stored task is
-        replaced by ``task`` (QUEUED with a new schedule time, or EXHAUSTED). An item only applies
-        while the stored task is DISPATCHING with the same ``dispatch_count`` as its ``task``; its
-        result is ``False`` and nothing of it is written if the task was deleted or purged meanwhile.
+        Each item's ``attempt`` is appended to its task's history and the stored task is replaced by
+        ``task`` (QUEUED with a new schedule time, or EXHAUSTED). If its ``tombstone_until`` is given
+        the name is tombstoned until then and a task that is not EXHAUSTED is deleted (success). An
+        item only applies while the stored task is DISPATCHING with the same ``dispatch_count`` as its
+        ``task``; its result is ``False`` and nothing of it is written if the task was deleted or
+        purged meanwhile.
         """
 
     @abstractmethod
@@ -162,13 +174,17 @@ class TaskStore(ABC):
     def replay_exhausted(self, name: str, now: float) -> Task | None:
         """Queue an EXHAUSTED task again, due at ``now``, with a fresh retry budget.
 
-        Its counts and attempts are reset (its history is kept). Returns ``None`` if the task does not
-        exist or is not EXHAUSTED.
+        Its counts and attempts are reset (its history is kept) and its name's tombstone is lifted: the
+        name is held by a live task again. Returns ``None`` if the task does not exist or is not
+        EXHAUSTED.
         """
 
     @abstractmethod
     def recover_in_flight(self) -> int:
         """After a restart: move every DISPATCHING task back to QUEUED (at-least-once delivery).
+
+        The interrupted attempt got no response the runner knows of: the next one says
+        ``X-CloudTasks-TaskPreviousResponse: 504`` (:data:`~local_runner.model.NO_RESPONSE_STATUS`).
 
         Returns:
             How many tasks were recovered.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
-from local_runner.model import Attempt, Queue, Task, TaskState, parse_queue_name
+from local_runner.model import NO_RESPONSE_STATUS, Attempt, Queue, Task, TaskState, parse_queue_name
 from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
 
 #: A heap entry: (schedule_time, insertion seq, task name). Stale entries are skipped lazily.
@@ -99,10 +99,13 @@ class MemoryTaskStore(TaskStore):
         return [self._insert(task, now) for task in tasks]
 
     def _insert(self, task: Task, now: float) -> AlreadyExists | None:
-        if self._get(task.name) is not None:
+        existing = self._get(task.name)
+        if existing is not None and existing.state is not TaskState.EXHAUSTED:
             return AlreadyExists(TASK_EXISTS)
         if self.task_tombstoned(task.name, now):
             return AlreadyExists(TASK_TOMBSTONED)
+        if existing is not None:  # an earlier task of this name whose retries ran out: replaced
+            self._remove(task.name, now)
         self._task_tombstones.pop(task.name, None)
         self._history.pop(task.name, None)  # left by an earlier task of this name
         self._seq[task.name] = next(self._counter)
@@ -135,7 +138,8 @@ class MemoryTaskStore(TaskStore):
         return counts
 
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
-        if self._get(name) is None:
+        task = self._get(name)
+        if task is None or task.state is TaskState.EXHAUSTED:
             return False
         self._remove(name, tombstone_until)
         return True
@@ -171,10 +175,12 @@ class MemoryTaskStore(TaskStore):
         ):
             return False
         self._history.setdefault(task.name, []).append(attempt)
-        if tombstone_until is not None:
+        if tombstone_until is not None and task.state is not TaskState.EXHAUSTED:
             self._remove(task.name, tombstone_until)
-        else:
-            self._put(task)
+            return True
+        self._put(task)
+        if tombstone_until is not None:
+            self._task_tombstones[task.name] = (task.queue_name, tombstone_until)
         return True
 
     def attempts(self, name: str) -> list[Attempt]:  # noqa: D102
@@ -191,6 +197,7 @@ class MemoryTaskStore(TaskStore):
         if task is None or task.state is not TaskState.EXHAUSTED:
             return None
         replayed = replayed_task(task, now)
+        self._task_tombstones.pop(name, None)
         self._put(replayed)
         return replayed
 
@@ -202,7 +209,7 @@ class MemoryTaskStore(TaskStore):
             if task.state is TaskState.DISPATCHING
         ]
         for task in in_flight:
-            self._put(task.replace(state=TaskState.QUEUED))
+            self._put(task.replace(state=TaskState.QUEUED, previous_response=NO_RESPONSE_STATUS))
         return len(in_flight)
 
     def next_schedule_time(self, queue_name: str) -> float | None:  # noqa: D102

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,6 +22,7 @@ from local_runner.errors import (
     StoreFull,
 )
 from local_runner.model import (
+    NO_RESPONSE_STATUS,
     Attempt,
     Queue,
     QueueState,
@@ -31,6 +33,8 @@ from local_runner.model import (
     parse_queue_name,
 )
 from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
+
+log = logging.getLogger("local_runner.store")
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 5000
@@ -131,8 +135,13 @@ _DELETE_FINISHED = (
     "DELETE FROM tasks WHERE name = ? AND seq = ? AND state = 'DISPATCHING' AND dispatch_count = ?"
 )
 _TOMBSTONE = "INSERT OR REPLACE INTO task_tombstones (name, queue, until) VALUES (?, ?, ?)"
-#: What a failed statement, or decoding a damaged row (JSON, codec and model validation), raises.
-_FAILURES = (sqlite3.Error, ValueError, TypeError, KeyError, InvalidArgument)
+#: What decoding a damaged row raises (JSON, codec and model validation).
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, InvalidArgument)
+#: What a failed statement, or decoding a damaged row, raises.
+_FAILURES = (sqlite3.Error, *_UNREADABLE)
+#: The state of a task whose row cannot be decoded: set aside, never claimed, listed or counted.
+UNREADABLE_STATE = "UNREADABLE"
+_SET_ASIDE = f"UPDATE tasks SET state = '{UNREADABLE_STATE}' WHERE seq = ?"
 
 
 def _attempt_values(attempt: Attempt | None) -> tuple[Any, ...]:
@@ -184,17 +193,25 @@ def _task_params(task: Task) -> dict[str, Any]:
     return params
 
 
+def _number(row: sqlite3.Row, column: str) -> Any:
+    """A numeric column's value; SQLite keeps whatever was written, so text here is damage."""
+    value = row[column]
+    if not isinstance(value, int | float):
+        raise TypeError(f"{column} is {value!r}, not a number")
+    return value
+
+
 def _task(row: sqlite3.Row) -> Task:
     retry = row["retry_config"]
     return Task(
         name=row["name"],
         http_request=codec.http_request_from_json(json.loads(row["http_request"])),
-        schedule_time=row["schedule_time"],
-        create_time=row["create_time"],
-        dispatch_deadline=row["dispatch_deadline"],
-        dispatch_count=row["dispatch_count"],
-        response_count=row["response_count"],
-        execution_count=row["execution_count"],
+        schedule_time=_number(row, "schedule_time"),
+        create_time=_number(row, "create_time"),
+        dispatch_deadline=_number(row, "dispatch_deadline"),
+        dispatch_count=_number(row, "dispatch_count"),
+        response_count=_number(row, "response_count"),
+        execution_count=_number(row, "execution_count"),
         first_attempt=_attempt(tuple(row[c] for c in _FIRST)),
         last_attempt=_attempt(tuple(row[c] for c in _LAST)),
         retry_config=None if retry is None else RetryConfig(**json.loads(retry)),
@@ -202,6 +219,28 @@ def _task(row: sqlite3.Row) -> Task:
         previous_response=row["previous_response"],
         uid=row["seq"],
     )
+
+
+def _readable(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Task]:
+    """The tasks of ``rows``; each row that cannot be decoded is set aside, with one ERROR line.
+
+    A row set aside is never claimed, listed or counted again, so one damaged task cannot stop its
+    queue; DeleteTask, PurgeQueue and DeleteQueue still remove it.
+    """
+    tasks: list[Task] = []
+    for row in rows:
+        try:
+            tasks.append(_task(row))
+        except _UNREADABLE as exc:
+            conn.execute(_SET_ASIDE, (row["seq"],))
+            log.error(
+                "task %s cannot be read (%r); set aside as %s: it is not dispatched or listed, "
+                "and DeleteTask removes it",
+                row["name"],
+                exc,
+                UNREADABLE_STATE,
+            )
+    return tasks
 
 
 class SQLiteTaskStore(TaskStore):
@@ -374,11 +413,13 @@ class SQLiteTaskStore(TaskStore):
     @staticmethod
     def _insert(conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | None:
         name = row["name"]
-        if conn.execute("SELECT 1 FROM tasks WHERE name = ?", (name,)).fetchone() is not None:
+        existing = conn.execute("SELECT state FROM tasks WHERE name = ?", (name,)).fetchone()
+        if existing is not None and existing[0] != TaskState.EXHAUSTED.value:
             return AlreadyExists(TASK_EXISTS)
         tombstone = conn.execute("SELECT until FROM task_tombstones WHERE name = ?", (name,)).fetchone()
         if tombstone is not None and tombstone[0] > now:
             return AlreadyExists(TASK_TOMBSTONED)
+        conn.execute("DELETE FROM tasks WHERE name = ?", (name,))  # an earlier task's, exhausted
         conn.execute("DELETE FROM task_tombstones WHERE name = ?", (name,))
         conn.execute("DELETE FROM attempts WHERE task_name = ?", (name,))  # an earlier task's
         conn.execute(_INSERT_TASK, row)
@@ -387,7 +428,12 @@ class SQLiteTaskStore(TaskStore):
     def get_task(self, name: str) -> Task | None:  # noqa: D102
         with self._read() as conn:
             row = conn.execute(f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name = ?", (name,)).fetchone()
-            return None if row is None else _task(row)
+            try:
+                return None if row is None else _task(row)
+            except _UNREADABLE as exc:
+                raise StoreError(
+                    f"Task store {self._path} holds an unreadable record of {name}: {exc!r}"
+                ) from exc
 
     def task_tombstoned(self, name: str, now: float) -> bool:  # noqa: D102
         with self._read() as conn:
@@ -399,15 +445,22 @@ class SQLiteTaskStore(TaskStore):
     def list_tasks(  # noqa: D102
         self, queue_name: str, after: str | None = None, limit: int = 1000, include_exhausted: bool = False
     ) -> list[Task]:
-        if limit <= 0:
-            return []
-        hide = "" if include_exhausted else "AND state != 'EXHAUSTED' "
+        shown = [TaskState.QUEUED, TaskState.DISPATCHING] + [TaskState.EXHAUSTED] * include_exhausted
+        states = ", ".join(f"'{state.value}'" for state in shown)
+        tasks: list[Task] = []
         with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue = ? AND name > ? {hide}ORDER BY name LIMIT ?",
-                (queue_name, after or "", limit),
-            ).fetchall()
-            return [_task(row) for row in rows]
+            while len(tasks) < limit:  # more than once only if a damaged row was set aside
+                wanted = limit - len(tasks)
+                rows = conn.execute(
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue = ? AND name > ? AND state IN ({states}) "
+                    "ORDER BY name LIMIT ?",
+                    (queue_name, after or "", wanted),
+                ).fetchall()
+                tasks += _readable(conn, rows)
+                if len(rows) < wanted:
+                    break
+                after = rows[-1]["name"]
+        return tasks
 
     def count_tasks(self, queue_name: str) -> dict[str, int]:  # noqa: D102
         counts = {state.value: 0 for state in TaskState}
@@ -415,12 +468,15 @@ class SQLiteTaskStore(TaskStore):
             for state, count in conn.execute(
                 "SELECT state, count(*) FROM tasks WHERE queue = ? GROUP BY state", (queue_name,)
             ):
-                counts[TaskState(state).value] = count
+                if state in counts:  # not a task set aside as unreadable
+                    counts[state] = count
         return counts
 
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
         with self._write() as conn:
-            row = conn.execute("DELETE FROM tasks WHERE name = ? RETURNING queue", (name,)).fetchone()
+            row = conn.execute(
+                "DELETE FROM tasks WHERE name = ? AND state != 'EXHAUSTED' RETURNING queue", (name,)
+            ).fetchone()
             if row is None:
                 return False
             conn.execute(_TOMBSTONE, (name, row[0], tombstone_until))
@@ -432,12 +488,13 @@ class SQLiteTaskStore(TaskStore):
         with self._write() as conn:
             rows = conn.execute(_CLAIM_DUE, {"queue": queue_name, "now": now, "limit": limit}).fetchall()
             rows.sort(key=lambda row: (row["schedule_time"], row["seq"]))  # RETURNING order is unspecified
-            return [_task(row) for row in rows]
+            return _readable(conn, rows)
 
     def claim_task(self, name: str, now: float) -> Task | None:  # noqa: D102
         with self._write() as conn:
             row = conn.execute(_CLAIM_TASK, {"name": name, "now": now}).fetchone()
-            return None if row is None else _task(row)
+            readable = _readable(conn, [] if row is None else [row])
+            return readable[0] if readable else None
 
     def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:  # noqa: D102
         if not finished:
@@ -449,14 +506,14 @@ class SQLiteTaskStore(TaskStore):
     def _finish(
         conn: sqlite3.Connection, task: Task, attempt: Attempt, tombstone_until: float | None
     ) -> bool:
-        if tombstone_until is None:
+        if tombstone_until is None or task.state is TaskState.EXHAUSTED:
             changed = conn.execute(_REPLACE_TASK, _task_params(task)).rowcount
         else:
             changed = conn.execute(_DELETE_FINISHED, (task.name, task.uid, task.dispatch_count)).rowcount
-            if changed:
-                conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
         if not changed:
             return False
+        if tombstone_until is not None:
+            conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
         conn.execute(_APPEND_ATTEMPT, (task.name, task.name, *_attempt_values(attempt)))
         return True
 
@@ -484,6 +541,7 @@ class SQLiteTaskStore(TaskStore):
             if row is None:
                 return None
             replayed = replayed_task(_task(row), now)
+            conn.execute("DELETE FROM task_tombstones WHERE name = ?", (name,))
             conn.execute(
                 "UPDATE tasks SET "
                 + ", ".join(f"{f} = :{f}" for f in _TASK_FIELDS[2:])
@@ -494,13 +552,16 @@ class SQLiteTaskStore(TaskStore):
 
     def recover_in_flight(self) -> int:  # noqa: D102
         with self._write() as conn:
-            return conn.execute("UPDATE tasks SET state = 'QUEUED' WHERE state = 'DISPATCHING'").rowcount
+            return conn.execute(
+                "UPDATE tasks SET state = 'QUEUED', previous_response = ? WHERE state = 'DISPATCHING'",
+                (NO_RESPONSE_STATUS,),
+            ).rowcount
 
     def next_schedule_time(self, queue_name: str) -> float | None:  # noqa: D102
         with self._read() as conn:
-            row = conn.execute(
+            row = conn.execute(  # a damaged, non-numeric schedule time is never due, nor the next one
                 "SELECT schedule_time FROM tasks WHERE queue = ? AND state = 'QUEUED' "
-                "ORDER BY schedule_time LIMIT 1",
+                "AND typeof(schedule_time) IN ('real', 'integer') ORDER BY schedule_time LIMIT 1",
                 (queue_name,),
             ).fetchone()
             return None if row is None else float(row[0])

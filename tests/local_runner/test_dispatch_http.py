@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import requests
 from google.auth.transport import requests as google_requests
 from google.oauth2 import id_token
 from pytest_httpserver import HTTPServer
@@ -368,3 +372,167 @@ def test_purge_removes_queued_tasks(
     clock.advance(20)
     assert runner.store.get_task(task.name) is None
     assert recorder.count() == 0
+
+
+class RawTarget:
+    """A target on a raw socket that reads requests as a strict server does and records each one.
+
+    ``Transfer-Encoding: chunked`` takes precedence over ``Content-Length`` (RFC 9112 §6.3), so a
+    request framed both ways shows up as the two requests a smuggling attack would make of it.
+    """
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(connection,), daemon=True).start()
+
+    def _serve(self, connection: socket.socket) -> None:
+        stream = connection.makefile("rb")
+        with connection, stream:
+            while (line := stream.readline()) not in (b"", b"\r\n"):
+                headers: dict[str, str] = {}
+                while (header := stream.readline()) not in (b"", b"\r\n"):
+                    name, _, value = header.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
+                if headers.get("transfer-encoding", "").lower() == "chunked":
+                    body = b""
+                    while size := int(stream.readline().split(b";")[0] or b"0", 16):
+                        body += stream.read(size)
+                        stream.readline()
+                    stream.readline()
+                else:
+                    body = stream.read(int(headers.get("content-length", "0")))
+                with self.lock:
+                    self.requests.append((line.decode("latin-1").rstrip("\r\n"), headers, body))
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.requests)
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def raw_target() -> Iterator[RawTarget]:
+    target = RawTarget()
+    yield target
+    target.close()
+
+
+def test_task_urls_are_percent_encoded_on_the_wire(
+    runner: RunnerServer, httpserver: HTTPServer, raw_target: RawTarget
+) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/a b/café", query_string="c%20d=%C3%A9&x=%41&y=a+b").respond_with_handler(
+        recorder
+    )
+    make_queue(runner)
+    tail = "/a b/café?c d=é&x=%41&y=a+b#fragment"
+    task = runner.service.create_task(QUEUE, NewTask(HttpRequest(url=httpserver.url_for("") + tail[1:])))
+    raw = runner.service.create_task(QUEUE, NewTask(HttpRequest(url=raw_target.url + tail)))
+    eventually(lambda: recorder.count() == 1 and raw_target.count() == 1)
+    wait_for_attempts(runner, task.name, 1)
+    assert runner.store.get_task(task.name) is None  # werkzeug decoded the path as intended and answered 200
+    assert raw_target.requests[0][0] == "POST /a%20b/caf%C3%A9?c%20d=%C3%A9&x=%41&y=a+b HTTP/1.1"
+    wait_for_attempts(runner, raw.name, 1)
+
+
+def test_framing_headers_of_a_task_are_never_sent(runner: RunnerServer, raw_target: RawTarget) -> None:
+    make_queue(runner)
+    smuggled = b"0\r\n\r\nDELETE /smuggled HTTP/1.1\r\nHost: victim\r\nContent-Length: 0\r\n\r\n"
+    framing = {
+        "Transfer-Encoding": "chunked",
+        "Content-Length": "5",
+        "Connection": "keep-alive, Upgrade",
+        "Keep-Alive": "timeout=5",
+        "Upgrade": "h2c",
+        "TE": "trailers",
+        "Expect": "100-continue",
+    }
+    request = HttpRequest(url=raw_target.url + "/work", headers={**framing, "X-Kept": "yes"}, body=smuggled)
+    task = runner.service.create_task(QUEUE, NewTask(request))
+    wait_for_attempts(runner, task.name, 1)
+    assert runner.store.get_task(task.name) is None  # one attempt, answered 200
+    assert [line for line, _, _ in raw_target.requests] == ["POST /work HTTP/1.1"]  # nothing smuggled
+    _, headers, body = raw_target.requests[0]
+    assert body == smuggled and headers["content-length"] == str(len(smuggled))
+    assert headers["x-kept"] == "yes"
+    assert not {name.lower() for name in framing} - {"content-length"} & set(headers)
+
+
+def test_headers_stored_before_they_were_refused_are_dropped_at_dispatch(
+    runner: RunnerServer, raw_target: RawTarget
+) -> None:
+    make_queue(runner)
+    headers = {"X-Split": "a\r\nX-Injected: 1", "Bad Name": "x", "X-Nul": "a\x00b", "X-Kept": "yes"}
+    task = runner.service.create_task(
+        QUEUE, NewTask(HttpRequest(url=raw_target.url + "/old", headers=headers))
+    )
+    wait_for_attempts(runner, task.name, 1)
+    assert (
+        runner.store.get_task(task.name) is None
+    )  # delivered at the first attempt, not retried to exhaustion
+    _, received, _ = raw_target.requests[0]
+    assert received["x-kept"] == "yes"
+    assert not {"x-split", "x-injected", "bad name", "x-nul"} & set(received)
+
+
+def test_schedule_time_is_truncated_to_the_microsecond(
+    runner: RunnerServer, clock: VirtualClock, raw_target: RawTarget
+) -> None:
+    make_queue(runner)
+    second = int(clock.now()) + 60
+    text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    body = {"task": {"scheduleTime": f"{text}.999999999Z", "httpRequest": {"url": raw_target.url + "/eta"}}}
+    created = requests.post(f"{runner.base_url}/v2/{QUEUE}/tasks", json=body, timeout=10).json()
+    assert created["scheduleTime"] == f"{text}.999999Z"
+    got = requests.get(f"{runner.base_url}/v2/{created['name']}", timeout=10).json()
+    assert got["scheduleTime"] == f"{text}.999999Z"
+    clock.set(second + 1)
+    wait_for_attempts(runner, created["name"], 1)
+    _, headers, _ = raw_target.requests[0]
+    assert headers["x-cloudtasks-tasketa"] == f"{second}.999999"
+
+
+def test_attempt_cut_by_a_restart_gives_504_previous_response(
+    tmp_path: Path, clock: VirtualClock, threaded_httpserver: HTTPServer
+) -> None:
+    release = threading.Event()
+
+    def stall() -> Response:
+        release.wait(10)
+        return Response(status=200)
+
+    recorder = Recorder([503, stall, 200])
+    threaded_httpserver.expect_request("/cut").respond_with_handler(recorder)
+    settings = RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=0.1)
+    try:
+        with RunnerServer(settings, clock=clock) as first_run:
+            make_queue(first_run)
+            task = first_run.service.create_task(
+                QUEUE, NewTask(HttpRequest(url=threaded_httpserver.url_for("/cut")))
+            )
+            wait_for_attempts(first_run, task.name, 1)  # answered 503
+            stored = first_run.store.get_task(task.name)
+            assert stored is not None
+            clock.set(stored.schedule_time)
+            eventually(lambda: recorder.count() == 2)  # the second attempt is in flight when the runner stops
+    finally:
+        release.set()
+    with RunnerServer(settings, clock=clock) as second_run:
+        wait_for_attempts(second_run, task.name, 2)
+    third = recorder.requests[2]
+    assert third["X-Cloudtasks-Taskretrycount"] == "2"
+    assert third["X-Cloudtasks-Taskpreviousresponse"] == "504"  # not the 503 of the attempt before

@@ -160,3 +160,79 @@ def test_timestamps_outside_the_proto_range_are_invalid(text: str) -> None:
     from local_runner.codec import parse_timestamp
 
     assert "google.protobuf.Timestamp" in message_of(lambda: parse_timestamp(text, "task.schedule_time"))
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("2026-01-01T00:00:00.999999999Z", "2026-01-01T00:00:00.999999Z"),
+        ("2026-01-01T00:00:00.9999995Z", "2026-01-01T00:00:00.999999Z"),
+        ("2026-01-01T00:00:00.000000999Z", "2026-01-01T00:00:00Z"),
+        ("2026-01-01T00:00:00.123456789+02:00", "2025-12-31T22:00:00.123456Z"),
+        ("1969-12-31T23:59:59.999999999Z", "1969-12-31T23:59:59.999999Z"),
+        ("2026-06-30T12:34:56.5Z", "2026-06-30T12:34:56.500Z"),
+    ],
+)
+def test_timestamps_are_truncated_to_the_microsecond(text: str, shown: str) -> None:
+    from local_runner.codec import format_timestamp, parse_timestamp
+
+    assert format_timestamp(parse_timestamp(text)) == shown
+    assert format_timestamp(parse_timestamp(shown)) == shown  # and round-trip exactly
+
+
+def test_every_microsecond_of_a_second_round_trips() -> None:
+    from local_runner.codec import format_timestamp, parse_timestamp
+
+    for micros in range(0, 1_000_000, 7919):  # a prime step: every digit position varies
+        digits = f"{micros:06d}"
+        fraction = "" if micros == 0 else "." + (digits[:3] if micros % 1000 == 0 else digits)
+        assert (
+            format_timestamp(parse_timestamp(f"2026-11-30T01:02:03.{digits}Z"))
+            == f"2026-11-30T01:02:03{fraction}Z"
+        )
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({"X-Evil": "a\r\nX-Injected: 1"}, 'value of header "X-Evil" contains CR, LF or NUL'),
+        ({"X-Evil": "a\nb"}, "contains CR, LF or NUL"),
+        ({"X-Evil": "a\x00b"}, "contains CR, LF or NUL"),
+        ({"Bad Name": "x"}, '"Bad Name" is not a valid HTTP header name'),
+        ({"X-A:b": "x"}, '"X-A:b" is not a valid HTTP header name'),
+        ({"X-A\r\nB": "x"}, r'"X-A\r\nB" is not a valid HTTP header name'),
+        ({"": "x"}, '"" is not a valid HTTP header name'),
+        ({"Ünicode": "x"}, "is not a valid HTTP header name"),
+    ],
+)
+def test_create_task_refuses_headers_no_request_can_carry(headers: dict[str, str], words: str) -> None:
+    from local_runner.codec import new_task_from_json
+
+    message = message_of(
+        lambda: new_task_from_json({"httpRequest": {"url": "https://x/", "headers": headers}})
+    )
+    assert message.startswith("HttpRequest.headers: ") and words in message
+    assert "\r" not in message and "\n" not in message
+
+
+def test_queue_header_overrides_are_checked_on_input_only() -> None:
+    from local_runner.codec import queue_from_json
+
+    name = "projects/p/locations/l/queues/q"
+    doc = {"name": name, "httpTarget": {"headerOverrides": [{"header": {"key": "X-A", "value": "1\r\n"}}]}}
+    assert message_of(lambda: queue_from_json(doc)).startswith("HttpTarget.headerOverrides: ")
+    stored = queue_from_json(doc, zero_means_default=False)  # a document the store wrote earlier still reads
+    assert stored.http_target is not None and stored.http_target.header_overrides == (("X-A", "1\r\n"),)
+    values = {"key": "Content-Type", "value": "text/plain; charset=utf-8 \t"}
+    fine = queue_from_json({"name": name, "httpTarget": {"headerOverrides": [{"header": values}]}})
+    assert fine.http_target is not None and fine.http_target.header_overrides == (tuple(values.values()),)
+
+
+@pytest.mark.parametrize(
+    "instant",
+    [1767225600.9999996, 1767225600.4999995, 1767225600.0000004, 1767225600.123456, 0.0, -0.5, -1.25],
+)
+def test_eta_header_and_api_show_the_same_microsecond(instant: float) -> None:
+    from local_runner.codec import format_epoch_seconds, format_timestamp, parse_timestamp
+
+    assert parse_timestamp(format_timestamp(instant)) == float(format_epoch_seconds(instant))

@@ -42,8 +42,9 @@ class Api:
 
     def call(self, method: str, path: str, body: Any = None, **params: Any) -> requests.Response:
         kwargs: dict[str, Any] = {"params": params, "timeout": 10}
-        if isinstance(body, bytes | str):
+        if isinstance(body, bytes | str):  # raw (often malformed) JSON, labelled as JSON clients do
             kwargs["data"] = body
+            kwargs["headers"] = {"Content-Type": "application/json"}
         elif body is not None:
             kwargs["json"] = body
         response = self.http.request(method, f"{self.base}/v2/{path}", **kwargs)
@@ -481,6 +482,51 @@ def _task_body(queue: str, **fields: Any) -> dict[str, Any]:
 def test_create_task_validation(api: Api, build: Callable[[str], Any], message: str | None) -> None:
     queue = api.new_queue()
     assert_error(api.call("POST", f"{queue}/tasks", build(queue)), 400, "INVALID_ARGUMENT", message)
+
+
+UNSENDABLE_HEADERS = [
+    ({"X-Evil": "1\r\nX-Injected: 2"}, 'the value of header "X-Evil" contains CR, LF or NUL'),
+    ({"X-Evil": "a\x00b"}, 'the value of header "X-Evil" contains CR, LF or NUL'),
+    ({"X Evil": "1"}, '"X Evil" is not a valid HTTP header name'),
+    ({"X-Evil\n": "1"}, r'"X-Evil\n" is not a valid HTTP header name'),
+]
+
+
+@pytest.mark.parametrize(("headers", "words"), UNSENDABLE_HEADERS)
+def test_create_task_refuses_headers_no_request_can_carry(
+    api: Api, headers: dict[str, str], words: str
+) -> None:
+    queue = api.new_queue()
+    task = {"name": f"{queue}/tasks/smuggler", "httpRequest": {"url": NOWHERE, "headers": headers}}
+    message = assert_error(api.call("POST", f"{queue}/tasks", {"task": task}), 400, "INVALID_ARGUMENT")
+    assert message.startswith("HttpRequest.headers: ") and words in message
+    assert api.ok("GET", f"{queue}/tasks") == {}  # nothing stored, nothing to retry
+    overrides = [{"header": {"key": key, "value": value}} for key, value in headers.items()]
+    refused = api.call(
+        "POST", f"{PARENT}/queues", {"name": f"{queue}-o", "httpTarget": {"headerOverrides": overrides}}
+    )
+    assert assert_error(refused, 400, "INVALID_ARGUMENT").startswith("HttpTarget.headerOverrides: ")
+    patch = api.call("PATCH", queue, {"httpTarget": {"headerOverrides": overrides}}, updateMask="httpTarget")
+    assert words in assert_error(patch, 400, "INVALID_ARGUMENT")
+    assert "httpTarget" not in api.ok("GET", queue)
+    assert_error(api.call("GET", f"{queue}-o"), 404, "NOT_FOUND")
+
+
+def test_buffer_task_refuses_a_content_type_no_request_can_carry(api: Api) -> None:
+    queue = api.new_queue()
+    api.ok("PATCH", queue, {"httpTarget": {"uriOverride": {"host": "127.0.0.1"}}}, updateMask="httpTarget")
+    body = {"body": {"contentType": "text/plain\r\nX-Injected: 1", "data": _b64(b"x")}}
+    message = assert_error(api.call("POST", f"{queue}/tasks:buffer", body), 400, "INVALID_ARGUMENT")
+    assert message.startswith("body.contentType: ")
+    assert api.ok("GET", f"{queue}/tasks") == {}
+
+
+def test_framing_headers_are_accepted_and_echoed(api: Api) -> None:
+    """Like Host and Content-Length, which the real service accepts and computes; dispatch drops them."""
+    queue = api.new_queue()
+    headers = {"Transfer-Encoding": "chunked", "Connection": "close", "Content-Length": "3"}
+    task = api.new_task(queue, httpRequest={"url": NOWHERE, "headers": headers})
+    assert task["httpRequest"]["headers"] == {**headers, "User-Agent": "Google-Cloud-Tasks"}
 
 
 def test_task_name_in_another_queue(api: Api) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,7 +151,7 @@ def test_delete_queue_removes_tasks_history_and_tombstones_name(store: TaskStore
 # -- insert / tombstones -------------------------------------------------------------------------
 
 
-def test_insert_duplicate_in_any_state_is_task_exists(store: TaskStore) -> None:
+def test_insert_duplicate_of_a_queued_or_dispatching_task_is_task_exists(store: TaskStore) -> None:
     store.insert_task(task("a"), now=0.0)
     with pytest.raises(AlreadyExists) as info:
         store.insert_task(task("a", schedule_time=5.0), now=0.0)
@@ -158,9 +159,6 @@ def test_insert_duplicate_in_any_state_is_task_exists(store: TaskStore) -> None:
     assert store.claim_task(name("a"), now=1.0) is not None
     with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
         store.insert_task(task("a"), now=0.0)
-    store.insert_task(task("b").replace(state=TaskState.EXHAUSTED), now=0.0)
-    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
-        store.insert_task(task("b"), now=0.0)
     assert store.get_task(name("a")) is not None
     assert store.get_task(name("a")).schedule_time == 100.0  # type: ignore[union-attr]
 
@@ -306,6 +304,32 @@ def test_finish_exhausted_keeps_task_hidden_from_default_listing(store: TaskStor
     assert store.count_tasks(Q) == {"QUEUED": 1, "DISPATCHING": 0, "EXHAUSTED": 1}
     assert ids(store.claim_due(Q, now=1000.0, limit=10)) == ["b"]
     assert store.task_tombstoned(name("a"), now=0.0) is False
+
+
+def test_exhausted_task_is_kept_but_holds_its_name_only_while_its_tombstone_lasts(store: TaskStore) -> None:
+    store.insert_task(task("a"), now=0.0)
+    claimed = claim(store, "a")
+    attempt = Attempt(100.0, 100.0, 101.0, 500, RpcStatus(13, "HTTP status code 500"))
+    exhausted = claimed.replace(state=TaskState.EXHAUSTED, response_count=1, last_attempt=attempt)
+    assert store.finish_attempt(exhausted, attempt, tombstone_until=3701.0) is True
+    assert store.get_task(name("a")) == exhausted  # kept: inspectable and replayable
+    assert store.task_tombstoned(name("a"), now=3700.9) is True
+    with pytest.raises(AlreadyExists) as info:
+        store.insert_task(task("a"), now=3700.9)
+    assert info.value.message == errors.TASK_TOMBSTONED
+    assert store.delete_task(name("a"), tombstone_until=9999.0) is False  # deleted already, for the API
+    assert store.prune(now=3701.0) == 1
+    assert store.get_task(name("a")) == exhausted  # pruning the tombstone keeps the record...
+    assert store.attempts(name("a")) == [attempt]  # ...and its history
+    store.insert_task(task("a", schedule_time=7.0), now=3701.0)  # ...which a new task of the name replaces
+    fresh = store.get_task(name("a"))
+    assert fresh is not None and fresh.state is TaskState.QUEUED and fresh.uid != exhausted.uid
+    assert store.attempts(name("a")) == []
+    assert store.count_tasks(Q) == {"QUEUED": 1, "DISPATCHING": 0, "EXHAUSTED": 0}
+    assert ids(store.claim_due(Q, now=1000.0, limit=5)) == ["a"]
+    store.insert_task(task("b").replace(state=TaskState.EXHAUSTED), now=0.0)  # exhausted, no tombstone
+    store.insert_task(task("b"), now=0.0)
+    assert store.get_task(name("b")) == task("b")
 
 
 def test_stale_finish_after_delete_or_purge_resurrects_nothing(store: TaskStore) -> None:
@@ -731,25 +755,46 @@ def test_sqlite_claim_due_uses_the_due_index(db_path: Path) -> None:
     assert "SCAN" not in plan
 
 
-def test_sqlite_damaged_row_is_a_store_error(db_path: Path) -> None:
+def damage(db_path: Path, statement: str, *args: object) -> None:
+    """Change the database behind the store's back, as a bad edit or a bug of another program would."""
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(statement, args)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def test_sqlite_damaged_rows_are_set_aside_once_and_the_rest_flow(
+    db_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     s = open_sqlite(db_path)
     try:
-        s.insert_task(task("a"), now=0.0)
-        conn = sqlite3.connect(db_path)
-        try:
-            conn.execute("UPDATE tasks SET http_request = '{not json'")
-            conn.commit()
-        finally:
-            conn.close()
+        for task_id in "abcdef":
+            s.insert_task(task(task_id), now=0.0)
+        damage(db_path, "UPDATE tasks SET http_request = '{not json' WHERE name = ?", name("b"))
+        damage(db_path, "UPDATE tasks SET retry_config = '[1]' WHERE name = ?", name("d"))
+        damage(db_path, "UPDATE tasks SET state = 'BOGUS' WHERE name = ?", name("f"))
+        damage(db_path, "UPDATE tasks SET schedule_time = 'soon' WHERE name = ?", name("e"))
+        with caplog.at_level(logging.ERROR, logger="local_runner.store"):
+            assert ids(s.list_tasks(Q, limit=2)) == ["a", "c"]  # the page is filled past "b"
+            assert ids(s.claim_due(Q, now=1000.0, limit=10)) == ["a", "c"]
+            assert s.claim_due(Q, now=1000.0, limit=10) == []
+            assert ids(s.list_tasks(Q)) == ["a", "c"]
+            assert s.claim_task(name("b"), now=1000.0) is None
+            assert s.next_schedule_time(Q) is None  # "e" is never due
+            assert ids(s.list_tasks(Q)) == ["a", "c"]
+            s.insert_task(task("g"), now=0.0)
+            damage(db_path, "UPDATE tasks SET http_request = '{}' WHERE name = ?", name("g"))  # no url
+            assert s.claim_due(Q, now=1000.0, limit=10) == []
+        assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+            f"task {name(task_id)} cannot be read" for task_id in "bdeg"
+        ]  # once each
+        assert s.count_tasks(Q) == {"QUEUED": 0, "DISPATCHING": 2, "EXHAUSTED": 0}
         with pytest.raises(StoreError, match="unreadable record"):
-            s.get_task(name("a"))
-        with pytest.raises(StoreError, match="unreadable record"):
-            s.claim_due(Q, now=1000.0, limit=1)
-        conn = sqlite3.connect(db_path)
-        try:
-            assert conn.execute("SELECT state FROM tasks").fetchone() == ("QUEUED",)  # claim rolled back
-        finally:
-            conn.close()
+            s.get_task(name("b"))
+        assert s.delete_task(name("b"), tombstone_until=10.0) is True
+        assert s.task_tombstoned(name("b"), now=0.0) is True
     finally:
         s.close()
 
@@ -764,7 +809,7 @@ def test_replay_exhausted_requeues_with_fresh_counts_and_keeps_history(store: Ta
             state=TaskState.EXHAUSTED, last_attempt=done, response_count=1, previous_response=500
         ),
         done,
-        None,
+        tombstone_until=3701.0,
     )
     assert store.replay_exhausted(name("missing"), now=200.0) is None
     replayed = store.replay_exhausted(name("a"), now=200.0)
@@ -773,6 +818,9 @@ def test_replay_exhausted_requeues_with_fresh_counts_and_keeps_history(store: Ta
     assert replayed.last_attempt is None and replayed.previous_response is None
     assert store.get_task(name("a")) == replayed
     assert store.replay_exhausted(name("a"), now=201.0) is None  # only exhausted tasks
+    assert store.task_tombstoned(name("a"), now=201.0) is False  # a live task holds the name again
+    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):
+        store.insert_task(task("a"), now=201.0)
     assert ids(store.claim_due(Q, now=200.0, limit=5)) == ["a"]
     assert store.attempts(name("a")) == [done]
 

@@ -2,15 +2,18 @@
 
 Each request is built from a valid one of its method with one part broken (a path segment, a query
 parameter, a body field given another value or type, an unknown field, or the whole body replaced), or is
-raw noise. Properties: never a 500 or a non-JSON answer; errors in Google's shape with the canonical code's
-HTTP status; a body field of the wrong type is named in the message; a refused request changes nothing
-in the database (every table compared) or in the IAM policies; the server keeps answering.
+raw noise, or is what a web page could send (foreign ``Host``, cross-site ``Origin``/``Sec-Fetch-Site``, a
+form's content type), or carries a header no HTTP request can carry (CR, LF, NUL, spaces in names).
+Properties: never a 500 or a non-JSON answer; errors in Google's shape with the canonical code's HTTP
+status; a body field of the wrong type is named in the message; a refused request changes nothing in the
+database (every table compared) or in the IAM policies; the server keeps answering.
 
 The API is served without a dispatcher, so that nothing changes the state between two snapshots.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -27,7 +30,7 @@ from hypothesis import strategies as st
 from reliability.figures import Figures, Row
 from reliability.sink import AppThread
 
-from local_runner.api import rest
+from local_runner.api import browser_guard, rest
 from local_runner.api.request import snake
 from local_runner.clock import SystemClock
 from local_runner.codec import format_timestamp, parse_duration
@@ -49,13 +52,18 @@ class ApiUnderTest:
         self.db = db
         self.store = SQLiteTaskStore(db)
         self.service = TasksService(self.store, SystemClock())
-        app = web.Application(client_max_size=rest.MAX_REQUEST_BYTES)
+        app = web.Application(
+            client_max_size=rest.MAX_REQUEST_BYTES, middlewares=[browser_guard.middleware(loopback_only=True)]
+        )
         rest.register(app, self.service)
         self.thread = AppThread()
         self.url = self.thread.start(app)
         self.http = requests.Session()
         self.tried = 0
         self.refused = 0
+        #: Refusals of the browser-style and unsendable-header cases (their own row in the figures).
+        self.browser_refused = 0
+        self.header_refused = 0
 
     def seed(self) -> None:
         """Make sure the home queue and its task exist (a fuzzed reset or delete may have removed them)."""
@@ -343,6 +351,118 @@ def test_noise_on_any_path_is_answered_without_a_crash(
     check_answer(api, answer, before)
 
 
+WRITES = [method for method in METHODS if method.verb != "GET" and "waitIdle" not in method.path]
+FOREIGN_HOSTS = st.sampled_from(
+    [
+        "evil.example",
+        "127.0.0.1.nip.io",
+        "localhost.evil.example",
+        "10.0.0.1",
+        "[::2]",
+        "0.0.0.0",
+        "localhost@evil",
+    ]
+)
+CROSS_SITE = st.sampled_from(
+    [
+        {"Origin": "null"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost:1"},
+        {"Origin": "http://127.0.0.1"},
+        {"Origin": "evil"},
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site", "Origin": "{own}"},
+    ]
+)
+FORM_TYPES = st.sampled_from(
+    [
+        "text/plain",
+        "text/plain;charset=UTF-8",
+        "application/x-www-form-urlencoded",
+        "multipart/form-data; boundary=x",
+    ]
+)
+
+
+@st.composite
+def browser_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]:
+    """A valid call, sent as a web page could: foreign Host, cross-site, or a form's content type."""
+    method = draw(st.sampled_from(METHODS if draw(st.booleans()) else WRITES))
+    path = method.path.format(l="us-central1", q="home", t="t1")
+    body = json.dumps(method.body()).encode() if method.body is not None and draw(st.booleans()) else b""
+    headers = {"Content-Type": "application/json"}
+    trait = draw(st.sampled_from(["host", "cross-site", "form"] if method.verb != "GET" else ["host"]))
+    if trait == "host":
+        port = draw(st.sampled_from(["", ":8123", ":1"]))
+        headers["Host"] = draw(FOREIGN_HOSTS) + port
+    elif trait == "cross-site":
+        headers.update(draw(CROSS_SITE))
+    else:
+        headers["Content-Type"] = draw(FORM_TYPES)
+    return method.verb, path, headers, body
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(request=browser_requests())
+def test_what_a_web_page_could_send_is_refused_and_changes_nothing(
+    api: ApiUnderTest, request: tuple[str, str, dict[str, str], bytes]
+) -> None:
+    verb, path, headers, body = request
+    api.seed()
+    before = api.snapshot()
+    headers = {key: value.replace("{own}", api.url) for key, value in headers.items()}
+    answer = api.http.request(verb, f"{api.url}/{path}", headers=headers, data=body, timeout=30)
+    error = check_answer(api, answer, before)
+    assert (answer.status_code, error.get("status")) in (
+        (403, "PERMISSION_DENIED"),
+        (400, "INVALID_ARGUMENT"),
+    )
+    api.browser_refused += 1
+
+
+UNSENDABLE = st.sampled_from(["\r", "\n", "\r\n", "\x00"])
+
+
+@st.composite
+def unsendable_headers(draw: st.DrawFn) -> tuple[str, str]:
+    """A header whose name is not an HTTP token or whose value holds CR, LF or NUL."""
+    name = draw(st.text(st.characters(codec="ascii", categories=("L", "N")), min_size=1, max_size=8))
+    value = draw(st.text(max_size=12))
+    place = draw(st.sampled_from(["name", "value", "space"]))
+    if place == "space":
+        return f"{name} {name}", value
+    index = draw(st.integers(0, len(name if place == "name" else value)))
+    if place == "name":
+        return name[:index] + draw(UNSENDABLE) + name[index:], value
+    return name, value[:index] + draw(UNSENDABLE) + value[index:]
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(header=unsendable_headers(), where=st.sampled_from(["task", "create-queue", "update-queue"]))
+def test_headers_no_request_can_carry_are_refused_at_creation(
+    api: ApiUnderTest, header: tuple[str, str], where: str
+) -> None:
+    api.seed()
+    before = api.snapshot()
+    key, value = header
+    overrides = {"httpTarget": {"headerOverrides": [{"header": {"key": key, "value": value}}]}}
+    if where == "task":
+        body = task_doc()
+        body["task"]["httpRequest"]["headers"] = {key: value}
+        answer = send(api, "POST", f"v2/{QUEUE}/tasks", {}, body)
+    elif where == "create-queue":
+        answer = send(
+            api, "POST", f"v2/{PARENT}/queues", {}, {"name": f"{PARENT}/queues/headers", **overrides}
+        )
+    else:
+        answer = send(api, "PATCH", f"v2/{QUEUE}", {"updateMask": "httpTarget"}, overrides)
+    error = check_answer(api, answer, before)
+    assert error.get("status") == "INVALID_ARGUMENT", answer.text
+    assert error["message"].startswith(("HttpRequest.headers: ", "HttpTarget.headerOverrides: "))
+    api.header_refused += 1
+
+
 def test_zz_report_fuzzing_figures(api: ApiUnderTest, figures: Figures) -> None:
     assert api.tried > 0
     assert api.http.get(f"{api.url}/v2/{PARENT}/queues", timeout=10).status_code == 200  # still serving
@@ -353,5 +473,14 @@ def test_zz_report_fuzzing_figures(api: ApiUnderTest, figures: Figures) -> None:
             "one part broken per request (path, query, field value or type, unknown field, body), raw noise",
             bad_inputs=api.refused,
             server_errors=0,  # check_answer fails the run on any 500
+        )
+    )
+    figures.record(
+        Row(
+            "REST API: requests a web page could send, headers no request can carry",
+            f"{api.browser_refused + api.header_refused:,} requests, all refused, nothing stored",
+            "foreign Host, cross-site Origin/Sec-Fetch-Site, form content types; CR/LF/NUL/space in headers",
+            bad_inputs=api.browser_refused + api.header_refused,
+            server_errors=0,
         )
     )

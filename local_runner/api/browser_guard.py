@@ -1,0 +1,141 @@
+"""Keeps web browsers from driving the runner on behalf of the pages a developer visits.
+
+A runner on 127.0.0.1 is reachable from every page open in the developer's browser. Without these
+checks a page could submit a form to ``/runner/v1/reset`` or create tasks (which the runner then sends,
+with OIDC tokens that local handlers trust), and a page whose own name is rebound to 127.0.0.1 (DNS
+rebinding) could read every task. The official clients and gcloud are not browsers: they send JSON with
+``Content-Type: application/json`` (or no body at all) and no ``Origin``, so nothing here refuses them.
+
+Rules, checked before any handler runs (a *write* is any method but GET, HEAD and OPTIONS):
+
+1. **Host.** When the runner is bound to a loopback address, the ``Host`` header must name a loopback
+   host: ``localhost``, a name under ``.localhost`` (browsers resolve those to loopback themselves),
+   an address in 127.0.0.0/8 or ``[::1]``, with any port. Otherwise ``403 PERMISSION_DENIED``. The OIDC
+   issuer's public documents (``GET /certs``, ``/jwks``, ``/.well-known/...``) are readable under any
+   name, and so does a request without ``Host`` (HTTP/1.0; browsers always send one). A runner bound to
+   another address (``--host 0.0.0.0`` in Docker Compose, where handlers use a service name) skips this
+   check.
+2. **Cross-site writes.** A write whose ``Sec-Fetch-Site`` is neither ``same-origin`` nor ``none``, or
+   whose ``Origin`` is not the runner's own (``null`` included), is ``403 PERMISSION_DENIED``.
+3. **JSON only.** Unless it comes from the runner's own origin (rule 2 checked its ``Origin`` or
+   ``Sec-Fetch-Site: same-origin``), a write with a body must say ``Content-Type: application/json``,
+   and the types a page may send without a CORS preflight (``text/plain``,
+   ``application/x-www-form-urlencoded``, ``multipart/form-data``) are refused even with an empty body:
+   ``400 INVALID_ARGUMENT``. This covers browsers that send no ``Origin``. A write with no body and no
+   ``Content-Type`` (``POST ...:pause`` from a plain HTTP client) passes.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from local_runner import oidc
+from local_runner.api.errors import api_error_response
+from local_runner.errors import ApiError, Code, InvalidArgument
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: Methods that change nothing: a cross-site page gains nothing by sending them (it cannot read the answer).
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: ``Sec-Fetch-Site`` values of a request the runner's own pages, or the user, started.
+_SAME_ORIGIN_FETCH_SITES = frozenset({"same-origin", "none"})
+#: Content types a browser sends cross-site without a CORS preflight (the Fetch standard's list).
+SIMPLE_CONTENT_TYPES = frozenset({"text/plain", "application/x-www-form-urlencoded", "multipart/form-data"})
+JSON_CONTENT_TYPE = "application/json"
+#: Paths of the OIDC issuer's public documents, readable whatever the ``Host``.
+_PUBLIC_PATHS = frozenset({oidc.CERTS_PATH, oidc.JWKS_PATH, oidc.DISCOVERY_PATH})
+
+
+def is_loopback_host(name: str) -> bool:
+    """Whether a host name or address (no port, IPv6 without brackets) can only mean this machine."""
+    name = name.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=256)
+def _names_loopback(host_header: str) -> bool:
+    """Whether a ``Host`` header (port and IPv6 brackets allowed) names this machine (a client uses few)."""
+    if host_header.startswith("["):
+        name = host_header[1 : host_header.find("]")] if "]" in host_header else host_header
+    else:
+        name, colon, port = host_header.rpartition(":")
+        name = name if colon and port.isdigit() else host_header
+    return is_loopback_host(name)
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.partition(";")[0].strip().lower()
+
+
+def _origin_authority(origin: str) -> str:
+    """``host[:port]`` of an ``Origin`` header (``""`` for ``null`` or anything malformed)."""
+    scheme, sep, authority = origin.partition("://")
+    return authority.lower() if sep and scheme and authority and "/" not in authority else ""
+
+
+def refusal(
+    method: str, path: str, headers: Mapping[str, str], has_body: bool, loopback_only: bool
+) -> ApiError | None:
+    """Why the request must be refused under the module's rules, or ``None`` to let it through."""
+    host = headers.get("Host", "")
+    write = method.upper() not in SAFE_METHODS
+    public_read = not write and path in _PUBLIC_PATHS
+    if loopback_only and host and not public_read and not _names_loopback(host):
+        return ApiError(
+            f'Host "{host}" is not a loopback name. A runner bound to a loopback address answers only '
+            "requests for localhost, *.localhost, 127.0.0.0/8 or [::1] (any port), so that no web page "
+            "can reach it by DNS rebinding: call it by one of those names, or bind --host 0.0.0.0 to serve "
+            "others.",
+            Code.PERMISSION_DENIED,
+        )
+    if not write:
+        return None
+    fetch_site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    if fetch_site and fetch_site not in _SAME_ORIGIN_FETCH_SITES:
+        return _cross_site(f'Sec-Fetch-Site is "{fetch_site}"')
+    origin = headers.get("Origin")
+    if origin is not None and _origin_authority(origin.strip()) != host.lower():
+        return _cross_site(f'Origin "{origin}" is not this runner\'s origin')
+    if origin is not None or fetch_site == "same-origin":
+        return None  # a page of the runner's own (a form may post form data)
+    content_type = headers.get("Content-Type")
+    media_type = _media_type(content_type or "")
+    if media_type in SIMPLE_CONTENT_TYPES or (has_body and media_type != JSON_CONTENT_TYPE):
+        shown = f'"{content_type}"' if content_type is not None else "missing"
+        return InvalidArgument(
+            f"Content-Type is {shown}: a request body must be JSON, "
+            f"sent with Content-Type: {JSON_CONTENT_TYPE}."
+        )
+    return None
+
+
+def _cross_site(reason: str) -> ApiError:
+    return ApiError(
+        f"Cross-site request refused: {reason}. The runner accepts changes only from API clients and from "
+        "its own origin, so that web pages cannot create tasks or reset it.",
+        Code.PERMISSION_DENIED,
+    )
+
+
+def middleware(loopback_only: bool) -> Middleware:
+    """The aiohttp middleware applying :func:`refusal`; ``loopback_only``: the runner is bound to loopback."""
+
+    @web.middleware
+    async def browser_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+        has_body = request.body_exists and request.content_length != 0
+        error = refusal(request.method, request.path, request.headers, has_body, loopback_only)
+        if error is not None:
+            return api_error_response(error)
+        return await handler(request)
+
+    return browser_guard
