@@ -29,7 +29,7 @@ def rest_threads(url: str, count: int, threads: int) -> float:
     """CreateTask/s from ``threads`` threads, one keep-alive ``http.client`` connection each.
 
     The standard library's client costs a fraction of ``requests`` per call, so more of the two cores
-    is left to the server being measured (``enqueue_many`` below measures our ``requests``-based client).
+    is left to the server being measured (``enqueue_many`` below measures TasksClient against it).
     """
     path = f"/v2/{benchlib.queue_name(QUEUE)}/tasks"
     host = url.removeprefix("http://")
