@@ -19,6 +19,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -66,6 +67,15 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+
+def python_loop_seconds(iterations: int = 10_000_000) -> float:
+    """Seconds a fixed pure-Python loop takes here: the machine's speed, next to the figures."""
+    started = time.perf_counter()
+    total = 0
+    for index in range(iterations):
+        total += index
+    return time.perf_counter() - started
 
 
 def median(values: Sequence[float]) -> float:
@@ -171,10 +181,27 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
+#: Lowers the open-file soft limit (``ulimit -n``) to ``argv[1]``, then becomes ``argv[2:]`` (same PID).
+_LIMIT_THEN_EXEC = (
+    "import os, resource, sys; hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
 class Child:
     """A child process with its output in a log file; stopped by its own PID (and its group's)."""
 
-    def __init__(self, command: Sequence[str], log: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
+        open_files: int | None = None,
+    ) -> None:
+        if open_files is not None:
+            command = [sys.executable, "-c", _LIMIT_THEN_EXEC, str(open_files), *command]
         self.command = list(command)
         self.log_path = log
         self._log = log.open("w")
@@ -184,7 +211,7 @@ class Child:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
-            cwd=ROOT,
+            cwd=cwd,
             start_new_session=True,
         )
 
@@ -236,6 +263,41 @@ def process_cpu_seconds(pids: Sequence[int]) -> float:
     return total / tick
 
 
+class CpuSampler:
+    """Samples a process's CPU seconds on a thread, to read its CPU over a wall-clock window afterwards."""
+
+    def __init__(self, pid: int, interval: float = 0.01) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[tuple[float, float]] = []  # (time.time(), CPU seconds)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.time(), process_cpu_seconds([self.pid])))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def cpu_at(self, moment: float) -> float:
+        """CPU seconds used by ``moment`` (interpolated between the samples around it)."""
+        before = [(t, cpu) for t, cpu in self.samples if t <= moment] or self.samples[:1]
+        after = [(t, cpu) for t, cpu in self.samples if t >= moment] or self.samples[-1:]
+        (t0, c0), (t1, c1) = before[-1], after[0]
+        return c0 if t1 <= t0 else c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds used between two moments."""
+        return self.cpu_at(end) - self.cpu_at(start)
+
+
 def child_pids(pid: int) -> list[int]:
     """Direct children of ``pid`` (gunicorn's workers)."""
     with contextlib.suppress(OSError):
@@ -246,10 +308,20 @@ def child_pids(pid: int) -> list[int]:
 class Runner(Child):
     """``runner serve`` on a free port, on a data directory (SQLite, the default) or in memory."""
 
-    def __init__(self, workdir: Path, data_dir: Path | None, *args: str, port: int = 0) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        data_dir: Path | None,
+        *args: str,
+        port: int = 0,
+        checkout: Path = ROOT,
+        open_files: int | None = None,
+    ) -> None:
+        """``checkout`` runs another copy of the code (a worktree of an older commit, for a baseline)."""
         storage = ["--in-memory"] if data_dir is None else ["--data-dir", str(data_dir)]
         command = [sys.executable, "-m", "local_runner", "serve", "--port", str(port), *storage, *args]
-        super().__init__(command, workdir / f"runner-{time.monotonic_ns()}.log")
+        log = workdir / f"runner-{time.monotonic_ns()}.log"
+        super().__init__(command, log, cwd=checkout, open_files=open_files)
         self.url = ""
 
     def wait_ready(self, timeout: float = 60.0) -> Runner:
@@ -488,11 +560,19 @@ class Peer(Child):
 
     def client(self, *args: str, timeout: float = 600) -> dict[str, Any]:
         """Run ``bench/peer_client.py`` in the peer's venv against it; returns its JSON answer."""
-        command = [str(self.python), str(BENCH / "peer_client.py"), "--port", str(self.port), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-        if done.returncode != 0:
-            raise RuntimeError(f"peer client failed:\n{done.stderr[-3000:]}")
-        return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+        return grpc_client(self.python, self.port, *args, timeout=timeout)
+
+
+def grpc_client(python: Path, port: int, *args: str, timeout: float = 600) -> dict[str, Any]:
+    """Run ``bench/peer_client.py`` (the official client on gRPC) with ``python`` against ``port``.
+
+    It speaks to any gRPC Cloud Tasks on 127.0.0.1: the peer, or the runner (REST and gRPC share its port).
+    """
+    command = [str(python), str(BENCH / "peer_client.py"), "--port", str(port), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    if done.returncode != 0:
+        raise RuntimeError(f"gRPC client failed:\n{done.stderr[-3000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
 # -- wrk -------------------------------------------------------------------------------------------

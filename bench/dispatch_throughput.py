@@ -1,19 +1,35 @@
 """Dispatch throughput: a backlog over 10 queues at 500/s each to an aiohttp sink and gunicorn, and the peer.
 
-Usage: python bench/dispatch_throughput.py [--tasks 20000] [--queues 10] [--runs 3] [--no-peer] [--smoke]
+Usage: python bench/dispatch_throughput.py [--tasks 20000] [--queues 10] [--concurrency 1000] [--runs 3]
+       [--no-peer] [--no-flask] [--baseline CHECKOUT] [--open-files N] [--smoke]
 Each run starts a fresh `runner serve` on a data directory whose queues already hold the backlog (written
 through the runner's store before it starts, so only dispatch is timed), and counts tasks/s from the first
-to the last delivery. Sides alternate within each run: runner -> sink, peer -> sink, runner -> Flask.
-Prints one figure per line and writes bench/results/dispatch_throughput.json.
+to the last delivery. Runner CPU per task is read from /proc over that same window, so start-up is left
+out. Sides alternate within each run: runner -> sink, baseline -> sink, peer -> sink, runner -> Flask.
+`--baseline` runs the runner of another checkout too (e.g. `git worktree add --detach DIR main`), for a
+before/after ratio from one invocation; `--open-files` starts the runners under that `ulimit -n` and
+counts failed attempts and store errors in their logs. A pure-Python 10M-iteration loop is timed first,
+so figures from different machines can be compared. Writes bench/results/dispatch_throughput.json.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import benchlib
-from benchlib import Figures, Gunicorn, Peer, Runner, Sink, median
+from benchlib import CpuSampler, Figures, Gunicorn, Peer, Runner, Sink, median
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every run dispatches, and how the runners are started."""
+
+    tasks: int
+    queues: int
+    concurrency: int
+    open_files: int | None
 
 
 def spread(total: int, queues: int) -> dict[str, int]:
@@ -24,19 +40,40 @@ def rate(times: list[float]) -> float:
     return (len(times) - 1) / (max(times) - min(times)) if len(times) > 1 else float("nan")
 
 
-def runner_to_sink(tmp: Path, sink: Sink, total: int, queues: int, run: int) -> dict[str, float]:
+def log_problems(log: str) -> tuple[int, int]:
+    """Failed attempts (WARNING lines of attempts) and other errors (ERROR lines) in a runner's log."""
+    lines = log.splitlines()
+    failed = sum(1 for line in lines if " WARNING " in line and " attempt " in line)
+    return failed, sum(1 for line in lines if " ERROR " in line)
+
+
+def runner_to_sink(
+    tmp: Path, sink: Sink, setup: Setup, name: str, checkout: Path = benchlib.ROOT
+) -> dict[str, float]:
     sink.reset()
-    data = tmp / f"sink-{run}"
-    benchlib.populate(data, spread(total, queues), f"{sink.url}/task")
-    runner = Runner(tmp, data).wait_ready()
+    data = tmp / name
+    benchlib.populate(
+        data, spread(setup.tasks, setup.queues), f"{sink.url}/task", concurrency=setup.concurrency
+    )
+    runner = Runner(tmp, data, checkout=checkout, open_files=setup.open_files).wait_ready()
     try:
-        sink.wait_count(total, timeout=60)
+        with CpuSampler(runner.pid) as sampler:
+            sink.wait_count(setup.tasks, timeout=60)
         cpu = benchlib.process_cpu_seconds([runner.pid])
         rss, _ = runner.memory_kb()
     finally:
         runner.stop()
     times = sink.deliveries()["times"]
-    return {"rate": rate(times), "delivered": len(times), "runner_cpu_s": cpu, "runner_rss_mb": rss / 1024}
+    failed, errors = log_problems(runner.output())
+    return {
+        "rate": rate(times),
+        "delivered": len(times),
+        "runner_cpu_s": cpu,
+        "window_cpu_s": sampler.cpu_between(min(times), max(times)),
+        "runner_rss_mb": rss / 1024,
+        "failed_attempts": failed,
+        "errors": errors,
+    }
 
 
 def runner_to_flask(tmp: Path, total: int, queues: int, run: int) -> dict[str, float]:
@@ -86,20 +123,31 @@ def main() -> None:
     p = benchlib.parser(__doc__, runs=3)
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--queues", type=int, default=10)
+    p.add_argument("--concurrency", type=int, default=1000, help="maxConcurrentDispatches of each queue")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--no-flask", action="store_true")
+    p.add_argument("--baseline", help="another checkout whose runner runs too, alternating")
+    p.add_argument("--open-files", type=int, help="start the runners under this `ulimit -n`")
     args = benchlib.parse(p, tasks=300, queues=2)
     figures = Figures("dispatch_throughput", args)
+    loop = benchlib.python_loop_seconds()
+    figures.add("python_loop_10m_s", "machine speed: pure-Python 10M-iteration loop", loop, "s")
+    setup = Setup(args.tasks, args.queues, args.concurrency, args.open_files)
     peer_python = None if args.no_peer else benchlib.peer_python()
     if peer_python is None and not args.no_peer:
         figures.note("peer could not be installed; peer figures skipped")
-    sides: dict[str, list[dict[str, float]]] = {"sink": [], "peer": [], "flask": []}
+    sides: dict[str, list[dict[str, float]]] = {"sink": [], "baseline": [], "peer": [], "flask": []}
     with benchlib.workdir("dispatch") as tmp:
         sink = Sink(tmp)
         try:
             for run in range(args.runs):
                 started = time.monotonic()
-                sides["sink"].append(runner_to_sink(tmp, sink, args.tasks, args.queues, run))
+                sides["sink"].append(runner_to_sink(tmp, sink, setup, f"sink-{run}"))
+                if args.baseline is not None:
+                    baseline = runner_to_sink(
+                        tmp, sink, setup, f"baseline-{run}", Path(args.baseline).resolve()
+                    )
+                    sides["baseline"].append(baseline)
                 if peer_python is not None:
                     sides["peer"].append(peer_to_sink(tmp, peer_python, sink, args.tasks, args.queues))
                 if not args.no_flask:
@@ -110,8 +158,11 @@ def main() -> None:
         finally:
             sink.stop()
     n, q = args.tasks, args.queues
+    c = args.concurrency
+    limit = f", ulimit -n {args.open_files}" if args.open_files else ""
     labels = {
-        "sink": f"runner -> aiohttp sink, {n} tasks over {q} queues at 500/s",
+        "sink": f"runner -> aiohttp sink, {n} tasks over {q} queues at 500/s, {c} concurrent each{limit}",
+        "baseline": f"baseline runner ({args.baseline}) -> aiohttp sink, same backlog",
         "peer": f"gcloud-tasks-emulator -> aiohttp sink, {n} tasks over {q} queues",
         "flask": "runner -> gunicorn 2 sync workers, @task_handler (OIDC + memory dedup), 8 in flight/queue",
     }
@@ -123,9 +174,26 @@ def main() -> None:
             lost = [r["delivered"] - n for r in runs if r["delivered"] != n]
             if lost:
                 figures.note(f"{side}: delivered count differed from {n} by {lost}")
-    if "sink" in medians:
-        cpu = [r["runner_cpu_s"] / n * 1e6 for r in sides["sink"]]
-        figures.add("runner_cpu_us_per_task", "runner CPU per dispatched task", median(cpu), "us", cpu)
+    for side, who in (("sink", "runner"), ("baseline", "baseline")):
+        if side not in medians:
+            continue
+        runs = sides[side]
+        cpu = [r["runner_cpu_s"] / n * 1e6 for r in runs]
+        figures.add(
+            f"{who}_cpu_us_per_task", f"{who} CPU per dispatched task, whole process", median(cpu), "us", cpu
+        )
+        window = [r["window_cpu_s"] / n * 1e6 for r in runs]
+        label = f"{who} CPU per dispatched task, first to last delivery"
+        figures.add(f"{who}_window_cpu_us_per_task", label, median(window), "us", window)
+        failed = [r["failed_attempts"] for r in runs]
+        figures.add(f"{who}_failed_attempts", f"{who}: failed attempts (all runs)", sum(failed), "", failed)
+        errors = [r["errors"] for r in runs]
+        figures.add(
+            f"{who}_errors", f"{who}: ERROR log lines, e.g. store errors (all runs)", sum(errors), "", errors
+        )
+    if "baseline" in medians:
+        ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["baseline"], strict=True)]
+        figures.add("ratio_vs_baseline", "runner / baseline on the aiohttp sink", median(ratios), "x", ratios)
     if "peer" in medians:
         ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["peer"], strict=True)]
         figures.add("ratio_vs_peer", "runner / peer on the aiohttp sink", median(ratios), "x", ratios)

@@ -1,9 +1,11 @@
-"""Enqueue throughput: CreateTask/s into the runner over REST (threads, enqueue_many, wrk) and into the peer.
+"""Enqueue throughput: CreateTask/s into the runner over REST and gRPC, and into the peer over gRPC.
 
 Usage: python bench/enqueue_throughput.py [--tasks 4000] [--runs 3] [--no-peer] [--smoke]
 The queue is paused so only acceptance is timed. Runner side: one keep-alive http.client connection per
 thread, then tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk with 8 connections (a C
-client: the server's own ceiling). Peer side: its gRPC API through google-cloud-tasks, 1 and 8 threads.
+client: the server's own ceiling), then the official client on gRPC (bench/peer_client.py, one channel
+per thread, 1 and 8 threads) on the same port, after which every gRPC task is counted back through
+ListTasks. Peer side: the same gRPC client program, run by the same interpreter, 1 and 8 threads.
 Sides alternate within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 import http.client
 import json
 import shutil
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +25,7 @@ import requests
 from benchlib import Figures, Peer, Runner, median
 
 QUEUE = "enqueue"
+GRPC_QUEUE = "enqueue-grpc"
 TARGET = "http://127.0.0.1:9/task"
 
 
@@ -29,7 +33,7 @@ def rest_threads(url: str, count: int, threads: int) -> float:
     """CreateTask/s from ``threads`` threads, one keep-alive ``http.client`` connection each.
 
     The standard library's client costs a fraction of ``requests`` per call, so more of the two cores
-    is left to the server being measured (``enqueue_many`` below measures our ``requests``-based client).
+    is left to the server being measured (``enqueue_many`` below measures TasksClient against it).
     """
     path = f"/v2/{benchlib.queue_name(QUEUE)}/tasks"
     host = url.removeprefix("http://")
@@ -86,7 +90,36 @@ def wrk_rate(url: str, tmp: Path, seconds: int) -> float:
     return benchlib.wrk(endpoint, script, connections=8, seconds=seconds)["rps"]
 
 
-def runner_side(tmp: Path, args: object, run: int, use_client: bool, use_wrk: bool) -> dict[str, float]:
+def grpc_rates(python: Path, port: int, count: int) -> dict[str, float]:
+    """CreateTask/s over gRPC from 1 and 8 threads (``count // 2`` and ``count`` tasks)."""
+    out = {}
+    for threads, n, key in ((1, count // 2, "grpc_1_thread"), (8, count, "grpc_8_threads")):
+        answer = benchlib.grpc_client(
+            python, port, "enqueue", "--queues", GRPC_QUEUE, "--count", str(n), "--threads", str(threads),
+            "--target", TARGET,
+        )  # fmt: skip
+        out[key] = answer["timed"] / answer["seconds"]
+    return out
+
+
+def count_tasks(session: requests.Session, url: str, queue_id: str) -> int:
+    """Tasks stored in a queue, counted through ListTasks pages."""
+    total, token = 0, ""
+    while True:
+        page = session.get(
+            f"{url}/v2/{benchlib.queue_name(queue_id)}/tasks",
+            params={"pageSize": 1000, "pageToken": token},
+            timeout=60,
+        ).json()
+        total += len(page.get("tasks", []))
+        token = page.get("nextPageToken", "")
+        if not token:
+            return total
+
+
+def runner_side(
+    tmp: Path, args: object, run: int, use_client: bool, use_wrk: bool, grpc_python: Path
+) -> dict[str, float]:
     count = args.tasks  # type: ignore[attr-defined]
     data = tmp / f"data-{run}"
     runner = Runner(tmp, data).wait_ready()
@@ -101,6 +134,12 @@ def runner_side(tmp: Path, args: object, run: int, use_client: bool, use_wrk: bo
             out["enqueue_many_8"] = enqueue_many(runner.url, count)
         if use_wrk:
             out["wrk_8_connections"] = wrk_rate(runner.url, tmp, args.wrk_seconds)  # type: ignore[attr-defined]
+        port = int(runner.url.rpartition(":")[2])
+        benchlib.grpc_client(grpc_python, port, "create-queues", "--queues", GRPC_QUEUE, "--paused")
+        out.update(grpc_rates(grpc_python, port, count))
+        stored = count_tasks(session, runner.url, GRPC_QUEUE)
+        if stored != count // 2 + count:
+            raise RuntimeError(f"gRPC: {count // 2 + count} tasks acknowledged, {stored} stored")
         runner.check_alive("runner serve")
     finally:
         runner.stop()
@@ -111,16 +150,11 @@ def runner_side(tmp: Path, args: object, run: int, use_client: bool, use_wrk: bo
 def peer_side(tmp: Path, python: Path, count: int) -> dict[str, float]:
     peer = Peer(tmp, python)
     try:
-        peer.client("create-queues", "--queues", QUEUE, "--paused")
-        out = {}
-        for threads, n, key in ((1, count // 2, "peer_1_thread"), (8, count, "peer_8_threads")):
-            answer = peer.client(
-                "enqueue", "--queues", QUEUE, "--count", str(n), "--threads", str(threads), "--target", TARGET
-            )
-            out[key] = answer["timed"] / answer["seconds"]
+        peer.client("create-queues", "--queues", GRPC_QUEUE, "--paused")
+        rates = grpc_rates(python, peer.port, count)
     finally:
         peer.stop()
-    return out
+    return {"peer_1_thread": rates["grpc_1_thread"], "peer_8_threads": rates["grpc_8_threads"]}
 
 
 LABELS = {
@@ -128,6 +162,8 @@ LABELS = {
     "rest_8_threads": "runner CreateTask, REST, 8 threads (http.client keep-alive each)",
     "enqueue_many_8": "runner CreateTask via TasksClient.enqueue_many(max_workers=8)",
     "wrk_8_connections": "runner CreateTask, REST, wrk 8 connections (server ceiling)",
+    "grpc_1_thread": "runner CreateTask, gRPC (official client), 1 thread",
+    "grpc_8_threads": "runner CreateTask, gRPC (official client), 8 threads",
     "peer_1_thread": "gcloud-tasks-emulator CreateTask, gRPC, 1 thread",
     "peer_8_threads": "gcloud-tasks-emulator CreateTask, gRPC, 8 threads",
 }
@@ -135,6 +171,13 @@ RATIOS = {
     "ratio_1_thread": ("rest_1_thread", "peer_1_thread", "runner / peer, 1 client thread"),
     "ratio_8_threads": ("rest_8_threads", "peer_8_threads", "runner / peer, 8 client threads"),
     "ratio_best": ("wrk_8_connections", "peer_8_threads", "runner (wrk, 8 conns) / peer (8 threads)"),
+    "grpc_ratio_1_thread": ("grpc_1_thread", "peer_1_thread", "runner / peer, both gRPC, 1 client thread"),
+    "grpc_ratio_8_threads": (
+        "grpc_8_threads",
+        "peer_8_threads",
+        "runner / peer, both gRPC, 8 client threads",
+    ),
+    "enqueue_many_vs_raw": ("enqueue_many_8", "rest_8_threads", "enqueue_many(8) / raw REST, 8 threads"),
 }
 
 
@@ -154,10 +197,12 @@ def main() -> None:
         figures.note("tasktoolkit.client is not there yet; enqueue_many skipped")
     use_wrk = benchlib.have_wrk(figures)
     python = None if args.no_peer else benchlib.peer_python()
+    # One gRPC client program for both sides, run by the same interpreter (the peer's when it is there).
+    grpc_python = python or Path(sys.executable)
     runs: dict[str, list[float]] = {key: [] for key in LABELS}
     with benchlib.workdir("enqueue") as tmp:
         for run in range(args.runs):
-            for key, value in runner_side(tmp, args, run, use_client, use_wrk).items():
+            for key, value in runner_side(tmp, args, run, use_client, use_wrk, grpc_python).items():
                 runs[key].append(value)
             if python is not None:
                 for key, value in peer_side(tmp, python, args.tasks).items():

@@ -13,7 +13,9 @@ import click
 from local_runner.cli_queues import queues
 from local_runner.cli_tasks import tasks
 from local_runner.config import RunnerSettings
+from local_runner.engine.slots import ConnectionLimitError, connection_limits
 from local_runner.errors import RunnerError
+from local_runner.http_client import open_file_limit
 from local_runner.server import RunnerServer
 
 
@@ -58,6 +60,12 @@ def main() -> None:
 @click.option(
     "--no-test-aids", is_flag=True, help="Refuse the state-changing test aids (/runner/v1/reset, :replay)."
 )
+@click.option(
+    "--max-connections-per-host",
+    type=int,
+    callback=lambda ctx, param, value: _check_connection_cap(value),
+    help="Most requests in flight to one host:port [default: 256, less under a low `ulimit -n`].",
+)
 @click.option("--no-console", is_flag=True, help="Do not serve the developer console at /.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
 def serve(
@@ -70,6 +78,7 @@ def serve(
     queues_file: Path | None,
     task_tombstone: float,
     no_test_aids: bool,
+    max_connections_per_host: int | None,
     no_console: bool,
     verbose: bool,
 ) -> None:
@@ -89,6 +98,7 @@ def serve(
         queues_file=queues_file,
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
+        max_connections_per_host=max_connections_per_host,
         console=not no_console,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
@@ -106,6 +116,16 @@ def serve(
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
+
+
+def _check_connection_cap(value: int | None) -> int | None:
+    """Refuse a cap the open-file limit cannot hold, naming the allowed range."""
+    if value is not None:
+        try:
+            connection_limits(open_file_limit(), value)
+        except ConnectionLimitError as error:
+            raise click.BadParameter(str(error)) from error
+    return value
 
 
 main.add_command(queues)

@@ -36,6 +36,9 @@ class RunnerSettings:
     shutdown_grace: float = 5.0
     #: Serve the state-changing test aids (reset, replay) under ``/runner/v1/``.
     test_aids: bool = True
+    #: Most requests in flight to one destination (scheme, host, port); ``None``: derived from the
+    #: open-file limit (``local_runner.engine.slots.connection_limits``).
+    max_connections_per_host: int | None = None
     #: Serve the developer console at ``/`` (``runner serve --no-console`` turns it off).
     console: bool = True
 

@@ -14,7 +14,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from local_runner.clock import Clock, SystemClock
 from local_runner.codec import format_epoch_seconds
 from local_runner.engine.attempts import Failure, Outcome
-from local_runner.http_client import HttpClient, HttpError, Response
+from local_runner.engine.slots import ConnectionLimits, ConnectionSlots, connection_limits
+from local_runner.http_client import HttpClient, HttpError, Response, open_file_limit
 from local_runner.model import (
     NO_RESPONSE_STATUS,
     HttpMethod,
@@ -198,15 +199,22 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
 
 
 class Dispatcher:
-    """Sends requests over keep-alive connections, with no cap on connections and no thread per request."""
+    """Sends requests over keep-alive connections, within connection caps, with no thread per request.
 
-    def __init__(self, clock: Clock) -> None:
+    ``slots`` counts the requests sending at once; callers take a slot for a request's origin
+    before :meth:`send` (the scheduler does so before it claims), so the deadline covers the exchange
+    only. The HTTP client never holds more than ``limits.total`` sockets.
+    """
+
+    def __init__(self, clock: Clock, limits: ConnectionLimits | None = None) -> None:
         self.clock = clock
+        self.limits = limits or connection_limits(open_file_limit())
+        self.slots = ConnectionSlots(self.limits)
         self._client: HttpClient | None = None
 
     async def start(self) -> None:
         """Open the HTTP client (inside the running event loop)."""
-        self._client = HttpClient()
+        self._client = HttpClient(max_connections=self.limits.total)
 
     async def close(self) -> None:
         """Close the HTTP client's idle connections."""

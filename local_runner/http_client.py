@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import resource
 import socket
 import ssl
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
@@ -61,14 +62,16 @@ class Response:
     excerpt: bytes = field(default=b"", compare=False)
 
 
-class _Origin(NamedTuple):
+class Origin(NamedTuple):
+    """Where a request goes: the scheme, host and port of its URL (one connection pool each)."""
+
     scheme: str
     host: str
     port: int
 
 
 class _Target(NamedTuple):
-    origin: _Origin
+    origin: Origin
     host_header: str
     path: str
 
@@ -87,7 +90,22 @@ def _split(url: str) -> _Target:
     bracketed = f"[{host}]" if ":" in host else host
     host_header = bracketed if port in (None, default) else f"{bracketed}:{port}"
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return _Target(_Origin(scheme, host, port or default), host_header, path)
+    return _Target(Origin(scheme, host, port or default), host_header, path)
+
+
+def origin_of(url: str) -> Origin:
+    """The destination of ``url``.
+
+    Raises:
+        InvalidRequest: the URL is not an ``http://`` or ``https://`` URL with a host.
+    """
+    return _split(url).origin
+
+
+def open_file_limit() -> int | None:
+    """This process's open-file soft limit (``ulimit -n``); ``None`` if unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 def _encode_head(method: str, target: _Target, headers: Mapping[str, str], body_length: int) -> bytes:
@@ -112,7 +130,8 @@ def _encode_head(method: str, target: _Target, headers: Mapping[str, str], body_
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; one request at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_lost: Callable[[], None]) -> None:
+        self._on_lost = on_lost
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Response] | None = None
@@ -164,6 +183,11 @@ class _Connection(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
+    @property
+    def made(self) -> bool:
+        """Whether the socket was connected (then ``connection_lost`` follows when it closes)."""
+        return self._transport is not None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
@@ -181,6 +205,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._on_lost()
         if self._waiter is None:
             return
         if self._headers_done and not self._framed:  # the body ran to the end of the connection
@@ -231,13 +256,24 @@ def _reason(error: OSError) -> str:
 
 
 class HttpClient:
-    """Sends requests over keep-alive connections, any number at once, one connection per request."""
+    """Sends requests over keep-alive connections, one request at a time per connection.
 
-    def __init__(self, idle_timeout: float = IDLE_TIMEOUT) -> None:
+    An idle connection to the request's origin is reused first. At most ``max_connections`` sockets are
+    open at once (``None``: no cap). At the cap a request waits instead of failing: for a connection to
+    its origin that another request is done with, or for room, which closing the oldest idle
+    connection (to any origin) makes.
+    """
+
+    def __init__(self, idle_timeout: float = IDLE_TIMEOUT, max_connections: int | None = None) -> None:
         self._idle_timeout = idle_timeout
-        self._idle: dict[_Origin, deque[_Connection]] = {}
+        self._max_connections = max_connections
+        self._idle: dict[Origin, deque[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        #: Sockets open or opening; each is counted until its ``connection_lost`` (its fd is closed).
+        self.open_connections = 0
+        #: Requests waiting at the cap, each for its origin: given a connection, or ``None`` (room).
+        self._waiting: deque[tuple[Origin, asyncio.Future[_Connection | None]]] = deque()
 
     async def request(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> Response:
         """Send one request and wait for its status line and headers (and up to 64 KiB of body).
@@ -258,7 +294,11 @@ class HttpClient:
         except BaseException:
             connection.close()
             raise
-        if connection.reusable:
+        if not connection.reusable or self._hand_over(target.origin, connection):
+            pass
+        elif self._waiting:  # requests to other origins wait at the cap: this socket makes room
+            connection.close()
+        else:
             connection.idle_since = loop.time()
             self._idle.setdefault(target.origin, deque()).append(connection)
             if self._sweep is None:
@@ -280,7 +320,7 @@ class HttpClient:
         while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
             idle.popleft().close()
 
-    def _idle_connection(self, origin: _Origin, now: float) -> _Connection | None:
+    def _idle_connection(self, origin: Origin, now: float) -> _Connection | None:
         idle = self._idle.get(origin)
         if not idle:
             return None
@@ -291,17 +331,81 @@ class HttpClient:
                 return connection
         return None
 
+    def _close_oldest_idle(self) -> bool:
+        """Close the connection idle longest, whatever its origin; ``False`` if none is idle."""
+        oldest: deque[_Connection] | None = None
+        for idle in self._idle.values():
+            if idle and (oldest is None or idle[0].idle_since < oldest[0].idle_since):
+                oldest = idle
+        if oldest is None:
+            return False
+        oldest.popleft().close()
+        return True
+
+    def _hand_over(self, origin: Origin, connection: _Connection) -> bool:
+        """Give a connection a request is done with to a request waiting for its origin, if any."""
+        for waiting in self._waiting:
+            if waiting[0] == origin and not waiting[1].done():
+                self._waiting.remove(waiting)
+                waiting[1].set_result(connection)
+                return True
+        return False
+
+    async def _wait_at_cap(self, origin: Origin) -> _Connection | None:
+        """Wait while ``max_connections`` sockets are open: for a connection to ``origin``, or room."""
+        cap = self._max_connections
+        while cap is not None and self.open_connections >= cap:
+            self._close_oldest_idle()  # its socket is counted until the loop has closed it
+            waiting: tuple[Origin, asyncio.Future[_Connection | None]] = (
+                origin,
+                asyncio.get_running_loop().create_future(),
+            )
+            self._waiting.append(waiting)
+            try:
+                connection = await waiting[1]
+            except BaseException:  # cancelled: leave the line, and drop a connection handed over meanwhile
+                if waiting in self._waiting:
+                    self._waiting.remove(waiting)
+                handed = waiting[1].result() if waiting[1].done() and not waiting[1].cancelled() else None
+                if handed is not None:
+                    handed.close()
+                raise
+            if connection is not None:
+                return connection
+        return None
+
+    def _connection_lost(self) -> None:
+        self.open_connections -= 1
+        while self._waiting:
+            _, room = self._waiting.popleft()
+            if not room.done():
+                room.set_result(None)
+                return
+
     async def _connect(self, target: _Target, url: str) -> _Connection:
+        handed_over = await self._wait_at_cap(target.origin)
+        if handed_over is not None:
+            return handed_over
         origin = target.origin
         tls = None
         if origin.scheme == "https":
             tls = self._tls = self._tls or ssl.create_default_context()
+        self.open_connections += 1
+        connection = _Connection(self._connection_lost)  # counted down in its connection_lost
         try:
-            _, connection = await asyncio.get_running_loop().create_connection(
-                _Connection, origin.host, origin.port, ssl=tls, server_hostname=origin.host if tls else None
+            await asyncio.get_running_loop().create_connection(
+                lambda: connection,
+                origin.host,
+                origin.port,
+                ssl=tls,
+                server_hostname=origin.host if tls else None,
             )
-        except OSError as error:  # refused, unreachable, unknown host, TLS handshake (ssl.SSLError)
-            raise ConnectFailed(f"cannot connect to {url}: {_reason(error)}") from error
+        except BaseException as error:
+            if not connection.made:  # no connection_lost will come
+                self._connection_lost()
+            if isinstance(error, OSError):  # refused, unreachable, unknown host, TLS handshake (SSLError)
+                raise ConnectFailed(f"cannot connect to {url}: {_reason(error)}") from error
+            raise
         return connection
 
     async def close(self) -> None:

@@ -1,17 +1,24 @@
-"""Drives dispatch on the event loop: one worker per queue, one coroutine per attempt in flight."""
+"""Drives dispatch on the event loop: one worker per queue, one coroutine per attempt in flight.
+
+A queue's loop claims only what may be sent at once: no more than its token bucket, its free
+concurrency and the free connection slots of its destination allow (``Dispatcher.slots``). Tasks that
+cannot be sent yet stay QUEUED in the store; the loops waiting for a slot are served in turn.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 from local_runner.clock import Clock
 from local_runner.dispatch import Dispatcher, build_request, format_latency
 from local_runner.engine.attempts import Decision, Failure, Outcome, decide
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
+from local_runner.http_client import HttpError, Origin, origin_of
 from local_runner.model import Queue, QueueState, Task
 from local_runner.oidc import TokenIssuer
 from local_runner.service import TasksService
@@ -37,6 +44,23 @@ class _QueueWorker:
         self.wake = asyncio.Event()
         self.pacer: QueuePacer | None = None
         self.task: asyncio.Task[None] | None = None
+        #: Where the queue's last attempt went: the destination whose free slots its claims wait for.
+        self.origin: Origin | None = None
+
+
+class _Slot:
+    """The connection slot an attempt holds (``held``), taken for ``origin`` (``None``: not known yet)."""
+
+    __slots__ = ("held", "origin")
+
+    def __init__(self, held: bool, origin: Origin | None) -> None:
+        self.held = held
+        self.origin = origin
+
+
+def _resolve(turn: asyncio.Future[None]) -> None:
+    if not turn.done():
+        turn.set_result(None)
 
 
 class _Unrecorded:
@@ -81,6 +105,10 @@ class Scheduler:
         self.dispatcher = dispatcher
         self.issuer = issuer
         self.clock = clock
+        self.slots = dispatcher.slots
+        #: How to wake each waiter in the slots' line (a queue's loop, an attempt).
+        self._wakers: dict[Hashable, Callable[[], None]] = {}
+        self._hand_out_scheduled = False
         self._workers: dict[str, _QueueWorker] = {}
         self._attempts: set[asyncio.Task[None]] = set()
         #: Outcomes waiting for :meth:`_record_pending`, each with the future its attempt awaits.
@@ -161,6 +189,7 @@ class Scheduler:
         if worker is None or worker.task is None or worker.task.done():
             worker = worker or _QueueWorker(name)
             self._workers[name] = worker
+            self._wakers[worker] = worker.wake.set
             worker.task = asyncio.create_task(self._run_queue(worker), name=f"queue:{name}")
         worker.wake.set()
 
@@ -174,14 +203,17 @@ class Scheduler:
                 queue = self.store.get_queue(worker.name)
                 if queue is None:
                     self._workers.pop(worker.name, None)
+                    self._wakers.pop(worker, None)
+                    self._stop_waiting(worker)
                     return
                 now = self.clock.now()
                 if worker.pacer is None:
                     worker.pacer = QueuePacer(queue.rate_limits, now)
                 elif worker.pacer.limits != queue.rate_limits:
                     worker.pacer.reconfigure(queue.rate_limits, now)
-                wake_at = self._dispatch_due(worker.pacer, queue, now)
+                wake_at = self._dispatch_due(worker, worker.pacer, queue, now)
             except Exception as error:  # a store error must not end the queue's dispatching for good
+                self._stop_waiting(worker)
                 failures += 1
                 delay = error_backoff(failures)
                 if isinstance(error, StoreError):
@@ -196,23 +228,46 @@ class Scheduler:
                 continue
             await self.clock.sleep_until(wake_at, worker.wake)
 
-    def _dispatch_due(self, pacer: QueuePacer, queue: Queue, now: float) -> float | None:
-        """Start what may start now; return when to look again (``None``: when woken)."""
+    def _dispatch_due(
+        self, worker: _QueueWorker, pacer: QueuePacer, queue: Queue, now: float
+    ) -> float | None:
+        """Start what may start now; return when to look again (``None``: when woken).
+
+        Claims at most what the bucket, the queue's free concurrency and the free slots of its
+        destination allow; with no free slot the loop waits in the slots' line and is woken at its turn.
+        """
         if queue.state is not QueueState.RUNNING:
+            self._stop_waiting(worker)
             return None
         budget = pacer.budget(now)
-        if budget > 0:
-            claimed = self.store.claim_due(queue.name, now, min(budget, CLAIM_BATCH))
-            pacer.started(len(claimed), now)
-            for task in claimed:
-                self._spawn(task, pacer)
-            if len(claimed) == min(budget, CLAIM_BATCH):
-                return now
+        if budget <= 0:
+            self._stop_waiting(worker)
+        else:
+            wanted = min(budget, CLAIM_BATCH)
+            origin = worker.origin
+            granted = self._take(worker, origin, wanted)
+            if granted:
+                try:
+                    claimed = self.store.claim_due(queue.name, now, granted)
+                except BaseException:
+                    self._release(origin, granted)
+                    raise
+                if len(claimed) < granted:  # the due backlog is empty: no more slots needed
+                    self._stop_waiting(worker)
+                    self._release(origin, granted - len(claimed))
+                pacer.started(len(claimed), now)
+                for task in claimed:
+                    self._spawn(task, worker, pacer, _Slot(True, origin))
+                if len(claimed) == wanted:
+                    return now
+                if len(claimed) == granted:
+                    return None  # more may be due: woken at the loop's turn for a slot
         next_due = self.store.next_schedule_time(queue.name)
-        if next_due is None:
-            return None
-        if next_due > now:
+        if next_due is None or next_due > now:
+            self._stop_waiting(worker)
             return next_due
+        if self.slots.waits(worker):
+            return None  # due tasks wait for a connection slot
         return pacer.next_start_time(now)
 
     def _run_claimed(self, task: Task) -> None:
@@ -222,10 +277,60 @@ class Scheduler:
         pacer = worker.pacer if worker else None
         if pacer is not None:
             pacer.started(1, self.clock.now(), paced=False)
-        self._spawn(task, pacer)
+        self._spawn(task, worker, pacer, _Slot(False, None))  # outside pacing, but it needs a slot
 
-    def _spawn(self, task: Task, pacer: QueuePacer | None) -> None:
-        attempt = asyncio.create_task(self._attempt(task, pacer))
+    # -- connection slots ------------------------------------------------------------------------
+
+    def _stop_waiting(self, waiter: Hashable) -> None:
+        if self.slots.waits(waiter):
+            self.slots.withdraw(waiter)
+            self._hand_out_soon()
+
+    def _take(self, waiter: Hashable, origin: Origin | None, wanted: int) -> int:
+        granted = self.slots.take(waiter, origin, wanted)
+        self._hand_out_soon()  # those it left slots for, or let go ahead of it, may proceed
+        return granted
+
+    def _release(self, origin: Origin | None, count: int = 1) -> None:
+        self.slots.release(origin, count)
+        self._hand_out_soon()
+
+    def _hand_out_soon(self) -> None:
+        """Wake, once this turn of the loop is over, the waiters whose turn for a slot has come."""
+        if not self._hand_out_scheduled and self._loop is not None and self.slots.waiting:
+            self._hand_out_scheduled = True
+            self._loop.call_soon(self._hand_out)
+
+    def _hand_out(self) -> None:
+        self._hand_out_scheduled = False
+        for waiter in self.slots.turns():
+            waker = self._wakers.get(waiter)
+            if waker is None:  # gone: it must not hold up the line
+                self._stop_waiting(waiter)
+            else:
+                waker()
+
+    async def _take_slot(self, slot: _Slot, origin: Origin) -> None:
+        """Wait in line for a slot to ``origin`` (an attempt whose claim took none for it)."""
+        key = object()
+        loop = asyncio.get_running_loop()
+        try:
+            while not self._take(key, origin, 1):
+                turn: asyncio.Future[None] = loop.create_future()
+                self._wakers[key] = functools.partial(_resolve, turn)
+                await turn
+        finally:
+            self._wakers.pop(key, None)
+            self._stop_waiting(key)
+        slot.held, slot.origin = True, origin
+
+    def _let_go(self, slot: _Slot) -> None:
+        if slot.held:
+            slot.held = False
+            self._release(slot.origin)
+
+    def _spawn(self, task: Task, worker: _QueueWorker | None, pacer: QueuePacer | None, slot: _Slot) -> None:
+        attempt = asyncio.create_task(self._attempt(task, worker, pacer, slot))
         self._attempts.add(attempt)
         attempt.add_done_callback(self._attempt_done)
 
@@ -234,7 +339,9 @@ class Scheduler:
 
     # -- one attempt -----------------------------------------------------------------------------
 
-    async def _attempt(self, task: Task, pacer: QueuePacer | None) -> None:
+    async def _attempt(
+        self, task: Task, worker: _QueueWorker | None, pacer: QueuePacer | None, slot: _Slot
+    ) -> None:
         started = self.clock.now()
         outcome: Outcome | None = None
         done = False
@@ -244,6 +351,7 @@ class Scheduler:
                 return
             try:
                 request = build_request(task, queue, self.issuer, started)
+                started = await self._hold_slot(slot, worker, request.url)
                 outcome = await self.dispatcher.send(request, task.dispatch_deadline)
             except asyncio.CancelledError:
                 raise
@@ -252,6 +360,8 @@ class Scheduler:
                 outcome = Outcome(
                     self.clock.now(), failure=Failure.UNREACHABLE, detail=f"runner error: {error}"
                 )
+            finally:
+                self._let_go(slot)
             decision, recorded = await self._record(task, outcome, queue)
             for observe in self.outcome_observers if recorded else ():
                 observe(task, outcome)
@@ -262,6 +372,7 @@ class Scheduler:
                 "recording an attempt of %s failed; it is dispatched again after a restart", task.name
             )
         finally:
+            self._let_go(slot)
             # The queue's loop sleeps until its next token when it is paced by rate alone: a finished
             # attempt needs to wake it only if it freed a slot the loop waits for, queued a retry or
             # changed the rate.
@@ -274,6 +385,30 @@ class Scheduler:
                 pacer.finished(status, throttles, self.clock.now())
             if wake:
                 self._wake_queue(task.queue_name)
+
+    async def _hold_slot(self, slot: _Slot, worker: _QueueWorker | None, url: str) -> float:
+        """Make sure ``slot`` is held for the destination of ``url``; returns when the wait ended.
+
+        A slot taken for another destination (the queue's previous one, or none known yet) moves to
+        this one if it has room, or is given back. A URL with no destination needs none: nothing will
+        be sent.
+        """
+        try:
+            origin: Origin | None = origin_of(url)
+        except HttpError:
+            origin = None
+        if slot.held and slot.origin != origin:
+            if origin is not None and self.slots.move(slot.origin, origin):
+                slot.origin = origin
+                self._hand_out_soon()  # the queue's loop may claim for the destination it now knows
+            else:
+                self._let_go(slot)
+        if origin is not None:
+            if worker is not None:
+                worker.origin = origin
+            if not slot.held:
+                await self._take_slot(slot, origin)
+        return self.clock.now()
 
     async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
         """Store an attempt's outcome with the others that ended in the same turn of the loop."""
@@ -328,6 +463,11 @@ class Scheduler:
         """The queue's pacing (attempts in flight, effective rate), once its worker has run."""
         worker = self._workers.get(queue_name)
         return worker.pacer if worker is not None else None
+
+    def waits_for_slot(self, queue_name: str) -> bool:
+        """Whether the queue's loop waits in line for a connection slot before it claims."""
+        worker = self._workers.get(queue_name)
+        return worker is not None and self.slots.waits(worker)
 
     @property
     def in_flight(self) -> int:

@@ -1,4 +1,4 @@
-"""Wires store, service, scheduler, dispatcher, OIDC issuer and REST API onto one event loop."""
+"""Wires store, service, scheduler, dispatcher, OIDC issuer and the REST and gRPC APIs onto one event loop."""
 
 from __future__ import annotations
 
@@ -12,10 +12,14 @@ from aiohttp import web
 
 from local_runner import oidc
 from local_runner.api import browser_guard, rest
+from local_runner.api.grpc_front import GrpcFront
+from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.console import Console
 from local_runner.dispatch import Dispatcher
+from local_runner.engine.slots import connection_limits
+from local_runner.http_client import open_file_limit
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.scheduler import Scheduler
 from local_runner.service import TasksService
@@ -66,11 +70,13 @@ class RunnerServer:
             if settings.data_dir is not None
             else SigningKey.generate()
         )
-        self.dispatcher = Dispatcher(self.clock)
+        limits = connection_limits(open_file_limit(), settings.max_connections_per_host)
+        self.dispatcher = Dispatcher(self.clock, limits)
         self.issuer: TokenIssuer | None = None
         self.scheduler: Scheduler | None = None
         self.base_url = ""
         self._runner: web.AppRunner | None = None
+        self._port: OnePortServer | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -86,18 +92,19 @@ class RunnerServer:
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
-        rest.register(app, self.service, self.settings.test_aids)
+        api_router = rest.register(app, self.service, self.settings.test_aids)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
             console.register(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
+        assert self._runner.server is not None
+        self._port = OnePortServer(self._runner.server, GrpcFront(api_router))  # REST and gRPC, one port
         try:
-            await web.TCPSite(self._runner, self.settings.host, self.settings.port).start()
+            port = await self._port.start(self.settings.host, self.settings.port)
         except BaseException:
             await self._runner.cleanup()
             raise
-        port = self._runner.addresses[0][1]
         host = self.settings.host if self.settings.host not in ("0.0.0.0", "::") else "127.0.0.1"
         self.base_url = f"http://{host}:{port}"
         self.issuer = TokenIssuer(self.signing_key, self.base_url)
@@ -112,7 +119,11 @@ class RunnerServer:
                 self.settings.host,
             )
         log.info(
-            "local Cloud Tasks runner on %s (data: %s)", self.base_url, self.settings.data_dir or "memory"
+            "local Cloud Tasks runner on %s (data: %s; at most %d connections per host, %d in all)",
+            self.base_url,
+            self.settings.data_dir or "memory",
+            self.dispatcher.limits.per_origin,
+            self.dispatcher.limits.total,
         )
         if console is not None:
             log.info("developer console on %s/", self.base_url)
@@ -135,6 +146,8 @@ class RunnerServer:
                     self.scheduler.in_flight,
                 )
             await self.scheduler.stop(self.settings.shutdown_grace)
+        if self._port is not None:
+            await self._port.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.close()

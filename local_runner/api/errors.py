@@ -37,10 +37,15 @@ def api_error_response(error: ApiError) -> web.Response:
     return error_response(error.code, error.message)
 
 
-def store_error_response(error: StoreError) -> web.Response:
+def store_error_status(error: StoreError) -> tuple[Code, str]:
     """The answer when the task store fails: RESOURCE_EXHAUSTED if its disk is full, else UNAVAILABLE.
 
     Nothing was changed by the request (every store method is one transaction), so it may be retried.
     """
     code = Code.RESOURCE_EXHAUSTED if isinstance(error, StoreFull) else Code.UNAVAILABLE
-    return error_response(code, f"The runner cannot use its task store; nothing was changed. {error}")
+    return code, f"The runner cannot use its task store; nothing was changed. {error}"
+
+
+def store_error_response(error: StoreError) -> web.Response:
+    """The REST response for a store failure (:func:`store_error_status`)."""
+    return error_response(*store_error_status(error))

@@ -17,6 +17,8 @@ from typing import Any
 from aiohttp import web
 
 from local_runner.api import field_mask, iam, runner_ext
+from local_runner.api.batch import BatchTasks
+from local_runner.api.cmek import CmekConfigs
 from local_runner.api.errors import (
     INTERNAL_MESSAGE,
     api_error_response,
@@ -51,14 +53,19 @@ log = logging.getLogger("local_runner.api")
 View = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def register(app: web.Application, service: TasksService, test_aids: bool = True) -> None:
-    """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay)."""
-    app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(CloudTasksApi(service).router, API_PREFIX))
+def register(app: web.Application, service: TasksService, test_aids: bool = True) -> Router:
+    """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay).
+
+    Returns the ``/v2/`` router, which the gRPC front shares.
+    """
+    api = CloudTasksApi(service)
+    app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(api.router, API_PREFIX))
     app.router.add_route(
         "*",
         runner_ext.PREFIX + _ANY_TAIL,
         make_view(runner_ext.routes(service, test_aids), runner_ext.PREFIX),
     )
+    return api.router
 
 
 def make_view(router: Router, prefix: str) -> View:
@@ -99,13 +106,6 @@ def _location_to_json(name: str) -> JsonObject:
     return {"name": name, "locationId": name.rpartition("/")[2]}
 
 
-def _unimplemented(what: str) -> Callable[[Call], JsonObject]:
-    def handler(call: Call) -> JsonObject:
-        raise ApiError(f"{what} is not supported by the local Cloud Tasks runner.", Code.UNIMPLEMENTED)
-
-    return handler
-
-
 class CloudTasksApi:
     """The ``google.cloud.tasks.v2.CloudTasks`` and Locations methods, one handler each."""
 
@@ -131,14 +131,16 @@ class CloudTasksApi:
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks", self.create_task)
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks:buffer", self.buffer_task)
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks/(?P<task_id>[^/:]+):buffer", self.buffer_task)
-        r.add("POST", rf"{QUEUE}/tasks:batchCreate", _unimplemented("BatchCreateTasks"))
-        r.add("POST", rf"{QUEUE}/tasks:batchDelete", _unimplemented("BatchDeleteTasks"))
+        batch = BatchTasks(service)
+        r.add("POST", rf"(?P<parent>{QUEUE})/tasks:batchCreate", batch.create)
+        r.add("POST", rf"(?P<parent>{QUEUE})/tasks:batchDelete", batch.delete)
         r.add("GET", rf"(?P<name>{TASK})", self.get_task, ("responseView",))
         r.add("DELETE", rf"(?P<name>{TASK})", self.delete_task)
         r.add("POST", rf"(?P<name>{TASK}):run", self.run_task)
-        r.add("GET", rf"{LOCATION}/cmekConfig", _unimplemented("GetCmekConfig"))
-        r.add("PATCH", rf"{LOCATION}/cmekConfig", _unimplemented("UpdateCmekConfig"), ("updateMask",))
-        r.add("GET", rf"{LOCATION}/operations/[^/:]+", _unimplemented("GetOperation"))
+        cmek = CmekConfigs()
+        r.add("GET", rf"(?P<name>{LOCATION}/cmekConfig)", cmek.get)
+        r.add("PATCH", rf"(?P<name>{LOCATION}/cmekConfig)", cmek.update, ("updateMask",))
+        r.add("GET", rf"(?P<name>{LOCATION}/operations/[^/:]+)", batch.get_operation)
 
     # -- locations ---------------------------------------------------------------------------------
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import grpc
 import pytest
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import tasks_v2
+from google.cloud.tasks_v2.services.cloud_tasks.transports import CloudTasksGrpcTransport
 from testsupport.runner_process import RunnerProcess
 
 
@@ -19,11 +21,20 @@ def runner_url() -> Iterator[str]:
     process.close()
 
 
-@pytest.fixture(scope="module")
-def client(runner_url: str) -> tasks_v2.CloudTasksClient:
-    """The official client (REST transport, no credentials) pointed at that process."""
-    return tasks_v2.CloudTasksClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options=ClientOptions(api_endpoint=runner_url),
-    )
+@pytest.fixture(scope="module", params=["rest", "grpc"])
+def client(request: pytest.FixtureRequest, runner_url: str) -> Iterator[tasks_v2.CloudTasksClient]:
+    """The official client pointed at that process, on each transport (the same port serves both).
+
+    ``rest``: the REST transport with no credentials; ``grpc``: the default transport on an insecure
+    channel, exactly as docs/connect-your-client.md shows.
+    """
+    if request.param == "rest":
+        yield tasks_v2.CloudTasksClient(
+            transport="rest",
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=runner_url),
+        )
+        return
+    channel = grpc.insecure_channel(runner_url.removeprefix("http://"))
+    yield tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    channel.close()

@@ -1,4 +1,4 @@
-"""The official ``google-cloud-tasks`` client (REST transport) as a peer of a ``runner serve`` process."""
+"""The official ``google-cloud-tasks`` client, on REST and on gRPC, as a peer of ``runner serve``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from google.api_core.exceptions import (
     Conflict,
     FailedPrecondition,
     InvalidArgument,
-    MethodNotImplemented,
     NotFound,
 )
 from google.cloud import tasks_v2
@@ -227,8 +226,6 @@ def test_task_errors(client: tasks_v2.CloudTasksClient) -> None:
         client.run_task(name=f"{queue}/tasks/never")
     with pytest.raises(NotFound):
         client.delete_task(name=f"{queue}/tasks/never")
-    with pytest.raises(MethodNotImplemented):
-        client.get_cmek_config(name=f"{PARENT}/cmekConfig")
 
 
 def test_run_task_on_a_paused_queue(client: tasks_v2.CloudTasksClient) -> None:

@@ -1,4 +1,4 @@
-"""The official ``google-cloud-tasks`` client (REST transport) against a real ``runner serve`` process."""
+"""The official ``google-cloud-tasks`` client, on REST and on gRPC, against a real ``runner serve``."""
 
 from __future__ import annotations
 

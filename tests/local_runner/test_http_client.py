@@ -274,11 +274,12 @@ def test_refused_connection_names_the_url() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    client = HttpClient()
+    client = HttpClient(max_connections=1)
     with pytest.raises(
         ConnectFailed, match=rf"cannot connect to http://127\.0\.0\.1:{port}/x: Connection refused"
     ):
         run(post(client, f"http://127.0.0.1:{port}/x"))
+    assert client.open_connections == 0  # the refused socket does not count against the cap
 
 
 @pytest.mark.parametrize(
@@ -321,6 +322,46 @@ def test_cancelled_request_closes_its_connection() -> None:
         return server.connections
 
     assert run(serve(hanging, scenario)) == 101
+
+
+def keep_answering(server: Server) -> Script:
+    """A script answering every request on the connection until the client closes it."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await server.read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+
+    return script
+
+
+def test_requests_beyond_max_connections_wait_and_reuse_the_connections() -> None:
+    async def scenario(server: Server) -> tuple[list[int], int, int]:
+        client = HttpClient(max_connections=2)
+        try:
+            answers = await asyncio.gather(*(post(client, server.url) for _ in range(8)))
+            return [answer.status for answer in answers], server.connections, client.open_connections
+        finally:
+            await client.close()
+
+    assert run(serve(keep_answering, scenario)) == ([200] * 8, 2, 2)
+
+
+def test_at_the_cap_the_idle_connection_to_another_origin_is_closed_for_room() -> None:
+    async def scenario(first: Server) -> tuple[list[int], int, int, int]:
+        second = Server(lambda reader, writer: keep_answering(second)(reader, writer))
+        async with second:
+            client = HttpClient(max_connections=1)
+            try:
+                statuses = [(await post(client, first.url)).status]
+                statuses.append((await post(client, second.url)).status)  # `first`'s idle one is closed
+                statuses.append((await post(client, first.url)).status)
+                return statuses, first.connections, second.connections, client.open_connections
+            finally:
+                await client.close()
+
+    assert run(serve(keep_answering, scenario)) == ([200, 200, 200], 2, 1, 1)
 
 
 def test_the_first_kib_of_each_body_is_kept_per_response() -> None:

@@ -741,10 +741,26 @@ def test_bad_names_in_urls(api: Api) -> None:
     assert_error(api.call("GET", "projects/p/locations/bad_location/queues"), 400, "INVALID_ARGUMENT")
 
 
-def test_unsupported_methods_answer_unimplemented(api: Api) -> None:
+def test_batches_and_cmek_answer_proto3_json(api: Api) -> None:
     queue = api.new_queue()
-    assert_error(api.call("POST", f"{queue}/tasks:batchCreate", {}), 501, "UNIMPLEMENTED")
-    assert_error(api.call("GET", f"{PARENT}/cmekConfig"), 501, "UNIMPLEMENTED")
+    assert_error(api.call("POST", f"{queue}/tasks:batchCreate", {}), 400, "INVALID_ARGUMENT")
+    batch = {
+        "requests": [{"task": {"httpRequest": {"url": NOWHERE}}}, {"task": {"httpRequest": {"url": "x"}}}]
+    }
+    operation = api.ok("POST", f"{queue}/tasks:batchCreate", batch, **{"$alt": "json;enum-encoding=int"})
+    assert operation["done"] is True
+    assert operation["name"].startswith(f"{PARENT}/operations/")
+    assert (
+        operation["metadata"]["@type"] == "type.googleapis.com/google.cloud.tasks.v2.BatchCreateTasksMetadata"
+    )
+    assert operation["metadata"]["state"] == 5  # PARTIALLY_SUCCEEDED
+    assert operation["metadata"]["failedRequests"]["1"]["code"] == 3
+    assert len(operation["response"]["tasks"]) == 1
+    assert api.ok("GET", operation["name"]) == operation
+    assert api.ok("GET", f"{PARENT}/cmekConfig") == {"name": f"{PARENT}/cmekConfig"}
+    assert_error(
+        api.call("PATCH", f"{PARENT}/cmekConfig", {"kmsKey": "k"}, updateMask="name"), 400, "INVALID_ARGUMENT"
+    )
 
 
 # -- enum encoding -----------------------------------------------------------------------------------

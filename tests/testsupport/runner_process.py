@@ -14,14 +14,21 @@ from pathlib import Path
 import pytest
 
 _URL = re.compile(r"runner on (http://\S+)")
+#: Lowers the open-file soft limit (``ulimit -n``), then becomes the command: same process id.
+_LIMIT_THEN_EXEC = (
+    "import os, resource, sys; hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]; "
+    "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), hard)); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
 
 
 class RunnerProcess:
     """A ``python -m local_runner serve`` child process on a free port (``data_dir=None``: in memory)."""
 
-    def __init__(self, data_dir: Path | None, *args: str) -> None:
+    def __init__(self, data_dir: Path | None, *args: str, open_files: int | None = None) -> None:
         self.data_dir = data_dir
         self.args = args
+        self.open_files = open_files
         self.log: list[str] = []
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
@@ -29,6 +36,8 @@ class RunnerProcess:
     def start(self, timeout: float = 20.0) -> RunnerProcess:
         storage = ["--in-memory"] if self.data_dir is None else ["--data-dir", str(self.data_dir)]
         command = [sys.executable, "-m", "local_runner", "serve", "--port", "0", *storage]
+        if self.open_files is not None:
+            command = [sys.executable, "-c", _LIMIT_THEN_EXEC, str(self.open_files), *command]
         self._process = subprocess.Popen(
             [*command, *self.args],
             stdout=subprocess.DEVNULL,
@@ -86,11 +95,11 @@ class RunnerProcess:
 
 @pytest.fixture
 def runner_process() -> Iterator[Callable[..., RunnerProcess]]:
-    """Start runner processes (``start(data_dir, *args)``); every one is killed at teardown."""
+    """Start runner processes (``start(data_dir, *args, open_files=None)``); all are killed at teardown."""
     started: list[RunnerProcess] = []
 
-    def start(data_dir: Path | None, *args: str) -> RunnerProcess:
-        process = RunnerProcess(data_dir, *args)
+    def start(data_dir: Path | None, *args: str, open_files: int | None = None) -> RunnerProcess:
+        process = RunnerProcess(data_dir, *args, open_files=open_files)
         started.append(process)
         return process.start()
 

@@ -1,0 +1,121 @@
+"""The gRPC front: every RPC of :mod:`~local_runner.api.grpc_methods`, answered by the REST handlers.
+
+Each call is transcoded to the REST call its HTTP rule describes (:mod:`~local_runner.api.grpc_messages`)
+and routed through the same :class:`~local_runner.api.routing.Router` as REST, so both fronts run the same
+validation against the same :class:`~local_runner.service.TasksService` and answer the same messages; the
+canonical code becomes the gRPC status. A method the runner does not serve answers UNIMPLEMENTED.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc import aio
+
+from local_runner.api import grpc_methods
+from local_runner.api.errors import INTERNAL_MESSAGE, store_error_status
+from local_runner.api.grpc_messages import parse_request, to_response, to_rest_call
+from local_runner.api.grpc_methods import RpcMethod
+from local_runner.api.grpc_status import grpc_status
+from local_runner.api.request import Call
+from local_runner.api.routing import Router
+from local_runner.errors import ApiError, Code, InvalidArgument, StoreError
+
+log = logging.getLogger("local_runner.api")
+
+Behaviour = Callable[[bytes, aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
+
+
+class GrpcFront:
+    """The gRPC handlers over one REST router (the ``/v2/`` router of the REST API)."""
+
+    def __init__(self, router: Router) -> None:
+        self._router = router
+
+    def handlers(self) -> Sequence[grpc.GenericRpcHandler]:
+        """One generic handler per gRPC service, then the UNIMPLEMENTED answer for any other method."""
+        services: list[grpc.GenericRpcHandler] = [
+            grpc.method_handlers_generic_handler(
+                service,
+                {
+                    method.name: grpc.unary_unary_rpc_method_handler(self._behaviour(method))
+                    for method in methods
+                },
+            )
+            for service, methods in grpc_methods.by_service()
+        ]
+        return [*services, _Unimplemented()]
+
+    def _behaviour(self, method: RpcMethod) -> Behaviour:
+        async def behaviour(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+            try:
+                return await self.answer(method, raw)
+            except ApiError as error:
+                code, message = error.code, error.message
+            except StoreError as error:
+                log.error("%s: %s", method.full_name, error)
+                code, message = store_error_status(error)
+            except Exception:
+                log.exception("%s failed", method.full_name)
+                code, message = Code.INTERNAL, INTERNAL_MESSAGE
+            await context.abort(grpc_status(code), message)
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+        return behaviour
+
+    async def answer(self, method: RpcMethod, raw: bytes) -> bytes:
+        """The serialized response to the serialized request ``raw`` (raises the API's errors)."""
+        rest = to_rest_call(method, parse_request(method, raw))
+        match = self._router.match(method.verb, rest.path)
+        if match is None:  # the path variables matched the rule, but not the REST route's stricter form
+            raise InvalidArgument(f"Invalid resource field value in the request: {rest.path}.")
+        result = match.route.handler(Call(params=match.params, query=rest.query, body=rest.body))
+        if inspect.isawaitable(result):
+            result = await result
+        return to_response(method, result)
+
+
+#: How many distinct unserved services get a hint in the log (a misbehaving client cannot flood it).
+_MAX_HINTS = 20
+
+
+class _Unimplemented(grpc.GenericRpcHandler):
+    """Any method no service handler claimed: UNIMPLEMENTED, naming what the runner serves.
+
+    The first call to each unserved service also logs a one-line hint (a v2beta3 client, say).
+    """
+
+    def __init__(self) -> None:
+        self._hinted: set[str] = set()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
+        name = str(handler_call_details.method)
+        served = (
+            f"{grpc_methods.TASKS_SERVICE}, {grpc_methods.LOCATIONS_SERVICE} and "
+            f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation"
+        )
+        message = f"Method {name} is not implemented by the local Cloud Tasks runner; it serves {served}."
+        service = name.rpartition("/")[0]
+        if service not in self._hinted and len(self._hinted) < _MAX_HINTS:
+            self._hinted.add(service)
+            log.warning("a gRPC client called %s, which is not served (the runner serves %s)", name, served)
+
+        async def behaviour(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+            raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+        return grpc.unary_unary_rpc_method_handler(behaviour)
+
+
+async def start_server(front: GrpcFront, address: str) -> tuple[aio.Server, int]:
+    """A started ``grpc.aio`` server for ``front`` on ``address`` (``unix:PATH`` or ``HOST:PORT``)."""
+    server = aio.server(
+        handlers=front.handlers(),
+        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+    )
+    port = server.add_insecure_port(address)
+    await server.start()
+    return server, port

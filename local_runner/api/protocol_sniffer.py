@@ -1,0 +1,160 @@
+"""One port, two protocols: the first bytes of a connection pick the server that answers it.
+
+A connection that opens with the HTTP/2 preface (gRPC clients on an insecure channel send it at once,
+"prior knowledge" h2c) is piped byte for byte to the internal gRPC server; anything else is handed, in
+process and without a copy, to the aiohttp protocol of the REST API. A TLS handshake is refused with a
+one-line hint in the log: the runner speaks plain text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("local_runner.api")
+
+#: The HTTP/2 client connection preface (RFC 9113 §3.4).
+HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: The first byte of a TLS record carrying a handshake (a ClientHello).
+_TLS_HANDSHAKE = 0x16
+
+ProtocolFactory = Callable[[], asyncio.Protocol]
+#: Opens a connection to the gRPC server with the given protocol; returns its transport.
+Connector = Callable[[ProtocolFactory], Awaitable[asyncio.BaseTransport]]
+
+
+class ProtocolSniffer:
+    """Creates one :class:`_Sniffing` protocol per accepted connection and tracks the piped ones."""
+
+    def __init__(self, http_factory: ProtocolFactory, connect_grpc: Connector) -> None:
+        self._http_factory = http_factory
+        self._connect_grpc = connect_grpc
+        self._piped: set[asyncio.BaseTransport] = set()
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._hinted: set[str] = set()
+
+    def __call__(self) -> asyncio.Protocol:
+        """The protocol factory for ``loop.create_server``."""
+        return _Sniffing(self)
+
+    def close_piped(self) -> None:
+        """Close every connection piped to the gRPC server (both ends)."""
+        for transport in list(self._piped):
+            transport.close()
+
+    def hint(self, kind: str, message: str) -> None:
+        """Log ``message`` once per ``kind``: what a client that cannot be served should change."""
+        if kind not in self._hinted:
+            self._hinted.add(kind)
+            log.warning("%s", message)
+
+    def to_http(self, transport: asyncio.Transport, first: bytes) -> None:
+        """Hand the connection to the REST API, replaying the bytes read so far."""
+        if b" /google." in first[:64]:
+            self.hint(
+                "grpc-http1",
+                "a client sent a gRPC call over HTTP/1.1; gRPC needs HTTP/2 (an insecure channel "
+                "speaks it): the REST API answers 404",
+            )
+        protocol = self._http_factory()
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(first)
+
+    def start_pipe(self, transport: asyncio.Transport, first: bytes) -> None:
+        """Start :meth:`to_grpc` (the connection to the gRPC server is opened asynchronously)."""
+        task = asyncio.get_running_loop().create_task(self.to_grpc(transport, first))
+        self._connecting.add(task)
+        task.add_done_callback(self._connecting.discard)
+
+    async def to_grpc(self, transport: asyncio.Transport, first: bytes) -> None:
+        """Pipe the connection to the gRPC server, starting with the bytes read so far."""
+        client_side = _Pump(transport, self._piped)
+        try:
+            backend = await self._connect_grpc(lambda: _Pump(transport, self._piped))
+        except OSError as error:
+            log.error("cannot reach the gRPC server: %s", error)
+            transport.close()
+            return
+        if transport.is_closing():
+            backend.close()
+            return
+        assert isinstance(backend, asyncio.WriteTransport) and isinstance(backend, asyncio.ReadTransport)
+        client_side.peer = backend
+        self._piped.add(transport)
+        self._piped.add(backend)
+        transport.set_protocol(client_side)
+        client_side.connection_made(transport)
+        backend.write(first)
+        transport.resume_reading()
+
+
+class _Sniffing(asyncio.Protocol):
+    """Reads until the first bytes tell the protocol apart, then hands the connection over."""
+
+    def __init__(self, sniffer: ProtocolSniffer) -> None:
+        self._sniffer = sniffer
+        self._buffer = b""
+        self._transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._buffer += data
+        first = self._buffer
+        if len(first) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(first):
+            return  # could still be the preface
+        self._buffer = b""
+        if first.startswith(HTTP2_PREFACE):
+            transport.pause_reading()
+            self._sniffer.start_pipe(transport, first)
+        elif first[0] == _TLS_HANDSHAKE:
+            self._sniffer.hint(
+                "tls",
+                "a client opened a TLS connection; the runner speaks plain text: use http://host:port for "
+                "REST and an insecure channel for gRPC (docs/connect-your-client.md)",
+            )
+            transport.close()
+        else:
+            self._sniffer.to_http(transport, first)
+
+    def eof_received(self) -> bool | None:
+        return None  # close: nothing was said that could be answered
+
+
+class _Pump(asyncio.Protocol):
+    """Writes what its transport reads into ``peer``; back-pressure pauses the other side."""
+
+    def __init__(self, peer: asyncio.Transport | None, piped: set[asyncio.BaseTransport]) -> None:
+        self.peer: asyncio.WriteTransport | None = peer
+        self._piped = piped
+        self._transport: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.peer is not None:
+            self.peer.write(data)
+
+    def eof_received(self) -> bool | None:
+        return None  # close this side; connection_lost closes the peer
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is not None:
+            self._piped.discard(self._transport)
+        if self.peer is not None:
+            self.peer.close()
+
+    def pause_writing(self) -> None:
+        if isinstance(self.peer, asyncio.ReadTransport):
+            self.peer.pause_reading()
+
+    def resume_writing(self) -> None:
+        if isinstance(self.peer, asyncio.ReadTransport) and not self.peer.is_closing():
+            self.peer.resume_reading()
