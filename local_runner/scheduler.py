@@ -14,8 +14,9 @@ import threading
 from collections.abc import Callable, Hashable
 
 from local_runner.clock import Clock
-from local_runner.dispatch import Dispatcher, build_request, format_latency
+from local_runner.dispatch import Dispatcher, format_latency
 from local_runner.engine.attempts import Decision, Failure, Outcome, decide
+from local_runner.engine.delivery import build_request
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
 from local_runner.http_client import HttpError, Origin, origin_of
@@ -348,7 +349,7 @@ class Scheduler:
             if queue is None:
                 return
             try:
-                request = build_request(task, queue, self.issuer, started)
+                request = build_request(task, queue, self.issuer.mint, started)
                 started = await self._hold_slot(slot, worker, request.url)
                 outcome = await self.dispatcher.send(request, task.dispatch_deadline)
             except asyncio.CancelledError:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from local_runner import oidc
-from local_runner.api import browser_guard, rest
+from local_runner.api import browser_guard, views
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
@@ -85,13 +85,13 @@ class RunnerServer:
     async def open(self) -> None:
         """Bind the port, then start dispatching (on the running loop)."""
         app = web.Application(
-            client_max_size=rest.MAX_REQUEST_BYTES,
+            client_max_size=views.MAX_REQUEST_BYTES,
             middlewares=[browser_guard.middleware(loopback_only=is_loopback(self.settings.host))],
         )
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
-        api_router = rest.register(app, self.service, self.settings.test_aids)
+        api_router = views.register(app, self.service, self.settings.test_aids)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         assert self._runner.server is not None
