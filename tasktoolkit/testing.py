@@ -68,66 +68,100 @@ def _datetime(instant: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(instant, dt.UTC)
 
 
-@dataclass
+@dataclass(eq=False)
 class FakeTask(TaskNameParts):
-    """A task the fake holds: what was created, and how its delivery went so far."""
+    """A task the fake holds: a view of the core's task (what was created, how its delivery went so far)."""
 
     name: str
-    url: str
-    method: str
-    headers: dict[str, str]
-    body: bytes
-    schedule_time: dt.datetime
-    create_time: dt.datetime
-    dispatch_deadline: dt.timedelta
-    service_account: str | None
-    audience: str | None
+    #: Creation order among the fake's tasks.
     seq: int
+    #: The core's task as last stored (``local_runner.model.Task``).
+    core: Task = field(repr=False)
+    #: ``QUEUED``, ``SUCCEEDED``, ``EXHAUSTED`` or ``DELETED``.
     state: str = QUEUED
-    dispatch_count: int = 0
-    response_count: int = 0
-    execution_count: int = 0
-    previous_response: int | None = None
-    first_attempt_time: dt.datetime | None = None
-    uid: int = field(default=0, repr=False)
-
-    @classmethod
-    def of(cls, task: Task, seq: int) -> FakeTask:
-        """The record of a task the core just stored."""
-        request = task.http_request
-        oidc = request.oidc_token
-        record = cls(
-            name=task.name,
-            url=request.url,
-            method=request.http_method.name,
-            headers=dict(request.headers),
-            body=request.body,
-            schedule_time=_datetime(task.schedule_time),
-            create_time=_datetime(task.create_time),
-            dispatch_deadline=dt.timedelta(seconds=task.dispatch_deadline),
-            service_account=oidc.service_account_email if oidc else None,
-            audience=(oidc.audience or None) if oidc else None,
-            seq=seq,
-        )
-        record.update(task)
-        return record
 
     def update(self, task: Task) -> None:
-        """Copies the core's state of the task (counts, schedule time, QUEUED or EXHAUSTED)."""
-        self.uid = task.uid
-        self.schedule_time = _datetime(task.schedule_time)
+        """Takes the core's newer state of the task (counts, schedule time, QUEUED or EXHAUSTED)."""
+        self.core = task
         self.state = EXHAUSTED if task.state is TaskState.EXHAUSTED else QUEUED
-        self.dispatch_count = task.dispatch_count
-        self.response_count = task.response_count
-        self.execution_count = task.execution_count
-        self.previous_response = task.previous_response
-        first = task.first_attempt
-        self.first_attempt_time = _datetime(first.dispatch_time) if first else None
+
+    @property
+    def url(self) -> str:
+        """The URL as created (sent percent-encoded)."""
+        return self.core.http_request.url
+
+    @property
+    def method(self) -> str:
+        """``POST``, ``GET``, ..."""
+        return self.core.http_request.http_method.name
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers stored with the task (``User-Agent`` included, as the service stores it)."""
+        return dict(self.core.http_request.headers)
+
+    @property
+    def body(self) -> bytes:
+        """The body."""
+        return self.core.http_request.body
 
     @property
     def json(self) -> Any:
         """The body parsed as JSON (``None`` when empty)."""
         return json.loads(self.body) if self.body else None
+
+    @property
+    def schedule_time(self) -> dt.datetime:
+        """When the next attempt is due (or was, for a task no longer queued)."""
+        return _datetime(self.core.schedule_time)
+
+    @property
+    def create_time(self) -> dt.datetime:
+        """When the task was created."""
+        return _datetime(self.core.create_time)
+
+    @property
+    def dispatch_deadline(self) -> dt.timedelta:
+        """How long an attempt may take."""
+        return dt.timedelta(seconds=self.core.dispatch_deadline)
+
+    @property
+    def service_account(self) -> str | None:
+        """The email whose OIDC token is sent, if any."""
+        oidc = self.core.http_request.oidc_token
+        return oidc.service_account_email if oidc else None
+
+    @property
+    def audience(self) -> str | None:
+        """The token's audience, if set (else the URL is the audience)."""
+        oidc = self.core.http_request.oidc_token
+        return (oidc.audience or None) if oidc else None
+
+    @property
+    def dispatch_count(self) -> int:
+        """Attempts made (``X-CloudTasks-TaskRetryCount`` is one less)."""
+        return self.core.dispatch_count
+
+    @property
+    def response_count(self) -> int:
+        """Attempts that got a response."""
+        return self.core.response_count
+
+    @property
+    def execution_count(self) -> int:
+        """Responses other than 5xx (``X-CloudTasks-TaskExecutionCount``)."""
+        return self.core.execution_count
+
+    @property
+    def previous_response(self) -> int | None:
+        """The status of the last attempt (``X-CloudTasks-TaskPreviousResponse``)."""
+        return self.core.previous_response
+
+    @property
+    def first_attempt_time(self) -> dt.datetime | None:
+        """When the first attempt was dispatched."""
+        first = self.core.first_attempt
+        return _datetime(first.dispatch_time) if first else None
 
 
 @dataclass(frozen=True)
@@ -537,7 +571,7 @@ class FakeQueue(TasksClient):
     def _created(self, name: str) -> None:
         task = self._store.get_task(name)
         if task is not None:
-            record = FakeTask.of(task, len(self.created))
+            record = FakeTask(task.name, len(self.created), task)
             self.created.append(record)
             self._live[name] = record
 
@@ -545,7 +579,7 @@ class FakeQueue(TasksClient):
         """Brings the records up to date after a call that may delete, purge, run or replay tasks."""
         for name, record in list(self._live.items()):
             stored = self._store.get_task(name)
-            if stored is None or stored.uid != record.uid:
+            if stored is None or stored.uid != record.core.uid:
                 if record.state == QUEUED:
                     record.state = DELETED
                 del self._live[name]
