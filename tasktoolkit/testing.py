@@ -15,7 +15,6 @@ import datetime as dt
 import functools
 import json
 import threading
-import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,15 +52,9 @@ class FakeQueueError(TaskToolkitError):
 
 
 @functools.cache
-def _issuer() -> TokenIssuer:
-    """A process-wide RS256 key and issuer (generating a key takes tens of milliseconds)."""
-    return TokenIssuer(SigningKey.generate(), ISSUER)
-
-
-def _mint(email: str, audience: str, now: float) -> str:
-    """An ID token shaped like Cloud Tasks'; issued on the real clock, which google-auth checks it against."""
-    del now
-    return _issuer().mint(email, audience, time.time())
+def _signing_key() -> SigningKey:
+    """A process-wide RS256 key (generating one takes tens of milliseconds)."""
+    return SigningKey.generate()
 
 
 def _datetime(instant: float) -> dt.datetime:
@@ -284,6 +277,8 @@ class FakeQueue(TasksClient):
         self._service = TasksService(self._store, self._clock, task_tombstone=tombstone.total_seconds())
         self._service.listener = self
         self._api = CloudTasksApi(self._service, DirectInserts(self._service))
+        #: Mints tokens in virtual time (one issuer per fake: its token cache follows this fake's clock).
+        self._issuer = TokenIssuer(_signing_key(), ISSUER)
         #: Tasks not ended, by name: QUEUED ones and EXHAUSTED ones (kept for :meth:`replay`).
         self._live: dict[str, FakeTask] = {}
         #: Tasks claimed by RunTask, delivered when the call returns.
@@ -298,7 +293,8 @@ class FakeQueue(TasksClient):
         """Makes this fake the app's client and the target of deliveries, and lets its tokens in.
 
         Call it after ``TaskToolkit(app)`` (re-initializing the toolkit drops the trust). From then on
-        the app's dedup store reads the fake's virtual clock, so its records expire in virtual time. Sets
+        the app's dedup store and token verifier read the fake's virtual clock, so stored results, leases
+        and tokens expire in virtual time. Sets
         ``TASKTOOLKIT_BASE_URL``, ``_PROJECT`` and ``_LOCATION`` only where the app has none.
         """
         self.app = app
@@ -308,7 +304,8 @@ class FakeQueue(TasksClient):
         app.config.setdefault(LOCATION, self.location)
         with contextlib.suppress(ConfigurationError):  # without TaskToolkit, plain routes need no token
             state = TaskToolkit.state(app)
-            state.verifier.trust_issuer(ISSUER, _issuer().certs_document())
+            state.verifier.trust_issuer(ISSUER, self._issuer.certs_document())
+            state.verifier.token_clock = self._clock.now
             state.store.clock = self._clock.now
         return self
 
@@ -476,7 +473,7 @@ class FakeQueue(TasksClient):
             record = self._live[claimed.name]
             record.update(claimed)
             queue = self._store.get_queue(claimed.queue_name) or Queue(claimed.queue_name)
-        request = build_request(claimed, queue, _mint, now)
+        request = build_request(claimed, queue, self._issuer.mint, now)
         headers = dict(request.headers)
         delivery = self._send(record, request.method, request.url, headers, request.body, False)
         outcome = Outcome(now, http_status=delivery.status, retry_after=delivery.retry_after_s)
