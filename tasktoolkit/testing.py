@@ -294,8 +294,8 @@ class FakeQueue(TasksClient):
 
         Call it after ``TaskToolkit(app)`` (re-initializing the toolkit drops the trust). From then on
         the app's dedup store and token verifier read the fake's virtual clock, so stored results, leases
-        and tokens expire in virtual time. Sets
-        ``TASKTOOLKIT_BASE_URL``, ``_PROJECT`` and ``_LOCATION`` only where the app has none.
+        and tokens expire in virtual time. Sets ``TASKTOOLKIT_BASE_URL``, ``_PROJECT`` and ``_LOCATION``
+        only where the app has none.
         """
         self.app = app
         install_client(app, self)
