@@ -61,7 +61,10 @@ def worker() -> App:
 
 @pytest.fixture
 def fake(worker: App) -> FakeQueue:
-    return FakeQueue(worker.app, start=START)
+    """The fake installed in the worker's app: its client, its clock, its token issuer."""
+    installed = FakeQueue(worker.app, start=START)
+    assert TaskToolkit.client(worker.app) is installed
+    return installed
 
 
 # -- the drifts: each one the runner's behaviour now -----------------------------------------------
