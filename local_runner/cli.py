@@ -68,6 +68,14 @@ def main() -> None:
     help="Most requests in flight to one host:port [default: 256, less under a low `ulimit -n`].",
 )
 @click.option(
+    "--duplicate-deliveries",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    metavar="RATE",
+    help="Fraction of attempts sent twice on purpose, to prove handlers idempotent (1: every attempt).",
+)
+@click.option(
     "--virtual-clock",
     type=click.FloatRange(0),
     metavar="EPOCH_SECONDS",
@@ -85,6 +93,7 @@ def serve(
     task_tombstone: float,
     no_test_aids: bool,
     max_connections_per_host: int | None,
+    duplicate_deliveries: float,
     virtual_clock: float | None,
     verbose: bool,
 ) -> None:
@@ -105,6 +114,7 @@ def serve(
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
         max_connections_per_host=max_connections_per_host,
+        duplicate_deliveries=duplicate_deliveries,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:

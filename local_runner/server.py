@@ -17,6 +17,7 @@ from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.dispatch import Dispatcher
+from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.engine.slots import connection_limits
 from local_runner.http_client import open_file_limit
 from local_runner.oidc import SigningKey, TokenIssuer
@@ -44,6 +45,10 @@ class RunnerServer:
         self.clock: Clock = clock or SystemClock()
         queue_specs = (
             load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
+        )
+        self.duplicates = DuplicateDeliveries(
+            settings.duplicate_deliveries,
+            {s.queue.name: s.duplicate_deliveries for s in queue_specs if s.duplicate_deliveries is not None},
         )
         # One runner per data directory: a second one would re-queue this one's attempts in flight.
         data_dir = settings.data_dir
@@ -105,7 +110,7 @@ class RunnerServer:
         self.base_url = f"http://{host}:{port}"
         self.issuer = TokenIssuer(self.signing_key, self.base_url)
         await self.dispatcher.start()
-        self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock)
+        self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock, self.duplicates)
         await self.scheduler.start()
         if not is_loopback(self.settings.host):
             log.warning(

@@ -11,6 +11,7 @@ would send and an OIDC token that the app's verifier accepts, in virtual time. S
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
 import json
@@ -169,6 +170,10 @@ class AttemptRecord:
     #: google.rpc code and message of the outcome (0, ``"OK"`` on success).
     code: int
     message: str
+    #: Whether the attempt was delivered twice on purpose (``duplicate_deliveries``); the first answer counts.
+    duplicated: bool = False
+    #: The app's answer to the duplicate.
+    duplicate_http_status: int | None = None
 
     @classmethod
     def of(cls, attempt: Attempt) -> AttemptRecord:
@@ -181,6 +186,8 @@ class AttemptRecord:
             attempt.http_status,
             status.code if status else 0,
             status.message if status else "",
+            attempt.duplicated,
+            attempt.duplicate_http_status,
         )
 
 
@@ -476,19 +483,28 @@ class FakeQueue(TasksClient):
         request = build_request(claimed, queue, self._issuer.mint, now)
         headers = dict(request.headers)
         delivery = self._send(record, request.method, request.url, headers, request.body, False)
+        duplicate = None
+        if self.duplicate_deliveries:  # the same request again, as the runner's duplicate-delivery mode
+            duplicate = self._send(record, request.method, request.url, headers, request.body, True)
         outcome = Outcome(now, http_status=delivery.status, retry_after=delivery.retry_after_s)
         decision = decide(claimed, outcome, queue.retry_config)
+        attempt = decision.attempt
+        if duplicate is not None:
+            attempt = dataclasses.replace(attempt, duplicated=True, duplicate_http_status=duplicate.status)
         ended = decision.next_retry_in is None  # done or exhausted: the name is tombstoned
         with self._lock:
             tombstone = now + self._service.task_tombstone if ended else None
-            if self._store.finish_attempt(decision.task, decision.attempt, tombstone):
+            if self._store.finish_attempt(decision.task, attempt, tombstone):
                 record.update(decision.task)
                 if decision.delete:
                     record.state = SUCCEEDED
                     del self._live[record.name]
-        self._record(delivery)
-        if self.duplicate_deliveries:
-            self._record(self._send(record, request.method, request.url, headers, request.body, True))
+        self.deliveries.append(delivery)
+        if duplicate is not None:
+            self.deliveries.append(duplicate)
+        for sent in (delivery, duplicate):
+            if sent is not None and sent.exception is not None and self.raise_errors:
+                raise sent.exception
 
     def _send(
         self, task: FakeTask, method: str, url: str, headers: dict[str, str], body: bytes, duplicate: bool

@@ -228,3 +228,13 @@ def test_purge_deletes_tasks_created_before_it(worker: App, fake: FakeQueue) -> 
     fake.enqueue("jobs", url=f"{BASE}/plain/b", delay=dt.timedelta(minutes=5))
     assert [t.state for t in fake.created] == ["DELETED", "QUEUED"]
     assert [d.url for d in fake.advance(minutes=5)] == [f"{BASE}/plain/b"]
+
+
+def test_duplicate_deliveries_are_recorded_as_the_runner_records_them(worker: App) -> None:
+    fake = FakeQueue(worker.app, start=START, duplicate_deliveries=True)
+    with worker.app.app_context():
+        worker.job.enqueue({})
+    first, second = fake.run_until_idle()
+    assert second.duplicate and second.response_headers[REPLAYED_HEADER] == "true" and len(worker.runs) == 1
+    [attempt] = fake.attempts(first.task)
+    assert (attempt.http_status, attempt.duplicated, attempt.duplicate_http_status) == (200, True, 200)
