@@ -13,10 +13,11 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from local_runner.clock import VirtualClock
+from local_runner.codec import attempt_from_json, attempt_to_stored_json
 from local_runner.config import ConfigError, RunnerSettings, load_queue_file
 from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.errors import InvalidArgument
-from local_runner.model import HttpRequest, NewTask
+from local_runner.model import Attempt, HttpRequest, NewTask, RpcStatus
 from local_runner.server import RunnerServer
 
 PARENT = "projects/p/locations/l"
@@ -117,3 +118,12 @@ def test_the_rate_is_a_fraction_of_attempts() -> None:
     assert not any(never.chosen("q") for _ in range(100)) and all(always.chosen("q") for _ in range(100))
     some = DuplicateDeliveries(0.25, rng=random.Random(7))
     assert 150 < sum(some.chosen("q") for _ in range(1000)) < 350
+
+
+@pytest.mark.parametrize("answer", [200, None])
+def test_a_duplicated_attempt_is_stored_and_read_back(answer: int | None) -> None:
+    attempt = Attempt(1.0, 2.0, 3.0, 500, RpcStatus(13, "HTTP status code 500"), True, answer)
+    assert attempt_from_json(attempt_to_stored_json(attempt)) == attempt
+    plain = Attempt(1.0, 2.0, 3.0, 200, RpcStatus(0, "OK"))
+    assert "duplicate" not in attempt_to_stored_json(plain)
+    assert attempt_from_json(attempt_to_stored_json(plain)) == plain
