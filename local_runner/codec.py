@@ -656,9 +656,12 @@ def task_to_json(task: Task, view: TaskView = TaskView.BASIC, int_enums: bool = 
 def attempt_from_json(data: object, path: str = "attempt") -> Attempt:
     """An Attempt from the runner's stored form (``attempt_to_json`` plus ``httpStatus``)."""
     reader = _Reader(
-        data, path, ("scheduleTime", "dispatchTime", "responseTime", "responseStatus", "httpStatus")
+        data,
+        path,
+        ("scheduleTime", "dispatchTime", "responseTime", "responseStatus", "httpStatus", "duplicate"),
     )
     status = reader.message("responseStatus", ("code", "message", "details"))
+    duplicate = reader.message("duplicate", ("httpStatus",))
     return Attempt(
         schedule_time=reader.timestamp("scheduleTime") or 0.0,
         dispatch_time=reader.timestamp("dispatchTime") or 0.0,
@@ -667,6 +670,8 @@ def attempt_from_json(data: object, path: str = "attempt") -> Attempt:
         response_status=RpcStatus(status.integer("code") or 0, status.string("message") or "")
         if status
         else None,
+        duplicated=duplicate is not None,
+        duplicate_http_status=duplicate.integer("httpStatus") if duplicate else None,
     )
 
 
@@ -675,4 +680,7 @@ def attempt_to_stored_json(attempt: Attempt) -> JsonObject:
     out = attempt_to_json(attempt)
     if attempt.http_status is not None:
         out["httpStatus"] = attempt.http_status
+    if attempt.duplicated:
+        status = attempt.duplicate_http_status
+        out["duplicate"] = {} if status is None else {"httpStatus": status}
     return out

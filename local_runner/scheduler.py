@@ -8,14 +8,17 @@ cannot be sent yet stay QUEUED in the store; the loops waiting for a slot are se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
 from collections.abc import Callable, Hashable
 
 from local_runner.clock import Clock
-from local_runner.dispatch import Dispatcher, build_request, format_latency
+from local_runner.dispatch import Dispatcher, format_latency
 from local_runner.engine.attempts import Decision, Failure, Outcome, decide
+from local_runner.engine.delivery import build_request
+from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
 from local_runner.http_client import HttpError, Origin, origin_of
@@ -98,9 +101,15 @@ class Scheduler:
     """Claims due tasks within each queue's limits and dispatches them."""
 
     def __init__(
-        self, service: TasksService, dispatcher: Dispatcher, issuer: TokenIssuer, clock: Clock
+        self,
+        service: TasksService,
+        dispatcher: Dispatcher,
+        issuer: TokenIssuer,
+        clock: Clock,
+        duplicates: DuplicateDeliveries | None = None,
     ) -> None:
         self.service = service
+        self.duplicates = duplicates or DuplicateDeliveries()
         self.store = service.store
         self.dispatcher = dispatcher
         self.issuer = issuer
@@ -344,15 +353,18 @@ class Scheduler:
     ) -> None:
         started = self.clock.now()
         outcome: Outcome | None = None
+        duplicate: Outcome | None = None
         done = False
         try:
             queue = self.store.get_queue(task.queue_name)
             if queue is None:
                 return
             try:
-                request = build_request(task, queue, self.issuer, started)
+                request = build_request(task, queue, self.issuer.mint, started)
                 started = await self._hold_slot(slot, worker, request.url)
                 outcome = await self.dispatcher.send(request, task.dispatch_deadline)
+                if self.duplicates.chosen(task.queue_name):  # the same request again; the first answer counts
+                    duplicate = await self.dispatcher.send(request, task.dispatch_deadline)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # a bug must not strand the task in DISPATCHING
@@ -362,7 +374,7 @@ class Scheduler:
                 )
             finally:
                 self._let_go(slot)
-            decision, recorded = await self._record(task, outcome, queue)
+            decision, recorded = await self._record(task, outcome, queue, duplicate)
             for observe in self.outcome_observers if recorded else ():
                 observe(task, outcome)
             done = decision.delete and recorded
@@ -410,12 +422,19 @@ class Scheduler:
                 await self._take_slot(slot, origin)
         return self.clock.now()
 
-    async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
+    async def _record(
+        self, task: Task, outcome: Outcome, queue: Queue, duplicate: Outcome | None = None
+    ) -> tuple[Decision, bool]:
         """Store an attempt's outcome with the others that ended in the same turn of the loop."""
         decision = decide(task, outcome, queue.retry_config)
         ended = decision.next_retry_in is None  # done or retries exhausted: the name is tombstoned
         tombstone = outcome.response_time + self.service.task_tombstone if ended else None
-        pending = _Unrecorded(FinishedAttempt(decision.task, decision.attempt, tombstone))
+        attempt = decision.attempt
+        if duplicate is not None:
+            attempt = dataclasses.replace(
+                attempt, duplicated=True, duplicate_http_status=duplicate.http_status
+            )
+        pending = _Unrecorded(FinishedAttempt(decision.task, attempt, tombstone))
         self._unrecorded.append(pending)
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_pending())
