@@ -13,8 +13,9 @@ import logging
 import threading
 from collections.abc import Callable, Hashable
 
+from local_runner.attempt_log import AttemptLog
 from local_runner.clock import Clock
-from local_runner.dispatch import Dispatcher, build_request, format_latency
+from local_runner.dispatch import Dispatcher, build_request
 from local_runner.engine.attempts import Decision, Failure, Outcome, decide
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
@@ -118,6 +119,7 @@ class Scheduler:
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._attempt_log = AttemptLog(clock)
         service.listener = self
 
     # -- Listener (called by the service, possibly from another thread) --------------------------
@@ -179,6 +181,7 @@ class Scheduler:
             for attempt in still_running:
                 attempt.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
+        await self._attempt_log.close()
 
     def _wake_queue(self, name: str) -> None:
         if self._stopping:
@@ -362,7 +365,7 @@ class Scheduler:
                 self._let_go(slot)
             decision, recorded = await self._record(task, outcome, queue)
             done = decision.delete and recorded
-            _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
+            self._attempt_log.finished(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
             log.exception(
                 "recording an attempt of %s failed; it is dispatched again after a restart", task.name
@@ -464,29 +467,3 @@ class Scheduler:
     def in_flight(self) -> int:
         """Attempts currently in flight."""
         return len(self._attempts)
-
-
-def _log_attempt(task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool) -> None:
-    queue_id = task.queue_name.rpartition("/")[2]
-    result = (
-        f"HTTP {outcome.http_status}" if outcome.http_status is not None else f"no response, {outcome.detail}"
-    )
-    if not recorded:
-        after = "task was deleted or purged meanwhile"
-    elif decision.delete:
-        after = "done"
-    elif decision.next_retry_in is None:
-        after = f"retries exhausted after {task.dispatch_count} attempt(s)"
-    else:
-        after = f"next retry in {decision.next_retry_in:g}s"
-    level = logging.INFO if outcome.succeeded else logging.WARNING
-    log.log(
-        level,
-        "%s/%s attempt %d: %s in %s; %s",
-        queue_id,
-        task.task_id,
-        task.dispatch_count,
-        result,
-        format_latency(latency),
-        after,
-    )
