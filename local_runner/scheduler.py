@@ -32,6 +32,19 @@ CLAIM_BATCH = 100
 PRUNE_INTERVAL = 60.0
 #: Longest pause of a queue's loop after a store error, in seconds.
 MAX_ERROR_BACKOFF = 5.0
+#: Shortest wait of a queue's loop for its next token, in seconds: a queue paced at a high rate claims
+#: the tokens of this interval together (one wake-up and one store transaction for several tasks), never
+#: more than its token bucket allows.
+MIN_TOKEN_WAIT = 0.01
+
+
+@functools.lru_cache(maxsize=1024)
+def _destination(url: str) -> Origin | None:
+    """Where ``url`` goes (``None``: nowhere, nothing will be sent); the URLs of a queue's tasks repeat."""
+    try:
+        return origin_of(url)
+    except HttpError:
+        return None
 
 
 def error_backoff(failures: int) -> float:
@@ -181,6 +194,7 @@ class Scheduler:
             for attempt in still_running:
                 attempt.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
+            self._attempts = {attempt for attempt in self._attempts if not attempt.done()}  # never started
         await self._attempt_log.close()
 
     def _wake_queue(self, name: str) -> None:
@@ -269,7 +283,10 @@ class Scheduler:
             return next_due
         if self.slots.waits(worker):
             return None  # due tasks wait for a connection slot
-        return pacer.next_start_time(now)
+        next_start = pacer.next_start_time(now)
+        if next_start is None or next_start <= now:
+            return next_start
+        return max(next_start, now + MIN_TOKEN_WAIT)
 
     def _run_claimed(self, task: Task) -> None:
         if self._stopping:  # stays DISPATCHING: dispatched again after the restart
@@ -331,12 +348,7 @@ class Scheduler:
             self._release(slot.origin)
 
     def _spawn(self, task: Task, worker: _QueueWorker | None, pacer: QueuePacer | None, slot: _Slot) -> None:
-        attempt = asyncio.create_task(self._attempt(task, worker, pacer, slot))
-        self._attempts.add(attempt)
-        attempt.add_done_callback(self._attempt_done)
-
-    def _attempt_done(self, attempt: asyncio.Task[None]) -> None:
-        self._attempts.discard(attempt)
+        self._attempts.add(asyncio.create_task(self._attempt(task, worker, pacer, slot)))
 
     # -- one attempt -----------------------------------------------------------------------------
 
@@ -371,6 +383,7 @@ class Scheduler:
                 "recording an attempt of %s failed; it is dispatched again after a restart", task.name
             )
         finally:
+            self._attempts.discard(asyncio.current_task())
             self._let_go(slot)
             # The queue's loop sleeps until its next token when it is paced by rate alone: a finished
             # attempt needs to wake it only if it freed a slot the loop waits for, queued a retry or
@@ -392,10 +405,7 @@ class Scheduler:
         this one if it has room, or is given back. A URL with no destination needs none: nothing will
         be sent.
         """
-        try:
-            origin: Origin | None = origin_of(url)
-        except HttpError:
-            origin = None
+        origin = _destination(url)
         if slot.held and slot.origin != origin:
             if origin is not None and self.slots.move(slot.origin, origin):
                 slot.origin = origin

@@ -264,31 +264,41 @@ class _RequestCache:
         self._entries.clear()
 
 
-def _number(row: sqlite3.Row, column: str) -> Any:
-    """A numeric column's value; SQLite keeps whatever was written, so text here is damage."""
-    value = row[column]
-    if not isinstance(value, int | float):
-        raise TypeError(f"{column} is {value!r}, not a number")
-    return value
+#: The numeric columns among a task row's first 13 (``schedule_time`` to ``execution_count``).
+_NUMERIC = slice(4, 10)
+_NUMERIC_FIELDS = _TASK_FIELDS[3:9]
+_NUMBER_TYPES = (int, float)
+
+
+def _numbers(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The numeric columns' values; SQLite keeps whatever was written, so text here is damage."""
+    numbers = values[_NUMERIC]
+    for column, value in zip(_NUMERIC_FIELDS, numbers, strict=True):
+        if type(value) not in _NUMBER_TYPES:
+            raise TypeError(f"{column} is {value!r}, not a number")
+    return numbers
 
 
 def _task(row: sqlite3.Row, request: HttpRequest | None = None) -> Task:
-    retry = row["retry_config"]
+    """The task of a row of ``_TASK_COLUMNS`` (``request``: its decoded request, if known)."""
+    values = tuple(row)
+    seq, name, _, state, _, _, _, _, _, _, request_text, retry, previous_response = values[:13]
+    schedule_time, create_time, deadline, dispatch_count, response_count, execution_count = _numbers(values)
     return Task(
-        name=row["name"],
-        http_request=request or codec.http_request_from_json(json.loads(row["http_request"])),
-        schedule_time=_number(row, "schedule_time"),
-        create_time=_number(row, "create_time"),
-        dispatch_deadline=_number(row, "dispatch_deadline"),
-        dispatch_count=_number(row, "dispatch_count"),
-        response_count=_number(row, "response_count"),
-        execution_count=_number(row, "execution_count"),
-        first_attempt=_attempt(tuple(row[c] for c in _FIRST)),
-        last_attempt=_attempt(tuple(row[c] for c in _LAST)),
+        name=name,
+        http_request=request or codec.http_request_from_json(json.loads(request_text)),
+        schedule_time=schedule_time,
+        create_time=create_time,
+        dispatch_deadline=deadline,
+        dispatch_count=dispatch_count,
+        response_count=response_count,
+        execution_count=execution_count,
+        first_attempt=_attempt(values[13:19]),
+        last_attempt=_attempt(values[19:25]),
         retry_config=None if retry is None else RetryConfig(**json.loads(retry)),
-        state=TaskState(row["state"]),
-        previous_response=row["previous_response"],
-        uid=row["seq"],
+        state=TaskState(state),
+        previous_response=previous_response,
+        uid=seq,
     )
 
 
