@@ -35,7 +35,7 @@ MAX_ERROR_BACKOFF = 5.0
 #: Shortest wait of a queue's loop for its next token, in seconds: a queue paced at a high rate claims
 #: the tokens of this interval together (one wake-up and one store transaction for several tasks), never
 #: more than its token bucket allows.
-MIN_TOKEN_WAIT = 0.01
+MIN_TOKEN_WAIT = 0.02
 
 
 @functools.lru_cache(maxsize=1024)
@@ -273,8 +273,11 @@ class Scheduler:
                 pacer.started(len(claimed), now)
                 for task in claimed:
                     self._spawn(task, worker, pacer, _Slot(True, origin))
-                if len(claimed) == wanted:
-                    return now
+                if len(claimed) == CLAIM_BATCH:
+                    return now  # more may be due and allowed at once
+                if len(claimed) == wanted:  # the bucket or the concurrency ran out, not the due tasks
+                    self._stop_waiting(worker)
+                    return self._next_start(pacer, now)
                 if len(claimed) == granted:
                     return None  # more may be due: woken at the loop's turn for a slot
         next_due = self.store.next_schedule_time(queue.name)
@@ -283,6 +286,11 @@ class Scheduler:
             return next_due
         if self.slots.waits(worker):
             return None  # due tasks wait for a connection slot
+        return self._next_start(pacer, now)
+
+    @staticmethod
+    def _next_start(pacer: QueuePacer, now: float) -> float | None:
+        """When the queue may start its next task: its next token, but not sooner than ``MIN_TOKEN_WAIT``."""
         next_start = pacer.next_start_time(now)
         if next_start is None or next_start <= now:
             return next_start
