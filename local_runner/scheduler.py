@@ -32,6 +32,9 @@ CLAIM_BATCH = 100
 PRUNE_INTERVAL = 60.0
 #: Longest pause of a queue's loop after a store error, in seconds.
 MAX_ERROR_BACKOFF = 5.0
+#: How long the first outcome waits for others to share its store transaction, in seconds (the
+#: attempt's dispatch already ended: this delays only when its task is deleted or queued again).
+RECORD_WAIT = 0.005
 #: Shortest wait of a queue's loop for its next token, in seconds: a queue paced at a high rate claims
 #: the tokens of this interval together (one wake-up and one store transaction for several tasks), never
 #: more than its token bucket allows.
@@ -366,6 +369,7 @@ class Scheduler:
         started = self.clock.now()
         outcome: Outcome | None = None
         done = False
+        wake = pacer is None
         try:
             queue = self.store.get_queue(task.queue_name)
             if queue is None:
@@ -383,6 +387,9 @@ class Scheduler:
                 )
             finally:
                 self._let_go(slot)
+            if pacer is not None:  # the request is over: its dispatch no longer counts against the queue
+                self._dispatch_ended(task, pacer, outcome)
+                pacer = None
             decision, recorded = await self._record(task, outcome, queue)
             done = decision.delete and recorded
             self._attempt_log.finished(task, outcome, decision, outcome.response_time - started, recorded)
@@ -393,18 +400,24 @@ class Scheduler:
         finally:
             self._attempts.discard(asyncio.current_task())
             self._let_go(slot)
-            # The queue's loop sleeps until its next token when it is paced by rate alone: a finished
-            # attempt needs to wake it only if it freed a slot the loop waits for, queued a retry or
-            # changed the rate.
-            wake = pacer is None or not done
-            if pacer is not None:
-                wake = wake or pacer.in_flight >= pacer.limits.max_concurrent_dispatches
-                status = outcome.http_status if outcome else None
-                throttles = bool(outcome and outcome.throttles)
-                wake = wake or throttles or pacer.throttle < 1.0
-                pacer.finished(status, throttles, self.clock.now())
-            if wake:
+            if pacer is not None:  # ended before its request did
+                self._dispatch_ended(task, pacer, outcome)
+            # A recorded retry (or an attempt that ended in error) may be due at once: the loop looks.
+            if wake or not done:
                 self._wake_queue(task.queue_name)
+
+    def _dispatch_ended(self, task: Task, pacer: QueuePacer, outcome: Outcome | None) -> None:
+        """Count the attempt's dispatch as over, and adapt the rate to its answer.
+
+        The queue's loop sleeps until its next token when it is paced by rate alone: the end of a
+        dispatch wakes it only if it freed concurrency the loop waits for or changed the rate.
+        """
+        status = outcome.http_status if outcome else None
+        throttles = bool(outcome and outcome.throttles)
+        wake = pacer.in_flight >= pacer.limits.max_concurrent_dispatches or throttles or pacer.throttle < 1.0
+        pacer.finished(status, throttles, self.clock.now())
+        if wake:
+            self._wake_queue(task.queue_name)
 
     async def _hold_slot(self, slot: _Slot, worker: _QueueWorker | None, url: str) -> float:
         """Make sure ``slot`` is held for the destination of ``url``; returns when the wait ended.
@@ -441,10 +454,11 @@ class Scheduler:
     async def _record_pending(self) -> None:
         """Write the outcomes waiting to be stored, one transaction for all of them.
 
-        Runs one turn of the loop after the first outcome arrived, so the attempts answered in the
-        same turn share the transaction. While the store refuses, the attempts stay in flight (their
-        tasks DISPATCHING) and the write is tried again.
+        Runs ``RECORD_WAIT`` after the first outcome arrived, so the attempts answered meanwhile share
+        the transaction (one commit for many outcomes). While the store refuses, the attempts stay in
+        flight (their tasks DISPATCHING) and the write is tried again.
         """
+        await asyncio.sleep(RECORD_WAIT)  # the loop's own time: a batching delay, not a schedule
         failures = 0
         while self._unrecorded:
             batch = self._unrecorded
