@@ -91,7 +91,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_status_code INTEGER, last_status_message TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, state, schedule_time, seq);
-CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (queue, name);
+DROP INDEX IF EXISTS tasks_by_name;
 CREATE TABLE IF NOT EXISTS task_tombstones (name TEXT PRIMARY KEY, queue TEXT NOT NULL, until REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS task_tombstones_queue ON task_tombstones (queue);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -173,6 +173,15 @@ def _attempt_values(attempt: Attempt | None) -> tuple[Any, ...]:
         None if status is None else status.code,
         None if status is None else status.message,
     )
+
+
+def _task_name_range(queue_name: str) -> tuple[str, str]:
+    """Bounds, both excluded, of the names of a queue's tasks: ``".../tasks/"`` and ``".../tasks0"``.
+
+    A queue's tasks are the names in between ('0' follows '/'), so the name index (the UNIQUE
+    constraint's) serves a queue's tasks in name order, and no second index on names is kept.
+    """
+    return queue_name + "/tasks/", queue_name + "/tasks0"
 
 
 def _deletes(item: FinishedAttempt) -> bool:
@@ -480,11 +489,7 @@ class SQLiteTaskStore(TaskStore):
             self._requests.drop(
                 row[0] for row in conn.execute("DELETE FROM tasks WHERE queue = ? RETURNING seq", (name,))
             )
-            # Task names under the queue sort between ".../tasks/" and ".../tasks0" ('0' follows '/').
-            conn.execute(
-                "DELETE FROM attempts WHERE task_name > ? AND task_name < ?",
-                (name + "/tasks/", name + "/tasks0"),
-            )
+            conn.execute("DELETE FROM attempts WHERE task_name > ? AND task_name < ?", _task_name_range(name))
             conn.execute("DELETE FROM task_tombstones WHERE queue = ?", (name,))
             conn.execute(
                 "INSERT OR REPLACE INTO queue_tombstones (name, until) VALUES (?, ?)", (name, tombstone_until)
@@ -560,13 +565,14 @@ class SQLiteTaskStore(TaskStore):
         shown = [TaskState.QUEUED, TaskState.DISPATCHING] + [TaskState.EXHAUSTED] * include_exhausted
         states = ", ".join(f"'{state.value}'" for state in shown)
         tasks: list[Task] = []
+        first, end = _task_name_range(queue_name)
         with self._read() as conn:
             while len(tasks) < limit:  # more than once only if a damaged row was set aside
                 wanted = limit - len(tasks)
                 rows = conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue = ? AND name > ? AND state IN ({states}) "
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name > ? AND name < ? AND state IN ({states}) "
                     "ORDER BY name LIMIT ?",
-                    (queue_name, after or "", wanted),
+                    (max(after or "", first), end, wanted),
                 ).fetchall()
                 tasks += _readable(conn, rows)
                 if len(rows) < wanted:

@@ -133,3 +133,26 @@ def test_finishing_a_batch_applies_each_item_once(store: SQLiteTaskStore) -> Non
     assert stored_d is not None and stored_d.state is TaskState.EXHAUSTED
     assert store.task_tombstoned(d.name, now=300.0)
     assert [len(store.attempts(t.name)) for t in (a, b, c, d)] == [1, 1, 0, 1]
+
+
+def test_tasks_keep_two_indexes_and_a_queue_is_listed_from_the_name_index(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    SQLiteTaskStore(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE INDEX tasks_by_name ON tasks (queue, name)")  # what earlier stores kept
+    conn.close()
+    store = SQLiteTaskStore(path)  # every new or deleted task updates one index fewer
+    try:
+        indexes = {row["name"] for row in store._conn.execute("PRAGMA index_list(tasks)")}
+        assert indexes == {"sqlite_autoindex_tasks_1", "tasks_due"}
+        store.put_queue(Queue(Q))
+        other = "projects/p/locations/l/queues/q2"
+        store.put_queue(Queue(other))
+        store.insert_tasks([task("b"), task("a"), task("c").replace(name=f"{other}/tasks/c")], now=0.0)
+        seen = statements(store)
+        assert [t.task_id for t in store.list_tasks(Q, after=f"{Q}/tasks/a")] == ["b"]
+        plan = " | ".join(row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {seen[0]}"))
+        assert "sqlite_autoindex_tasks_1" in plan and "TEMP B-TREE" not in plan and "SCAN" not in plan
+        assert [t.task_id for t in store.list_tasks(Q)] == ["a", "b"]
+    finally:
+        store.close()
