@@ -34,7 +34,7 @@ def rest_threads(url: str, count: int, threads: int) -> float:
     """CreateTask/s from ``threads`` threads, one keep-alive ``http.client`` connection each.
 
     The standard library's client costs a fraction of ``requests`` per call, so more of the two cores
-    is left to the server being measured (``enqueue_many`` below measures our ``requests``-based client).
+    is left to the server being measured (``enqueue_many`` below measures TasksClient against it).
     """
     path = f"/v2/{benchlib.queue_name(QUEUE)}/tasks"
     host = url.removeprefix("http://")
@@ -191,6 +191,7 @@ RATIOS = {
         "peer_8_threads",
         "runner / peer, both gRPC, 8 client threads",
     ),
+    "enqueue_many_vs_raw": ("enqueue_many_8", "rest_8_threads", "enqueue_many(8) / raw REST, 8 threads"),
 }
 
 

@@ -66,6 +66,7 @@ def main() -> None:
     callback=lambda ctx, param, value: _check_connection_cap(value),
     help="Most requests in flight to one host:port [default: 256, less under a low `ulimit -n`].",
 )
+@click.option("--no-console", is_flag=True, help="Do not serve the developer console at /.")
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
 def serve(
     host: str,
@@ -78,6 +79,7 @@ def serve(
     task_tombstone: float,
     no_test_aids: bool,
     max_connections_per_host: int | None,
+    no_console: bool,
     verbose: bool,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
@@ -97,6 +99,7 @@ def serve(
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
         max_connections_per_host=max_connections_per_host,
+        console=not no_console,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:

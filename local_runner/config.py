@@ -39,6 +39,8 @@ class RunnerSettings:
     #: Most requests in flight to one destination (scheme, host, port); ``None``: derived from the
     #: open-file limit (``local_runner.engine.slots.connection_limits``).
     max_connections_per_host: int | None = None
+    #: Serve the developer console at ``/`` (``runner serve --no-console`` turns it off).
+    console: bool = True
 
     @property
     def parent(self) -> str:

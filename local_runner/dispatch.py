@@ -15,7 +15,7 @@ from local_runner.clock import Clock, SystemClock
 from local_runner.codec import format_epoch_seconds
 from local_runner.engine.attempts import Failure, Outcome
 from local_runner.engine.slots import ConnectionLimits, ConnectionSlots, connection_limits
-from local_runner.http_client import HttpClient, HttpError, open_file_limit
+from local_runner.http_client import HttpClient, HttpError, Response, open_file_limit
 from local_runner.model import (
     NO_RESPONSE_STATUS,
     HttpMethod,
@@ -150,18 +150,8 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
             del headers[existing]
         headers[key] = value
     headers = _sendable(headers)
-    attempt = task.last_attempt
-    retry_count = max(0, task.dispatch_count - 1)
     headers["User-Agent"] = USER_AGENT
-    headers["X-CloudTasks-QueueName"] = parse_queue_name(task.queue_name).queue_id
-    headers["X-CloudTasks-TaskName"] = task.task_id
-    headers["X-CloudTasks-TaskRetryCount"] = str(retry_count)
-    headers["X-CloudTasks-TaskExecutionCount"] = str(task.execution_count)
-    eta = attempt.schedule_time if attempt else task.schedule_time
-    headers["X-CloudTasks-TaskETA"] = format_epoch_seconds(eta)
-    if retry_count > 0:
-        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
-        headers["X-CloudTasks-TaskRetryReason"] = ""
+    headers.update(cloud_tasks_headers(task))
     oidc = target.oidc_token or request.oidc_token
     oauth = target.oauth_token or request.oauth_token
     if oidc is not None or oauth is not None:
@@ -174,6 +164,24 @@ def build_request(task: Task, queue: Queue, issuer: TokenIssuer | None, now: flo
         headers["Authorization"] = f"Bearer {LOCAL_OAUTH_TOKEN}"
     body = request.body if method.name in ("POST", "PUT", "PATCH") else b""
     return OutboundRequest(method.name, encode_url(url), headers, body)
+
+
+def cloud_tasks_headers(task: Task) -> dict[str, str]:
+    """The ``X-CloudTasks-*`` headers of the attempt just claimed on ``task`` (reference §5.1)."""
+    attempt = task.last_attempt
+    retry_count = max(0, task.dispatch_count - 1)
+    eta = attempt.schedule_time if attempt else task.schedule_time
+    headers = {
+        "X-CloudTasks-QueueName": parse_queue_name(task.queue_name).queue_id,
+        "X-CloudTasks-TaskName": task.task_id,
+        "X-CloudTasks-TaskRetryCount": str(retry_count),
+        "X-CloudTasks-TaskExecutionCount": str(task.execution_count),
+        "X-CloudTasks-TaskETA": format_epoch_seconds(eta),
+    }
+    if retry_count > 0:
+        headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
+        headers["X-CloudTasks-TaskRetryReason"] = ""
+    return headers
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
@@ -214,10 +222,9 @@ class Dispatcher:
             await self._client.close()
             self._client = None
 
-    async def _exchange(self, request: OutboundRequest) -> tuple[int, str | None]:
+    async def _exchange(self, request: OutboundRequest) -> Response:
         assert self._client is not None, "Dispatcher.start() was not awaited"
-        response = await self._client.request(request.method, request.url, request.headers, request.body)
-        return response.status, response.retry_after
+        return await self._client.request(request.method, request.url, request.headers, request.body)
 
     async def send(self, request: OutboundRequest, deadline: float) -> Outcome:
         """Send one request; no response within ``deadline`` seconds is a DEADLINE failure."""
@@ -243,22 +250,25 @@ class Dispatcher:
         error = exchange.exception()
         if error is not None:
             return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
-        status, retry_after = exchange.result()
-        return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
+        return _answered(exchange.result(), now)
 
     async def _send_timed(self, request: OutboundRequest, deadline: float) -> Outcome:
         """:meth:`send` on the real clock: the event loop's own timer, no extra task per attempt."""
         timeout = asyncio.timeout(deadline)
         try:
             async with timeout:
-                status, retry_after = await self._exchange(request)
+                response = await self._exchange(request)
         except Exception as error:
             now = self.clock.now()
             if isinstance(error, TimeoutError) and timeout.expired():
                 return Outcome(now, failure=Failure.DEADLINE, detail=f"deadline {deadline:g}s exceeded")
             return Outcome(now, failure=Failure.UNREACHABLE, detail=_describe(error, request.url))
-        now = self.clock.now()
-        return Outcome(now, http_status=status, retry_after=parse_retry_after(retry_after, now))
+        return _answered(response, self.clock.now())
+
+
+def _answered(response: Response, now: float) -> Outcome:
+    retry_after = parse_retry_after(response.retry_after, now)
+    return Outcome(now, http_status=response.status, retry_after=retry_after, excerpt=response.excerpt)
 
 
 def _describe(error: BaseException, url: str) -> str:

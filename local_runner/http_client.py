@@ -15,7 +15,7 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -29,6 +29,8 @@ from local_runner.errors import RunnerError
 IDLE_TIMEOUT = 1.0
 #: How much of a response body is read before the connection is given up instead of drained.
 MAX_RESPONSE_BYTES = 64 * 1024
+#: How much of a response body is kept (the console shows it next to the attempt).
+EXCERPT_BYTES = 1024
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -56,6 +58,8 @@ class Response:
 
     status: int
     retry_after: str | None
+    #: The first :data:`EXCERPT_BYTES` bytes of the body.
+    excerpt: bytes = field(default=b"", compare=False)
 
 
 class Origin(NamedTuple):
@@ -143,6 +147,7 @@ class _Connection(asyncio.Protocol):
         self._framed = False  # Content-Length or chunked: the body's end is known without EOF
         self._headers_done = False
         self._body_bytes = 0
+        self._excerpt = b""
 
     # -- use -------------------------------------------------------------------------------------
 
@@ -166,7 +171,7 @@ class _Connection(asyncio.Protocol):
         waiter, self._waiter = self._waiter, None
         self.reusable = keep_alive and not self.closed
         if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._parser.get_status_code(), self._retry_after))
+            waiter.set_result(Response(self._parser.get_status_code(), self._retry_after, self._excerpt))
         if not self.reusable:
             self.close()
 
@@ -228,6 +233,8 @@ class _Connection(asyncio.Protocol):
             self._finish(keep_alive=False)  # a HEAD answer has no body, whatever its Content-Length says
 
     def on_body(self, body: bytes) -> None:
+        if len(self._excerpt) < EXCERPT_BYTES:
+            self._excerpt += body[: EXCERPT_BYTES - len(self._excerpt)]
         self._body_bytes += len(body)
         if self._body_bytes > MAX_RESPONSE_BYTES:
             self._finish(keep_alive=False)

@@ -136,6 +136,8 @@ class Scheduler:
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
         self._attempt_log = AttemptLog(clock)
+        #: Called with each attempt's claimed task and outcome once it is recorded (the console's stats).
+        self.outcome_observers: list[Callable[[Task, Outcome], None]] = []
         service.listener = self
 
     # -- Listener (called by the service, possibly from another thread) --------------------------
@@ -391,6 +393,8 @@ class Scheduler:
                 self._dispatch_ended(task, pacer, outcome)
                 pacer = None
             decision, recorded = await self._record(task, outcome, queue)
+            for observe in self.outcome_observers if recorded else ():
+                observe(task, outcome)
             done = decision.delete and recorded
             self._attempt_log.finished(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
@@ -489,6 +493,11 @@ class Scheduler:
                 self.store.prune(self.clock.now())
             except Exception:
                 log.exception("dropping expired tombstones failed; trying again later")
+
+    def pacer(self, queue_name: str) -> QueuePacer | None:
+        """The queue's pacing (attempts in flight, effective rate), once its worker has run."""
+        worker = self._workers.get(queue_name)
+        return worker.pacer if worker is not None else None
 
     def waits_for_slot(self, queue_name: str) -> bool:
         """Whether the queue's loop waits in line for a connection slot before it claims."""

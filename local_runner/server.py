@@ -16,6 +16,7 @@ from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
 from local_runner.config import RunnerSettings, load_queue_file
+from local_runner.console import Console
 from local_runner.dispatch import Dispatcher
 from local_runner.engine.slots import connection_limits
 from local_runner.http_client import open_file_limit
@@ -92,6 +93,9 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         api_router = rest.register(app, self.service, self.settings.test_aids)
+        console = Console(self.service, self.settings.test_aids) if self.settings.console else None
+        if console is not None:
+            console.register(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         assert self._runner.server is not None
@@ -106,6 +110,8 @@ class RunnerServer:
         self.issuer = TokenIssuer(self.signing_key, self.base_url)
         await self.dispatcher.start()
         self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock)
+        if console is not None:
+            console.attach(self.scheduler)
         await self.scheduler.start()
         if not is_loopback(self.settings.host):
             log.warning(
@@ -119,6 +125,8 @@ class RunnerServer:
             self.dispatcher.limits.per_origin,
             self.dispatcher.limits.total,
         )
+        if console is not None:
+            log.info("developer console on %s/", self.base_url)
 
     def _issuer_view(self, document: Callable[[TokenIssuer], object]) -> Handler:
         async def view(request: web.Request) -> web.Response:

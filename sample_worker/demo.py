@@ -186,6 +186,7 @@ def main() -> int:
             show("worker"),
         )
         say("demo", f"worker on {worker_url} (pid {worker.pid}), runner on {runner_url} (pid {runner.pid})")
+        say("demo", f"console: {runner_url}/ shows the queues, tasks and attempts live while the demo runs")
         reminder_at = use_the_worker(worker_url, user_id)
         ok = wait_for_outcomes(worker_url, user_id, reminder_at, started + TIME_LIMIT_S)
     except KeyboardInterrupt:

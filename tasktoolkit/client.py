@@ -8,17 +8,17 @@ One code path for real Cloud Tasks and the local runner: the same requests go to
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
-from requests.adapters import HTTPAdapter
-from urllib3.exceptions import NewConnectionError
 
 from tasktoolkit.errors import (
     CloudTasksError,
@@ -40,6 +40,7 @@ from tasktoolkit.taskspec import (
     invalid,
     queue_update,
 )
+from tasktoolkit.transport import PooledWire, RequestsWire, SendFailed, Wire, proxy_for, settle_environment
 
 __all__ = [
     "CloudTasksError",
@@ -133,28 +134,28 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """REST over ``requests``, with retries of transient failures where repeating is safe.
+    """REST calls over a :class:`~tasktoolkit.transport.Wire`, retrying transient failures where safe.
+
+    The one place that decides what a failure means: retries, backoff and the mapping of answers to typed
+    errors live here, above the wire.
+
+    * UNAVAILABLE and RESOURCE_EXHAUSTED answers, and requests that surely never left (connection refused),
+      are retried for every call.
+    * Timeouts, resets and DEADLINE_EXCEEDED answers may follow a request the server processed, so they are
+      retried only when repeating is harmless (``idempotent``: reads, deletes, named creates).
+    * A kept-alive connection that the server dropped while the request was sent is reopened at once, once,
+      under the same rule.
 
     Args:
-        session: The session (an ``AuthorizedSession`` for Google, a plain one for the runner).
-        endpoint: Base URL, e.g. ``https://cloudtasks.googleapis.com``.
-        timeout_s: Per-request timeout.
+        wire: Sends the requests.
         retry: Retry policy for transient failures.
         sleep: Waits between retries (injectable for tests).
     """
 
     def __init__(
-        self,
-        session: requests.Session,
-        endpoint: str,
-        *,
-        timeout_s: float = 30.0,
-        retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        self, wire: Wire, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
     ) -> None:
-        self.session = session
-        self.endpoint = endpoint.rstrip("/")
-        self.timeout_s = timeout_s
+        self.wire = wire
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -162,53 +163,53 @@ class HttpTransport:
         self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
     ) -> dict[str, Any]:
         """Performs the call, retrying UNAVAILABLE (and, if idempotent, timeouts and resets)."""
-        url = f"{self.endpoint}/v2/{path}"
-        for attempt in range(1, self.retry.attempts + 1):
-            last = attempt == self.retry.attempts
+        path = f"/v2/{path}"
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        reopened = False
+        attempt = 1
+        while True:
+            last = attempt >= self.retry.attempts
             try:
-                response = self.session.request(method, url, params=params, json=body, timeout=self.timeout_s)
-            except requests.RequestException as exc:
-                if last or not (idempotent or _not_sent(exc)):
-                    raise ServiceUnavailable("UNAVAILABLE", f"{method} {url} failed: {exc}", 503) from exc
+                status, answer = self.wire.send(method, path, params, data)
+            except SendFailed as exc:
+                safe = idempotent or not exc.maybe_sent
+                if safe and exc.reused and not reopened:
+                    reopened = True  # a connection dropped while idle: reopen now, without waiting
+                    continue
+                if last or not safe:
+                    raise ServiceUnavailable("UNAVAILABLE", str(exc), 503) from exc
             else:
-                payload = _json_or_none(response)
-                if response.ok:
+                payload = _json_or_none(answer)
+                if 200 <= status < 300:
                     return payload if isinstance(payload, dict) else {}
-                error = error_from_answer(response.status_code, payload)
+                error = error_from_answer(status, payload)
                 retryable = error.status in _RETRY_ALWAYS or (
                     idempotent and error.status in _RETRY_IF_IDEMPOTENT
                 )
                 if last or not retryable:
                     raise error
             self._sleep(self.retry.wait_s(attempt))
-        raise AssertionError("unreachable")  # pragma: no cover
+            attempt += 1
 
     def close(self) -> None:
-        """Closes the session."""
-        self.session.close()
+        """Closes the wire."""
+        self.wire.close()
 
 
-def _not_sent(exc: requests.RequestException) -> bool:
-    """Whether the request surely never reached the server (refused or timed out while connecting)."""
-    if isinstance(exc, requests.ConnectTimeout):
-        return True
-    reason = exc.args[0] if exc.args else None
-    return isinstance(getattr(reason, "reason", reason), NewConnectionError)
-
-
-def _json_or_none(response: requests.Response) -> Any:
+def _json_or_none(answer: bytes) -> Any:
     try:
-        return response.json() if response.content else None
+        return json.loads(answer) if answer else None
     except ValueError:
         return None
 
 
-def _pooled(session: requests.Session, pool_size: int) -> requests.Session:
-    """Gives ``session`` a connection pool large enough for ``pool_size`` concurrent requests."""
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
+def _wire(endpoint: str, credentials: Any, timeout_s: float) -> Wire:
+    """The pooled ``http.client`` wire for a runner reached directly, else ``requests`` (Google, proxies)."""
+    if endpoint.startswith("http://") and credentials is None and proxy_for(endpoint) is None:
+        return PooledWire(endpoint, timeout_s=timeout_s, max_idle=MAX_WORKERS)
+    local = endpoint.startswith("http://") and credentials is None
+    session = settle_environment(requests.Session() if local else _google_session(credentials), endpoint)
+    return RequestsWire(session, endpoint, timeout_s=timeout_s, pool_size=MAX_WORKERS)
 
 
 def _google_session(credentials: Any) -> requests.Session:
@@ -303,10 +304,9 @@ class TasksClient:
         if endpoint is None and emulator:
             endpoint = emulator if "://" in emulator else f"http://{emulator}"
         self.endpoint = (endpoint or GOOGLE_ENDPOINT).rstrip("/")
-        local = self.endpoint.startswith("http://") and credentials is None
-        self._runner = local
-        session = _pooled(requests.Session() if local else _google_session(credentials), MAX_WORKERS)
-        self._transport = HttpTransport(session, self.endpoint, timeout_s=timeout_s, retry=retry, sleep=sleep)
+        self._runner = self.endpoint.startswith("http://") and credentials is None
+        wire = _wire(self.endpoint, credentials, timeout_s)
+        self._transport = HttpTransport(wire, retry=retry, sleep=sleep)
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -470,10 +470,24 @@ class TasksClient:
             except TypeError as exc:  # an unknown option name
                 return EnqueueResult(index, error=invalid(f"tasks[{index}]: {exc}"))
 
+        items = enumerate(tasks)
+        lock = threading.Lock()
         results: list[EnqueueResult] = []
-        with ThreadPoolExecutor(max_workers, thread_name_prefix="tasktoolkit-enqueue") as pool:
-            for result in _bounded(pool, create, enumerate(tasks), max_workers * 2):
+
+        def drain() -> None:
+            """One worker: takes the next task until none is left (the input is read under the lock)."""
+            while True:
+                with lock:
+                    item = next(items, None)
+                if item is None:
+                    return
+                result = create(*item)
                 results.append(result)
+
+        with ThreadPoolExecutor(max_workers, thread_name_prefix="tasktoolkit-enqueue") as pool:
+            workers = [pool.submit(drain) for _ in range(max_workers)]
+        for worker in workers:
+            worker.result()
         results.sort(key=lambda r: r.index)
         return results
 
@@ -552,20 +566,3 @@ class TasksClient:
     def delete_queue(self, queue: str) -> None:
         """Deletes the queue and its tasks (its name cannot be reused for a while on the real service)."""
         self._call("DELETE", self.queue_path(queue), queue=queue)
-
-
-def _bounded(
-    pool: ThreadPoolExecutor,
-    work: Callable[[int, Mapping[str, Any]], EnqueueResult],
-    items: Iterable[tuple[int, Mapping[str, Any]]],
-    limit: int,
-) -> Iterator[EnqueueResult]:
-    """Runs ``work`` over ``items`` with at most ``limit`` submitted at once (inputs are read lazily)."""
-    pending: set[Future[EnqueueResult]] = set()
-    for index, options in items:
-        pending.add(pool.submit(work, index, options))
-        if len(pending) >= limit:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            yield from (future.result() for future in done)
-    for future in pending:
-        yield future.result()

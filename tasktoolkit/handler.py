@@ -31,7 +31,17 @@ from tasktoolkit.errors import (
     TokenVerificationError,
 )
 from tasktoolkit.extension import TaskToolkit, ToolkitState
-from tasktoolkit.headers import TaskContext, parse_task_context
+from tasktoolkit.headers import (
+    ETA,
+    EXECUTION_COUNT,
+    PREVIOUS_RESPONSE,
+    QUEUE_NAME,
+    RETRY_COUNT,
+    RETRY_REASON,
+    TASK_NAME,
+    TaskContext,
+    parse_task_context,
+)
 from tasktoolkit.routes import remember
 from tasktoolkit.taskspec import CreatedTask, check_queue_id
 
@@ -109,30 +119,34 @@ def _replay(stored: StoredResponse) -> Response:
     return response
 
 
-def _http_headers(environ: dict[str, Any]) -> dict[str, str]:
-    """The request's headers from the WSGI environ, names in lower case (one pass, no re-casing)."""
-    return {
-        key[5:].replace("_", "-").lower(): value for key, value in environ.items() if key.startswith("HTTP_")
-    }
+#: ``(header name in lower case, WSGI environ key)`` of the headers a TaskContext is built from.
+_TASK_HEADERS = tuple(
+    (name.lower(), "HTTP_" + name.upper().replace("-", "_"))
+    for name in (QUEUE_NAME, TASK_NAME, RETRY_COUNT, EXECUTION_COUNT, ETA, PREVIOUS_RESPONSE, RETRY_REASON)
+)
 
 
-def _bearer_token() -> str | None:
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+def _task_headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The ``X-CloudTasks-*`` headers of the request, names in lower case, read straight from the environ."""
+    return {name: environ[key] for name, key in _TASK_HEADERS if key in environ}
+
+
+def _bearer_token(environ: dict[str, Any]) -> str | None:
+    scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def _admit(options: HandlerOptions, state: ToolkitState) -> TaskContext | Response:
     """Verifies the caller and parses the task, or returns the rejection."""
-    token = _bearer_token()
+    environ = request.environ
+    token = _bearer_token(environ)
     if token is None:
         log.warning("rejected task request to %s: missing bearer token", request.path)
         return _json(401, {"error": "missing bearer token"}, {"WWW-Authenticate": "Bearer"})
     extra = (request.url, request.base_url) if state.audience_from_request else ()
     try:
         caller = state.verifier.verify(token, extra_audiences=extra)
-        task = parse_task_context(
-            _http_headers(request.environ), request.get_data(), parse_json=options.parse_json
-        )
+        task = parse_task_context(_task_headers(environ), request.get_data(), parse_json=options.parse_json)
     except TokenVerificationError as exc:
         log.warning("rejected task request to %s: %s", request.path, exc)
         return _json(401, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})

@@ -44,21 +44,23 @@ def _task(task: Task, view: TaskView, int_enums: bool) -> JsonObject:
     return task_to_json(task, view, int_enums) | {"state": task.state.value}
 
 
+def require_test_aids(enabled: bool) -> None:
+    """Refuse a state-changing test aid (replay, reset) on a runner serving with ``--no-test-aids``."""
+    if not enabled:
+        raise ApiError(
+            "Test aids are disabled on this runner (runner serve --no-test-aids).", Code.PERMISSION_DENIED
+        )
+
+
 def routes(service: TasksService, test_aids: bool = True) -> Router:
     """The extension routes, answering from ``service``; ``test_aids=False`` refuses replay and reset."""
 
-    def require_test_aids() -> None:
-        if not test_aids:
-            raise ApiError(
-                "Test aids are disabled on this runner (runner serve --no-test-aids).", Code.PERMISSION_DENIED
-            )
-
     def replay(call: Call) -> JsonObject:
-        require_test_aids()
+        require_test_aids(test_aids)
         return _task(service.replay_task(call.params["name"]), TaskView.BASIC, call.int_enums)
 
     def reset(call: Call) -> JsonObject:
-        require_test_aids()
+        require_test_aids(test_aids)
         service.reset()
         return {}
 

@@ -47,6 +47,8 @@ class Outcome:
     retry_after: float | None = None
     #: Human-readable detail for failures without a response (refused, DNS, reset...).
     detail: str = ""
+    #: The first bytes of the response body (shown by the console, never stored).
+    excerpt: bytes = b""
 
     @property
     def succeeded(self) -> bool:

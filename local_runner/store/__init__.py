@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from local_runner.errors import StoreError
-from local_runner.store.base import FinishedAttempt, TaskStore
+from local_runner.store.base import FinishedAttempt, TaskCounts, TaskStore
 from local_runner.store.dir_lock import LOCK_FILENAME, DataDirInUse, DataDirLock
 from local_runner.store.memory import MemoryTaskStore
 from local_runner.store.sqlite import SQLiteTaskStore
@@ -21,6 +21,7 @@ __all__ = [
     "FinishedAttempt",
     "MemoryTaskStore",
     "SQLiteTaskStore",
+    "TaskCounts",
     "TaskStore",
     "open_store",
 ]

@@ -25,6 +25,18 @@ def replayed_task(task: Task, now: float) -> Task:
 
 
 @dataclass(frozen=True)
+class TaskCounts:
+    """A queue's tasks by where they stand, each count capped (see :meth:`TaskStore.count_tasks_upto`)."""
+
+    #: QUEUED with a schedule time at or before ``now``.
+    due: int
+    #: QUEUED with a schedule time after ``now``.
+    later: int
+    dispatching: int
+    exhausted: int
+
+
+@dataclass(frozen=True)
 class FinishedAttempt:
     """The outcome of one attempt, as :meth:`TaskStore.finish_attempts` records it."""
 
@@ -112,6 +124,23 @@ class TaskStore(ABC):
     @abstractmethod
     def count_tasks(self, queue_name: str) -> dict[str, int]:
         """How many tasks of the queue are in each state, keyed by ``TaskState`` value."""
+
+    @abstractmethod
+    def list_tasks_in_state(
+        self, queue_name: str, state: TaskState, after: tuple[float, int] | None = None, limit: int = 100
+    ) -> list[Task]:
+        """Tasks of a queue in one state, earliest schedule time first (ties by ``uid``), for paging.
+
+        ``after`` is the ``(schedule_time, uid)`` of the previous page's last task. The cost must not
+        grow with the number of tasks in the queue (indexed, no scan).
+        """
+
+    @abstractmethod
+    def count_tasks_upto(self, queue_name: str, now: float, cap: int) -> TaskCounts:
+        """How many of the queue's tasks are due, scheduled later, in flight and exhausted, each capped.
+
+        Each count is at most ``cap``: the cost grows with ``cap``, not with the number of tasks queued.
+        """
 
     @abstractmethod
     def delete_task(self, name: str, tombstone_until: float) -> bool:

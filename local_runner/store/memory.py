@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
 from local_runner.model import NO_RESPONSE_STATUS, Attempt, Queue, Task, TaskState, parse_queue_name
-from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
+from local_runner.store.base import FinishedAttempt, TaskCounts, TaskStore, replayed_task
 
 #: A heap entry: (schedule_time, insertion seq, task name). Stale entries are skipped lazily.
 _Entry = tuple[float, int, str]
@@ -140,6 +140,29 @@ class MemoryTaskStore(TaskStore):
         for task in self._tasks.get(queue_name, {}).values():
             counts[task.state.value] += 1
         return counts
+
+    def list_tasks_in_state(  # noqa: D102
+        self, queue_name: str, state: TaskState, after: tuple[float, int] | None = None, limit: int = 100
+    ) -> list[Task]:
+        key = after or (float("-inf"), 0)
+        found = sorted(
+            (task.schedule_time, task.uid, task)
+            for task in self._tasks.get(queue_name, {}).values()
+            if task.state is state and (task.schedule_time, task.uid) > key
+        )
+        return [task for _, _, task in found[: max(limit, 0)]]
+
+    def count_tasks_upto(self, queue_name: str, now: float, cap: int) -> TaskCounts:  # noqa: D102
+        tasks = self._tasks.get(queue_name, {}).values()
+        queued = [t.schedule_time <= now for t in tasks if t.state is TaskState.QUEUED]
+        due = sum(queued)
+        counts = self.count_tasks(queue_name)
+        return TaskCounts(
+            due=min(cap, due),
+            later=min(cap, len(queued) - due),
+            dispatching=min(cap, counts[TaskState.DISPATCHING.value]),
+            exhausted=min(cap, counts[TaskState.EXHAUSTED.value]),
+        )
 
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
         task = self._get(name)

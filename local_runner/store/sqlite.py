@@ -33,7 +33,7 @@ from local_runner.model import (
     TaskState,
     parse_queue_name,
 )
-from local_runner.store.base import FinishedAttempt, TaskStore, replayed_task
+from local_runner.store.base import FinishedAttempt, TaskCounts, TaskStore, replayed_task
 
 log = logging.getLogger("local_runner.store")
 
@@ -589,6 +589,40 @@ class SQLiteTaskStore(TaskStore):
                 if state in counts:  # not a task set aside as unreadable
                     counts[state] = count
         return counts
+
+    def list_tasks_in_state(  # noqa: D102
+        self, queue_name: str, state: TaskState, after: tuple[float, int] | None = None, limit: int = 100
+    ) -> list[Task]:
+        key = after or (float("-inf"), 0)
+        tasks: list[Task] = []
+        with self._read() as conn:
+            while len(tasks) < limit:  # more than once only if a damaged row was set aside
+                wanted = limit - len(tasks)
+                rows = conn.execute(  # served by the tasks_due index: (queue, state, schedule_time, seq)
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue = ? AND state = ? "
+                    "AND (schedule_time, seq) > (?, ?) ORDER BY schedule_time, seq LIMIT ?",
+                    (queue_name, state.value, *key, wanted),
+                ).fetchall()
+                tasks += _readable(conn, rows)
+                if len(rows) < wanted:
+                    break
+                key = (rows[-1]["schedule_time"], rows[-1]["seq"])
+        return tasks
+
+    def count_tasks_upto(self, queue_name: str, now: float, cap: int) -> TaskCounts:  # noqa: D102
+        capped = "SELECT count(*) FROM (SELECT 1 FROM tasks WHERE queue = ? AND state = ? {} LIMIT ?)"
+        with self._read() as conn:
+
+            def count(state: TaskState, clause: str = "", *args: float) -> int:
+                row = conn.execute(capped.format(clause), (queue_name, state.value, *args, cap)).fetchone()
+                return int(row[0])
+
+            return TaskCounts(
+                due=count(TaskState.QUEUED, "AND schedule_time <= ?", now),
+                later=count(TaskState.QUEUED, "AND schedule_time > ?", now),
+                dispatching=count(TaskState.DISPATCHING),
+                exhausted=count(TaskState.EXHAUSTED),
+            )
 
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
         with self._write() as conn:

@@ -14,7 +14,7 @@ import secrets
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, ParamSpec, TypeVar
 
@@ -209,7 +209,7 @@ class DedupStore(ABC):
         if claim.status is not DedupStatus.IN_PROGRESS:
             raise ValueError(f"only an IN_PROGRESS claim can be finished, got {claim.status}")
         now = self.clock()
-        record = replace(claim, status=status, expires_at=now + ttl_s, response=response)
+        record = DedupRecord(claim.key, status, claim.owner, claim.fingerprint, now + ttl_s, response)
         return self._call(self._replace, record, now)
 
     def _call(self, primitive: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:

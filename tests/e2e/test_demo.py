@@ -45,6 +45,7 @@ def test_demo_shows_every_scenario_and_stops_both_processes(tmp_path: Path) -> N
     out, _ = process.communicate(timeout=100)
     assert process.returncode == 0, out
     for line in [
+        "console: http://127.0.0.1:",
         "-> 201 signed up",
         "again -> 200 already signed up",
         "HTTP 503",

@@ -10,6 +10,7 @@ from typing import TypeVar
 import pytest
 
 from local_runner.http_client import (
+    EXCERPT_BYTES,
     MAX_RESPONSE_BYTES,
     ConnectFailed,
     ConnectionBroke,
@@ -361,3 +362,19 @@ def test_at_the_cap_the_idle_connection_to_another_origin_is_closed_for_room() -
                 await client.close()
 
     assert run(serve(keep_answering, scenario)) == ([200, 200, 200], 2, 1, 1)
+
+
+def test_the_first_kib_of_each_body_is_kept_per_response() -> None:
+    long = b"HTTP/1.1 500 Oops\r\nTransfer-Encoding: chunked\r\n\r\n400\r\n" + b"a" * 1024 + b"\r\n"
+    long += b"10\r\n" + b"b" * 16 + b"\r\n0\r\n\r\n"
+
+    async def scenario(server: Server) -> list[Response]:
+        client = HttpClient()
+        try:
+            return [await post(client, server.url) for _ in range(3)]
+        finally:
+            await client.close()
+
+    empty = b"HTTP/1.1 204 No Content\r\n\r\n"
+    answers = run(serve(answering(OK, long, empty), scenario))
+    assert [r.excerpt for r in answers] == [b"ok", b"a" * EXCERPT_BYTES, b""]  # not carried over

@@ -27,7 +27,14 @@ from local_runner.model import (
     TaskState,
     UriOverride,
 )
-from local_runner.store import FinishedAttempt, MemoryTaskStore, SQLiteTaskStore, TaskStore, open_store
+from local_runner.store import (
+    FinishedAttempt,
+    MemoryTaskStore,
+    SQLiteTaskStore,
+    TaskCounts,
+    TaskStore,
+    open_store,
+)
 from local_runner.store.sqlite import CLAIM_DUE_SELECT
 
 PARENT = "projects/p/locations/l"
@@ -427,6 +434,41 @@ def test_count_tasks_by_state(store: TaskStore) -> None:
     store.insert_task(task("f", queue=Q2), now=0.0)
     claim(store, "a")
     assert store.count_tasks(Q) == {"QUEUED": 3, "DISPATCHING": 1, "EXHAUSTED": 1}
+
+
+def test_list_tasks_in_state_pages_by_schedule_time_then_insertion(store: TaskStore) -> None:
+    for task_id, at in (("late", 300.0), ("tie-1", 200.0), ("early", 100.0), ("tie-2", 200.0)):
+        store.insert_task(task(task_id, schedule_time=at), now=0.0)
+    store.insert_task(task("gone").replace(state=TaskState.EXHAUSTED), now=0.0)
+    store.insert_task(task("elsewhere", queue=Q2), now=0.0)
+    claim(store, "late")
+    first = store.list_tasks_in_state(Q, TaskState.QUEUED, limit=2)
+    assert ids(first) == ["early", "tie-1"]
+    last = first[-1]
+    rest = store.list_tasks_in_state(Q, TaskState.QUEUED, after=(last.schedule_time, last.uid), limit=2)
+    assert ids(rest) == ["tie-2"]  # the tie is not lost or repeated across the page boundary
+    assert ids(store.list_tasks_in_state(Q, TaskState.DISPATCHING)) == ["late"]
+    assert ids(store.list_tasks_in_state(Q, TaskState.EXHAUSTED)) == ["gone"]
+    assert store.list_tasks_in_state(Q, TaskState.QUEUED, limit=0) == []
+
+
+def test_count_tasks_upto_splits_due_and_later_and_caps(store: TaskStore) -> None:
+    for index in range(5):
+        store.insert_task(task(f"due{index}", schedule_time=10.0 + index), now=0.0)
+    for index in range(3):
+        store.insert_task(task(f"later{index}", schedule_time=100.0 + index), now=0.0)
+    store.insert_task(task("gone").replace(state=TaskState.EXHAUSTED), now=0.0)
+    store.insert_task(task("elsewhere", schedule_time=0.0, queue=Q2), now=0.0)
+    claim(store, "due0")
+    assert store.count_tasks_upto(Q, now=50.0, cap=100) == TaskCounts(
+        due=4, later=3, dispatching=1, exhausted=1
+    )
+    assert store.count_tasks_upto(Q, now=14.0, cap=3) == TaskCounts(
+        due=3, later=3, dispatching=1, exhausted=1
+    )
+    assert store.count_tasks_upto(Q2, now=14.0, cap=3) == TaskCounts(
+        due=1, later=0, dispatching=0, exhausted=0
+    )
 
 
 def test_purge_deletes_tasks_created_up_to_purge_time(store: TaskStore) -> None:

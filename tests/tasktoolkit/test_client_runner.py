@@ -48,11 +48,11 @@ def queue(client: TasksClient, request: pytest.FixtureRequest) -> Iterator[str]:
 
 def test_emulator_host_env_points_the_client_at_the_runner(runner_url: str) -> None:
     host = runner_url.removeprefix("http://")
-    tasks = TasksClient("my-proj", "us-central1", environ={"CLOUD_TASKS_EMULATOR_HOST": host})
-    assert tasks.endpoint == runner_url
-    tasks.ensure_queue("env-queue")
-    assert tasks.get_queue("env-queue").state == "RUNNING"
-    tasks.delete_queue("env-queue")
+    with TasksClient("my-proj", "us-central1", environ={"CLOUD_TASKS_EMULATOR_HOST": host}) as tasks:
+        assert tasks.endpoint == runner_url
+        tasks.ensure_queue("env-queue")
+        assert tasks.get_queue("env-queue").state == "RUNNING"
+        tasks.delete_queue("env-queue")
 
 
 def test_ensure_queue_creates_then_updates_only_the_given_fields(client: TasksClient) -> None:

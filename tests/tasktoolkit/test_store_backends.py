@@ -129,12 +129,15 @@ def test_redis_outage_raises_unavailable_and_recovers(
         store.close()
 
 
-def test_redis_store_accepts_a_decoding_client(redis_server: Any) -> None:
+@pytest.mark.parametrize("single_connection", [False, True])
+def test_redis_store_accepts_a_decoding_client(redis_server: Any, single_connection: bool) -> None:
     import redis
 
     from tasktoolkit.dedup import RedisDedupStore
 
-    client = redis.Redis.from_url(redis_server.url, decode_responses=True)
+    client = redis.Redis.from_url(
+        redis_server.url, decode_responses=True, single_connection_client=single_connection
+    )
     store = RedisDedupStore(client, prefix="decoded:")
     try:
         claim = store.claim("k", "fp")
@@ -187,3 +190,65 @@ def test_sqlite_connections_stay_bounded_under_thread_churn(tmp_path: Path) -> N
     finally:
         store.close()
     assert store._idle == []
+
+
+def test_redis_scripts_are_loaded_again_after_a_script_flush(
+    redis_server: Any, store_factory: Callable[..., DedupStore]
+) -> None:
+    import redis
+
+    store = store_factory("redis")
+    first = store.claim("k", "fp")
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.script_flush()
+    assert not store.claim("k", "fp").acquired
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.script_flush()
+    assert store.complete(first.record, StoredResponse(200, b"ok"))
+
+
+def test_redis_claim_and_complete_are_one_command_each(
+    redis_server: Any, store_factory: Callable[..., DedupStore]
+) -> None:
+    """Counted with MONITOR on the real server: commands sent by clients, not those run inside scripts."""
+    import redis
+
+    store = store_factory("redis")
+    first = store.claim("k", "fp")  # also loads the script
+    assert first.acquired
+    with redis.Redis.from_url(redis_server.url) as marker, redis.Redis.from_url(redis_server.url) as watcher:
+        marker.ping()  # connected before the monitor starts
+        with watcher.monitor() as monitor:
+
+            def commands_sent(operation: Callable[[], object]) -> list[str]:
+                operation()
+                marker.execute_command("ECHO", "marker")
+                sent = []
+                while (command := monitor.next_command())["command"] != "ECHO marker":
+                    if command["client_type"] != "lua":
+                        sent.append(command["command"].split()[0])
+                return sent
+
+            assert commands_sent(lambda: store.claim("k", "fp")) == ["EVALSHA"]  # a duplicate: one round trip
+            assert commands_sent(lambda: store.claim("fresh", "fp")) == ["EVALSHA"]
+            response = StoredResponse(200, b"ok")
+            assert commands_sent(lambda: store.complete(first.record, response)) == ["EVALSHA"]
+
+
+def test_memory_store_sweeps_expired_records_before_evicting_live_ones() -> None:
+    now = [1000.0]
+    store = MemoryDedupStore(max_records=3, clock=lambda: now[0])
+    store.claim("long-1", "fp", lease_s=600)
+    store.claim("short", "fp", lease_s=1)
+    store.claim("long-2", "fp", lease_s=600)
+    now[0] += 5  # "short" has expired but was used more recently than "long-1"
+    store.claim("long-3", "fp", lease_s=600)
+    assert [key for key in ("long-1", "short", "long-2", "long-3") if store.get(key)] == [
+        "long-1",
+        "long-2",
+        "long-3",
+    ]
+    store.get("long-1")  # now the most recently used
+    store.claim("long-4", "fp", lease_s=600)  # full of live records: the least recently used goes
+    assert store.get("long-2") is None
+    assert all(store.get(key) for key in ("long-1", "long-3", "long-4"))
