@@ -27,7 +27,7 @@ from local_runner.api.request import (
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
 from local_runner.api.task_inserts import Inserts, TaskInserts
 from local_runner.codec import new_task_from_json, queue_from_json, queue_to_json, task_to_json
-from local_runner.errors import InvalidArgument, NotFound
+from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 from local_runner.model import TaskView, check_headers, parse_queue_name
 from local_runner.service import TasksService
 
@@ -223,9 +223,15 @@ class CloudTasksApi:
         fields = call.fields("task", "responseView")
         view = parse_view(fields.get("responseView", "BASIC"))
         request = new_task_from_json(fields.get("task", {}), "task")
-        task = self.service.new_task(call.params["parent"], request)
-        await self._inserts.add(task)
-        return task_to_json(task, view, call.int_enums)
+        while True:
+            task = self.service.new_task(call.params["parent"], request)
+            try:
+                await self._inserts.add(task)
+            except AlreadyExists:
+                if request.name is None:  # a generated id that another task holds: draw another
+                    continue
+                raise
+            return task_to_json(task, view, call.int_enums)
 
     def delete_task(self, call: Call) -> JsonObject:
         """DeleteTask."""
