@@ -127,6 +127,14 @@ def firestore_emulator() -> Iterator[FirestoreEmulator]:
     emulator.kill()
 
 
+@pytest.fixture
+def own_firestore_emulator() -> Iterator[FirestoreEmulator]:
+    """A Firestore emulator for one test (which may pause, kill and restart it)."""
+    emulator = FirestoreEmulator(emulator_command(), free_port()).start()
+    yield emulator
+    emulator.kill()
+
+
 # -- stores --------------------------------------------------------------------------------------
 
 

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import threading
 import time
-from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -35,27 +34,19 @@ def emulator_command() -> list[str]:
 class FirestoreEmulator:
     """The Firestore emulator on a loopback port, in its own process group (gcloud starts a Java child).
 
-    Its data lives in memory: a restart starts empty unless ``export_dir`` is given, in which case the
-    data is exported on a clean stop and imported on the next start.
+    Its data lives in memory: a killed emulator restarts empty. :meth:`pause` stops it without losing data.
     """
 
-    def __init__(self, command: list[str], port: int, export_dir: Path | None = None) -> None:
+    def __init__(self, command: list[str], port: int) -> None:
         self.command = command
         self.port = port
         self.host = f"127.0.0.1:{port}"
-        self.export_dir = export_dir
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 60.0) -> FirestoreEmulator:
         """Starts the emulator and waits until it answers ``GET /`` with ``Ok``."""
-        args = [*self.command, f"--host-port={self.host}"]
-        if self.export_dir is not None:
-            args.append(f"--export-on-exit={self.export_dir}")
-            metadata = self.export_dir / f"{self.export_dir.name}.overall_export_metadata"
-            if metadata.exists():
-                args.append(f"--import-data={metadata}")
         self._process = subprocess.Popen(
-            args,
+            [*self.command, f"--host-port={self.host}"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -73,14 +64,23 @@ class FirestoreEmulator:
                 raise RuntimeError(f"the Firestore emulator did not answer on {self.host}")
             threading.Event().wait(0.1)
 
-    def kill(self, signum: int = signal.SIGKILL) -> None:
-        """Signals the whole process group and waits for gcloud to exit."""
-        if self._process is not None and self._process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # exited meanwhile
-                os.killpg(self._process.pid, signum)
+    def kill(self) -> None:
+        """Kills the whole process group (a paused one too) and waits for gcloud to exit; its data is gone."""
         if self._process is not None:
+            with contextlib.suppress(ProcessLookupError):  # the whole group has exited
+                os.killpg(self._process.pid, signal.SIGKILL)
             self._process.wait(30)
         self._process = None
+
+    def pause(self) -> None:
+        """Freezes the emulator (SIGSTOP): calls time out; its data stays, as in a service outage."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Lets a paused emulator run again (SIGCONT)."""
+        assert self._process is not None
+        os.killpg(self._process.pid, signal.SIGCONT)
 
     def client(self, project: str = PROJECT) -> firestore.Client:
         """A client of this emulator (anonymous credentials, no metadata probe); the env is left unchanged."""
