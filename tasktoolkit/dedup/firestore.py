@@ -1,9 +1,10 @@
 """FirestoreDedupStore: one document per dedup key, written with precondition-guarded writes.
 
-A claim is one ``create()`` (fails if the document exists); completion and release read the document and
-write or delete it only if it is unchanged since that read (``last_update_time`` precondition), so a
-slow first run cannot overwrite its successor's record. No VPC connector and no server to pay for while
-idle: the serverless choice on Cloud Run.
+A claim is one ``create()`` (fails if the document exists). Completion and release write or delete the
+document only if it is unchanged since the claim wrote it (a ``last_update_time`` precondition with the
+claim's update time, kept in process), so a slow first run cannot overwrite its successor's record; when
+that time is not known here, or the precondition fails, they read the document and check its owner first.
+No VPC connector and no server to pay for while idle: the serverless choice on Cloud Run.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import os
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +38,8 @@ DEFAULT_TIMEOUT_S = 2.0
 TTL_FIELD = "expires_at"
 #: Conditional writes that lost a race are tried again on a fresh read at most this many times.
 _MAX_RACES = 8
+#: Claims whose update time is kept for a one-write completion (the oldest are forgotten first).
+MAX_REMEMBERED_CLAIMS = 10_000
 
 
 def document_id(key: str) -> str:
@@ -77,8 +81,9 @@ def _record(key: str, data: dict[str, Any]) -> DedupRecord:
 class FirestoreDedupStore(DedupStore):
     """Dedup records as Firestore documents (Native mode), one per key, in one collection.
 
-    Costs per delivery: a claim is one write (a ``create``); a duplicate's claim adds one read; completion
-    or release is one read and one conditional write. Records carry an ``expires_at`` Timestamp for a TTL
+    Costs per delivery: a claim is one write (a ``create``), a duplicate's claim adds one read, and
+    completion or release in the process that claimed is one conditional write (elsewhere, or after a lost
+    race, one read more). Records carry an ``expires_at`` Timestamp for a TTL
     policy; every read also checks expiry against the store's clock, since TTL deletion is lazy.
 
     Args:
@@ -118,6 +123,18 @@ class FirestoreDedupStore(DedupStore):
         self._client: firestore.Client | None = client
         self._client_pid = os.getpid()
         self._lock = threading.Lock()
+        #: owner token -> (update time of the claim's write, end of its lease)
+        self._claims: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+
+    def _remember(self, record: DedupRecord, update_time: Any) -> None:
+        with self._lock:
+            self._claims[record.owner] = (update_time, record.expires_at)
+            if len(self._claims) > MAX_REMEMBERED_CLAIMS:
+                self._claims.popitem(last=False)
+
+    def _recall(self, owner: str) -> tuple[Any, float] | None:
+        with self._lock:
+            return self._claims.pop(owner, None)
 
     def _collection(self) -> Any:
         """The collection reference, on a client made in this process (gRPC channels do not survive fork)."""
@@ -142,7 +159,7 @@ class FirestoreDedupStore(DedupStore):
         ref = self._collection().document(document_id(record.key))
         fields = _fields(record)
         try:
-            ref.create(fields, **self._call_options())
+            self._remember(record, ref.create(fields, **self._call_options()).update_time)
             return None
         except api_exceptions.Conflict:
             pass
@@ -154,10 +171,11 @@ class FirestoreDedupStore(DedupStore):
                 return current
             try:
                 if current is None:
-                    ref.create(fields, **self._call_options())
+                    result = ref.create(fields, **self._call_options())
                 else:  # expired: replace it unless another claim got there first
                     option = firestore.Client.write_option(last_update_time=snapshot.update_time)
-                    ref.update(fields, option=option, **self._call_options())
+                    result = ref.update(fields, option=option, **self._call_options())
+                self._remember(record, result.update_time)
                 return None
             except (api_exceptions.Conflict, api_exceptions.FailedPrecondition, api_exceptions.NotFound):
                 continue
@@ -165,23 +183,34 @@ class FirestoreDedupStore(DedupStore):
 
     def _settle(self, key: str, owner: str, now: float, record: DedupRecord | None) -> bool:
         """Replaces (or deletes, when ``record`` is None) the live IN_PROGRESS record of ``owner``."""
+        claimed = self._recall(owner)
+        if claimed is not None and now < claimed[1]:
+            # Unchanged since our claim wrote it: still ours, still IN_PROGRESS, lease not over.
+            try:
+                self._write(self._collection().document(document_id(key)), claimed[0], record)
+                return True
+            except (api_exceptions.FailedPrecondition, api_exceptions.NotFound):
+                pass  # changed since (or our own write landed and a retry saw it): read and decide
         for _ in range(_MAX_RACES):
             snapshot, current = self._read(key)
             if current is None or current.owner != owner:
                 return False
             if current.status is not DedupStatus.IN_PROGRESS or now >= current.expires_at:
                 return record is not None and current == record  # our own write whose answer was lost
-            ref = snapshot.reference
-            option = firestore.Client.write_option(last_update_time=snapshot.update_time)
             try:
-                if record is None:
-                    ref.delete(option=option, **self._call_options())
-                else:
-                    ref.update(_fields(record), option=option, **self._call_options())
+                self._write(snapshot.reference, snapshot.update_time, record)
                 return True
             except (api_exceptions.FailedPrecondition, api_exceptions.NotFound):
                 continue
         raise DedupStoreUnavailable(f"settling {key!r} lost {_MAX_RACES} races in a row")
+
+    def _write(self, ref: Any, update_time: Any, record: DedupRecord | None) -> None:
+        """Updates (or deletes, when ``record`` is None) ``ref`` if it was last written at ``update_time``."""
+        option = firestore.Client.write_option(last_update_time=update_time)
+        if record is None:
+            ref.delete(option=option, **self._call_options())
+        else:
+            ref.update(_fields(record), option=option, **self._call_options())
 
     def _replace(self, record: DedupRecord, now: float) -> bool:
         return self._settle(record.key, record.owner, now, record)

@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,26 @@ def test_any_key_gets_a_valid_document_id_and_a_ttl_timestamp(firestore_emulator
         store.close()
 
 
+def test_a_claim_made_elsewhere_is_settled_after_a_read(firestore_emulator: FirestoreEmulator) -> None:
+    collection = f"dedup-{uuid.uuid4().hex}"
+    claimer = FirestoreDedupStore(collection=collection, client=firestore_emulator.client())
+    other = FirestoreDedupStore(collection=collection, client=firestore_emulator.client())
+    try:
+        first = claimer.claim("q/a", "fp").record
+        second = claimer.claim("q/b", "fp").record
+        assert not other.complete(replace(first, owner="not-the-owner"), StoredResponse(200, b"no"))
+        assert other.complete(first, StoredResponse(200, b"ok"))
+        assert not claimer.complete(first, StoredResponse(200, b"late"))  # update time moved on: read, refuse
+        assert other.release(second)
+        assert not claimer.release(second)
+        record = claimer.get("q/a")
+        assert record is not None and record.response == StoredResponse(200, b"ok")
+        assert claimer.get("q/b") is None
+    finally:
+        claimer.close()
+        other.close()
+
+
 def test_a_paused_emulator_is_unavailable_within_the_budget_and_keeps_its_records(
     own_firestore_emulator: FirestoreEmulator,
 ) -> None:
@@ -103,7 +124,7 @@ def test_a_paused_emulator_is_unavailable_within_the_budget_and_keeps_its_record
                 store.claim("q/during", "fp")
             assert time.monotonic() - started < 5  # bounded by timeout_s, not by the client's 60 s default
             with pytest.raises(DedupStoreUnavailable):
-                store.complete(claim, StoredResponse(200, b"ok"))
+                store.get("q/before")
         finally:
             own_firestore_emulator.resume()
         assert store.complete(claim, StoredResponse(200, b"ok"))
