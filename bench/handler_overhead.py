@@ -206,7 +206,7 @@ def main() -> None:
                 children.append(firestore[0])
                 figures.add(
                     "firestore_dedup_us",
-                    "in process: Firestore claim + complete (emulator; 3 round trips)",
+                    "in process: Firestore claim + complete, one at a time (emulator; 2 round trips)",
                     firestore_in_process(firestore[1], min(args.loop, 500)),
                     "us",
                 )
