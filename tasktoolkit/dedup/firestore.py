@@ -38,6 +38,11 @@ DEFAULT_TIMEOUT_S = 2.0
 TTL_FIELD = "expires_at"
 #: Conditional writes that lost a race are tried again on a fresh read at most this many times.
 _MAX_RACES = 8
+#: Firestore's limit on the size of one document.
+MAX_DOCUMENT_BYTES = 1_048_576
+#: Room kept in a document for everything but the key and the response body (field names, other values,
+#: the document's name).
+_RECORD_OVERHEAD_BYTES = 1024
 #: Claims whose update time is kept for a one-write completion (the oldest are forgotten first).
 MAX_REMEMBERED_CLAIMS = 10_000
 
@@ -47,8 +52,18 @@ def document_id(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
+def max_body_bytes(key: str) -> int:
+    """The largest response body a record of ``key`` can store in one Firestore document."""
+    return MAX_DOCUMENT_BYTES - _RECORD_OVERHEAD_BYTES - len(key.encode("utf-8"))
+
+
 def _fields(record: DedupRecord) -> dict[str, Any]:
     response = record.response
+    if response is not None and len(response.body) > max_body_bytes(record.key):
+        raise DedupStoreUnavailable(
+            f"response_body of {len(response.body)} bytes cannot be stored: a Firestore document holds at "
+            f"most 1 MiB, so a body for this key may be 0 to {max_body_bytes(record.key)} bytes"
+        )
     return {
         "key": record.key,
         "owner": record.owner,

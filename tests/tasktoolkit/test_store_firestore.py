@@ -25,7 +25,7 @@ from testsupport.firestore_emulator import FirestoreEmulator
 
 from sample_worker.launch import ChildProcess, child_env
 from tasktoolkit.dedup import DedupStatus, StoredResponse
-from tasktoolkit.dedup.firestore import TTL_FIELD, FirestoreDedupStore, document_id
+from tasktoolkit.dedup.firestore import TTL_FIELD, FirestoreDedupStore, document_id, max_body_bytes
 from tasktoolkit.dedup.url import store_from_url
 from tasktoolkit.errors import DedupStoreUnavailable
 
@@ -109,6 +109,25 @@ def test_a_claim_made_elsewhere_is_settled_after_a_read(firestore_emulator: Fire
     finally:
         claimer.close()
         other.close()
+
+
+def test_a_response_too_large_for_a_document_is_refused_before_any_write(
+    firestore_emulator: FirestoreEmulator,
+) -> None:
+    store = FirestoreDedupStore(collection=f"dedup-{uuid.uuid4().hex}", client=firestore_emulator.client())
+    try:
+        largest = StoredResponse(200, b"x" * max_body_bytes("q/big"))
+        claim = store.claim("q/big", "fp").record
+        refused = r"response_body of 1047\d+ bytes .* 0 to 1047\d+ bytes"
+        with pytest.raises(DedupStoreUnavailable, match=refused):
+            store.complete(claim, StoredResponse(200, largest.body + b"x"))
+        record = store.get("q/big")
+        assert record is not None and record.status is DedupStatus.IN_PROGRESS  # nothing written
+        assert store.complete(claim, largest)
+        stored = store.get("q/big")
+        assert stored is not None and stored.response == largest
+    finally:
+        store.close()
 
 
 def test_a_paused_emulator_is_unavailable_within_the_budget_and_keeps_its_records(
