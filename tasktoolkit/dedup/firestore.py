@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "FirestoreDedupStore needs google-cloud-firestore: pip install 'tasktoolkit[firestore]'"
     ) from exc
 
-from tasktoolkit.dedup.base import DedupRecord, DedupStatus, DedupStore, StoredResponse
+from tasktoolkit.dedup.base import DedupRecord, DedupStatus, DedupStore, StoredResponse, _check_duration
 from tasktoolkit.errors import DedupStoreUnavailable
 
 DEFAULT_COLLECTION = "tasktoolkit_dedup"
@@ -98,8 +98,8 @@ class FirestoreDedupStore(DedupStore):
 
     Costs per delivery: a claim is one write (a ``create``), a duplicate's claim adds one read, and
     completion or release in the process that claimed is one conditional write (elsewhere, or after a lost
-    race, one read more). Records carry an ``expires_at`` Timestamp for a TTL
-    policy; every read also checks expiry against the store's clock, since TTL deletion is lazy.
+    race, one read more). Records carry an ``expires_at`` Timestamp for a TTL policy; every read also checks
+    expiry against the store's clock, since TTL deletion is lazy.
 
     Args:
         project: Google Cloud project; None takes it from the environment (Application Default
@@ -130,7 +130,7 @@ class FirestoreDedupStore(DedupStore):
         self.project = project
         self.collection = collection
         self.database = database
-        self.timeout_s = timeout_s
+        self.timeout_s = _check_duration("timeout_s", timeout_s)
         self._retry = Retry(
             predicate=if_transient_error, initial=0.01, maximum=0.2, multiplier=2.0, timeout=timeout_s
         )
@@ -165,7 +165,7 @@ class FirestoreDedupStore(DedupStore):
         return {"retry": self._retry, "timeout": self.timeout_s}
 
     def _read(self, key: str) -> tuple[Any, DedupRecord | None]:
-        """Returns the document reference and its record (None when absent), with the snapshot's time."""
+        """Returns the document's snapshot (its reference and update time) and its record (None if absent)."""
         ref = self._collection().document(document_id(key))
         snapshot = ref.get(**self._call_options())
         return snapshot, (_record(key, snapshot.to_dict()) if snapshot.exists else None)

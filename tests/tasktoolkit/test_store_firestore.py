@@ -39,6 +39,10 @@ def test_firestore_store_urls(firestore_emulator: FirestoreEmulator, monkeypatch
     assert (store.project, store.collection, store.database) == ("my-proj", "dedup", "tasks")
     from_env = store_from_url("firestore:///dedup")
     assert isinstance(from_env, FirestoreDedupStore) and from_env.project is None
+    with pytest.raises(ValueError, match="timeout_s must be a finite number of seconds > 0"):
+        FirestoreDedupStore("my-proj", timeout_s=0)
+    with pytest.raises(ValueError, match="collection must be one collection id"):
+        FirestoreDedupStore("my-proj", "a/b")
     for url, message in [
         ("firestore://my-proj", "firestore://PROJECT/COLLECTION"),
         ("firestore://my-proj/a/b", "firestore://PROJECT/COLLECTION"),
