@@ -35,7 +35,8 @@ from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.service import TasksService
 from local_runner.store.memory import MemoryTaskStore
 from tasktoolkit.client import TasksClient, error_from_answer
-from tasktoolkit.enqueue import BASE_URL, LOCATION, PROJECT, install_client
+from tasktoolkit.config import BASE_URL, LOCATION, PROJECT
+from tasktoolkit.enqueue import install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY

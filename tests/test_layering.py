@@ -129,3 +129,49 @@ def test_the_layering_check_sees_imports() -> None:
     imports = imported_packages("local_runner")
     assert "local_runner.model" in imports["local_runner/service.py"]
     assert "httptools" in imports["local_runner/http_client.py"]
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """The cycles among ``package``'s modules (deferred imports inside functions count too).
+
+    A submodule naming its own package (``from pkg import x``) is not a cycle: the package is loaded first.
+    """
+    graph: dict[str, set[str]] = {}
+    for path, names in imported_packages(package).items():
+        module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        graph[module] = {
+            name for name in names if name.startswith(f"{package}.") and not module.startswith(f"{name}.")
+        }
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            cycles.append([*trail[trail.index(module) :], module])
+            return
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*trail, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    return cycles
+
+
+@pytest.mark.parametrize("package", ["tasktoolkit", "local_runner"])
+def test_no_import_cycles(package: str) -> None:
+    assert import_cycles(package) == []
+
+
+def test_every_tasktoolkit_setting_is_named_in_config_only() -> None:
+    """``tasktoolkit/config.py`` owns the ``TASKTOOLKIT_*`` keys; code elsewhere uses its names."""
+    keys = {
+        node.value
+        for path in sorted((ROOT / "tasktoolkit").rglob("*.py"))
+        if path.name != "config.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and str(node.value).startswith("TASKTOOLKIT_")
+    }
+    assert keys == set()
