@@ -175,3 +175,31 @@ def test_every_tasktoolkit_setting_is_named_in_config_only() -> None:
         if isinstance(node, ast.Constant) and str(node.value).startswith("TASKTOOLKIT_")
     }
     assert keys == set()
+
+
+#: Small shared definitions: one per half (the halves never import each other, so each may hold one).
+SHARED_NAMES = ("JsonObject", "snake", "camel", "USER_AGENT", "ApiError", "EMULATOR_HOST_ENV")
+
+
+@pytest.mark.parametrize("package", ["tasktoolkit", "local_runner"])
+def test_small_shared_definitions_are_defined_once_per_half(package: str) -> None:
+    where: dict[str, list[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names = [node.name]
+            else:
+                continue
+            for name in set(names) & set(SHARED_NAMES):
+                where.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
+
+
+def test_the_runner_has_one_exception_root() -> None:
+    from local_runner.cli_client import ClientError
+    from local_runner.errors import RunnerError
+
+    assert issubclass(ClientError, RunnerError)

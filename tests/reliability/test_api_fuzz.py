@@ -31,9 +31,8 @@ from reliability.figures import Figures, Row
 from reliability.sink import AppThread
 
 from local_runner.api import browser_guard, views
-from local_runner.api.request import snake
 from local_runner.clock import SystemClock
-from local_runner.codec import format_timestamp, parse_duration
+from local_runner.codec import format_timestamp, parse_duration, snake
 from local_runner.errors import Code, InvalidArgument
 from local_runner.service import TasksService
 from local_runner.store import SQLiteTaskStore
