@@ -11,7 +11,6 @@ would send and an OIDC token that the app's verifier accepts, in virtual time. S
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -488,16 +487,13 @@ class FakeQueue(TasksClient):
         if self.duplicate_deliveries:  # the same request again, as the runner's duplicate-delivery mode
             duplicate = self._send(record, request.method, request.url, headers, request.body, True)
         outcome = Outcome(now, http_status=delivery.status, retry_after=delivery.retry_after_s)
-        decision = decide(claimed, outcome, queue.retry_config)
-        attempt = decision.attempt
+        finished = decide(claimed, outcome, queue.retry_config, tombstone=self._service.task_tombstone)
         if duplicate is not None:
-            attempt = dataclasses.replace(attempt, duplicated=True, duplicate_http_status=duplicate.status)
-        ended = decision.next_retry_in is None  # done or exhausted: the name is tombstoned
+            finished = finished.duplicated(duplicate.status)
         with self._lock:
-            tombstone = now + self._service.task_tombstone if ended else None
-            if self._store.finish_attempt(decision.task, attempt, tombstone):
-                record.update(decision.task)
-                if decision.delete:
+            if self._store.finish_attempts([finished])[0]:
+                record.update(finished.task)
+                if finished.deletes:
                     record.state = SUCCEEDED
                     del self._live[record.name]
         self.deliveries.append(delivery)

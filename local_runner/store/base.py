@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from local_runner.engine.attempts import replayed_task
+from local_runner.engine.attempts import FinishedAttempt, replayed_task
 from local_runner.errors import AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState
 
@@ -23,18 +23,6 @@ class TaskCounts:
     later: int
     dispatching: int
     exhausted: int
-
-
-@dataclass(frozen=True)
-class FinishedAttempt:
-    """The outcome of one attempt, as :meth:`TaskStore.finish_attempts` records it."""
-
-    #: The task as it stands after the attempt (QUEUED with a new schedule time, or EXHAUSTED).
-    task: Task
-    attempt: Attempt
-    #: Tombstone the task's name until then: a successful task is deleted, an EXHAUSTED one is kept
-    #: (inspectable, replayable) without holding the name. ``None`` stores ``task`` and nothing else.
-    tombstone_until: float | None = None
 
 
 class TaskStore(ABC):

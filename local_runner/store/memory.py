@@ -190,9 +190,10 @@ class MemoryTaskStore(TaskStore):
         return self._start(task, now)  # its heap entry goes stale and is skipped later
 
     def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:  # noqa: D102
-        return [self._finish(item.task, item.attempt, item.tombstone_until) for item in finished]
+        return [self._finish(item) for item in finished]
 
-    def _finish(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:
+    def _finish(self, item: FinishedAttempt) -> bool:
+        task, tombstone_until = item.task, item.tombstone_until
         stored = self._get(task.name)
         if (
             stored is None
@@ -201,8 +202,8 @@ class MemoryTaskStore(TaskStore):
             or stored.uid != task.uid
         ):
             return False
-        self._history.setdefault(task.name, []).append(attempt)
-        if tombstone_until is not None and task.state is not TaskState.EXHAUSTED:
+        self._history.setdefault(task.name, []).append(item.attempt)
+        if tombstone_until is not None and item.deletes:
             self._remove(task.name, tombstone_until)
             return True
         self._put(task)

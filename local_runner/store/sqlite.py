@@ -184,11 +184,6 @@ def _task_name_range(queue_name: str) -> tuple[str, str]:
     return queue_name + "/tasks/", queue_name + "/tasks0"
 
 
-def _deletes(item: FinishedAttempt) -> bool:
-    """Whether recording ``item`` deletes its task (success; an EXHAUSTED task is kept)."""
-    return item.tombstone_until is not None and item.task.state is not TaskState.EXHAUSTED
-
-
 def _attempt(values: tuple[Any, ...]) -> Attempt | None:
     schedule_time, dispatch_time, response_time, http_status, code, message = values
     if dispatch_time is None:
@@ -657,10 +652,10 @@ class SQLiteTaskStore(TaskStore):
             done = [item for item, applied in zip(finished, applies, strict=True) if applied]
             conn.executemany(
                 _DELETE_FINISHED,
-                [(item.task.uid,) for item in done if _deletes(item)],
+                [(item.task.uid,) for item in done if item.deletes],
             )
             conn.executemany(
-                _RECORD_PROGRESS, [_progress_params(item.task) for item in done if not _deletes(item)]
+                _RECORD_PROGRESS, [_progress_params(item.task) for item in done if not item.deletes]
             )
             conn.executemany(
                 _TOMBSTONE,
