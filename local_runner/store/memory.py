@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
@@ -63,6 +64,8 @@ class MemoryTaskStore(TaskStore):
         self._heaps: dict[str, list[_Entry]] = {}
         self._task_tombstones: dict[str, tuple[str, float]] = {}
         self._history: dict[str, list[Attempt]] = {}
+        #: IAM policy per queue, as JSON text: what is read back is a copy, as from a file.
+        self._iam_policies: dict[str, str] = {}
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -91,11 +94,22 @@ class MemoryTaskStore(TaskStore):
         for task_name in [n for n, (q, _) in self._task_tombstones.items() if q == name]:
             del self._task_tombstones[task_name]
         self._queue_tombstones[name] = tombstone_until
+        self._iam_policies.pop(name, None)
         return True
 
     def queue_tombstoned(self, name: str, now: float) -> bool:  # noqa: D102
         until = self._queue_tombstones.get(name)
         return until is not None and now < until
+
+    def get_iam_policy(self, queue_name: str) -> dict[str, Any] | None:  # noqa: D102
+        text = self._iam_policies.get(queue_name)
+        return None if text is None else dict(json.loads(text))
+
+    def put_iam_policy(self, queue_name: str, policy: Mapping[str, Any]) -> bool:  # noqa: D102
+        if queue_name not in self._queues:
+            return False
+        self._iam_policies[queue_name] = json.dumps(policy)
+        return True
 
     # -- tasks -----------------------------------------------------------------------------------
 
