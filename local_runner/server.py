@@ -15,6 +15,7 @@ from local_runner.api import browser_guard, rest
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
+from local_runner.cloud_scheduler.runtime import CloudScheduler
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.console import Console
 from local_runner.dispatch import Dispatcher
@@ -61,6 +62,7 @@ class RunnerServer:
             queue_tombstone=settings.queue_tombstone,
         )
         self.service.location_id = settings.location
+        self.cloud_scheduler = CloudScheduler(self.store, self.clock, settings.jobs_file, settings.parent)
         for spec in queue_specs:
             queue = self.service.upsert_queue(spec.queue)
             if spec.state is not None and spec.state is not queue.state:
@@ -93,6 +95,7 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         api_router = rest.register(app, self.service, self.settings.test_aids)
+        self.cloud_scheduler.register(app)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
             console.register(app)
@@ -113,6 +116,7 @@ class RunnerServer:
         if console is not None:
             console.attach(self.scheduler)
         await self.scheduler.start()
+        await self.cloud_scheduler.start(self.dispatcher, self.issuer)
         if not is_loopback(self.settings.host):
             log.warning(
                 "listening on %s: anyone who can reach this address can create and run tasks",
@@ -146,6 +150,7 @@ class RunnerServer:
                     self.scheduler.in_flight,
                 )
             await self.scheduler.stop(self.settings.shutdown_grace)
+        await self.cloud_scheduler.stop()
         if self._port is not None:
             await self._port.close()
         if self._runner is not None:
