@@ -51,12 +51,21 @@ def check_schedule(schedule: str, zone: str) -> None:
 
 def next_fire(schedule: str, zone: str, after: float) -> float:
     """The first fire time of ``schedule`` in ``zone`` strictly after ``after`` (epoch seconds)."""
+    return _first(schedule, zone, int(after), reverse=False)
+
+
+def latest_fire(schedule: str, zone: str, upto: float) -> float:
+    """The last fire time of ``schedule`` in ``zone`` at or before ``upto``."""
+    return _first(schedule, zone, int(upto) + 1, reverse=True)
+
+
+def _first(schedule: str, zone: str, start: int, reverse: bool) -> float:
     fields = schedule.split()
     if len(fields) != 5 or _EXTENSIONS.search(_NAMES.sub("", schedule.upper())):
         raise InvalidArgument(INVALID_SCHEDULE)
-    start = datetime.fromtimestamp(int(after), tz=UTC).astimezone(time_zone(zone))
+    local = datetime.fromtimestamp(start, tz=UTC).astimezone(time_zone(zone))
     try:
-        fire = next(iter(CronSim(" ".join(fields), start)))
+        fire = next(iter(CronSim(" ".join(fields), local, reverse=reverse)))
     except (CronSimError, StopIteration):
         raise InvalidArgument(INVALID_SCHEDULE) from None
     return fire.timestamp()

@@ -5,7 +5,7 @@ Every function takes ``now``; none reads a clock or does I/O.
 
 from __future__ import annotations
 
-from local_runner.cloud_scheduler.cron import next_fire
+from local_runner.cloud_scheduler.cron import latest_fire, next_fire
 from local_runner.cloud_scheduler.model import Execution, Job, JobRetryConfig, JobState
 from local_runner.codec import format_timestamp
 from local_runner.dispatch import LOCAL_OAUTH_TOKEN, OutboundRequest, encode_url
@@ -49,15 +49,17 @@ def forced(job: Job, now: float) -> Job:
 
 
 def start_attempt(job: Job, now: float) -> Job:
-    """``job`` as one of its attempts starts at ``now`` (a fire that is late runs once, now).
+    """``job`` as one of its attempts starts at ``now``.
 
-    A fire missed while the runner was down is attempted once when it comes back, never more than
-    once however many were missed: Cloud Scheduler "will never allow two simultaneously outstanding
-    executions" and delays a start rather than dropping it (job.proto ``schedule``).
+    A new execution fires for the latest fire time of the schedule at or before ``now``: a start that
+    is late (the previous execution overran, or the runner was down) runs once, now, however many
+    fire times passed meanwhile. Cloud Scheduler "will never allow two simultaneously outstanding
+    executions"; "a scheduled start time will be delayed if the previous execution has not ended
+    when its scheduled time occurs" (job.proto ``schedule``).
     """
-    execution = job.execution or Execution(
-        fire_time=job.schedule_time if job.schedule_time is not None else now
-    )
+    execution = job.execution
+    if execution is None:
+        execution = Execution(fire_time=latest_fire(job.schedule, job.time_zone, now))
     execution = Execution(
         execution.fire_time,
         execution.attempts + 1,
@@ -96,10 +98,11 @@ def retry_delay(config: JobRetryConfig, retry_number: int) -> float:
 def finish_attempt(job: Job, outcome: Outcome, now: float) -> tuple[Job, Attempt]:
     """``job`` after the attempt started by :func:`start_attempt` ended with ``outcome``.
 
-    Success, or a failure with no retry left, ends the execution: the next fire is the schedule's
-    first after ``now`` (fires missed meanwhile are not made up). A failure with retries left is retried
-    after the backoff, unless that falls at or after the next fire ("retry_count times, or until the
-    next scheduled execution time, whichever comes first", job.proto ``RetryConfig.retry_count``).
+    Success, or a failure with no retry left, ends the execution: the next is the schedule's first
+    fire after this one, started at once if that time has passed (the execution overran it; see
+    :func:`start_attempt`). A failure with retries left is retried after the backoff, unless that falls
+    at or after the next fire ("retry_count times, or until the next scheduled execution time,
+    whichever comes first", job.proto ``RetryConfig.retry_count``).
     """
     execution = job.execution or Execution(fire_time=now, attempts=1, first_attempt_time=now)
     status = rpc_status(outcome, job.attempt_deadline)
@@ -113,7 +116,7 @@ def finish_attempt(job: Job, outcome: Outcome, now: float) -> tuple[Job, Attempt
     job = job.replace(status=status)
     if job.state is not JobState.ENABLED:  # a paused job run by RunJob, or paused meanwhile
         return job.replace(schedule_time=None, execution=None), attempt
-    next_scheduled = next_fire(job.schedule, job.time_zone, now)
+    next_scheduled = max(now, next_fire(job.schedule, job.time_zone, execution.fire_time))
     if not outcome.succeeded and _retries_left(job.retry_config, execution, now):
         retry_at = now + retry_delay(job.retry_config, execution.attempts)
         if retry_at < next_scheduled:

@@ -32,6 +32,8 @@ MAX_DESCRIPTION = 500
 MAX_RETRY_COUNT = 5
 #: target.proto ``HttpTarget.uri``: at most 2083 characters.
 MAX_URI = 2083
+#: target.proto ``HttpTarget.headers``: "The total size of headers must be less than 80KB."
+MAX_HEADER_BYTES = 80 * 1024
 #: target.proto: "A request body is allowed only if the HTTP method is POST, PUT, or PATCH."
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 HTTP_METHODS = ("HTTP_METHOD_UNSPECIFIED", "POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
@@ -239,6 +241,8 @@ def http_target_from_json(value: object, path: str = "job.http_target") -> JobHt
         raise InvalidArgument(f"Invalid value at '{path}.headers': expected a map of strings.")
     headers = tuple(raw_headers.items())
     check_headers(headers, f"{path}.headers")
+    if sum(len(k.encode()) + len(v.encode()) for k, v in headers) >= MAX_HEADER_BYTES:
+        raise InvalidArgument(f"{path}.headers: the total size of headers must be less than 80KB.")
     body_text = _string(data, "body", path)
     try:
         body = base64.b64decode(body_text.replace("-", "+").replace("_", "/"), validate=True)

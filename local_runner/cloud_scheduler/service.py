@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import secrets
 from collections.abc import Callable, Iterable
 
 from local_runner.clock import Clock
@@ -62,9 +63,9 @@ class JobsService:
     def create_job(self, parent: str, body: object) -> JsonObject:
         """CreateJob: a new ENABLED job whose first fire is the schedule's next after now."""
         fields = job_fields_from_json(body)
-        name = fields.get("name") or ""
-        if not isinstance(name, str) or not name:
-            raise InvalidArgument("job.name is required.")
+        name = fields.get("name") or f"{parent}/jobs/{secrets.token_hex(10)}"  # "optionally caller-specified"
+        if not isinstance(name, str):
+            raise InvalidArgument(f"Invalid value at 'job.name' (TYPE_STRING), {name!r}")
         if name.rpartition("/jobs/")[0] != parent:
             raise InvalidArgument(f"Job name {name!r} must be under the request's parent {parent!r}.")
         job = job_from_fields(name, fields)
@@ -143,9 +144,10 @@ class JobsService:
         return self._put(updated)
 
     def delete_job(self, name: str) -> JsonObject:
-        """DeleteJob (its attempt history goes with it)."""
-        self._get(name)
-        self.store.delete_job(name)
+        """DeleteJob (its attempt history goes with it); a job whose record is damaged is deleted, too."""
+        check_job_name(name)
+        if not self.store.delete_job(name):
+            raise NotFound(JOB_NOT_FOUND)
         self.on_change()
         return {}
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
@@ -18,6 +19,8 @@ from local_runner.codec import attempt_from_json, attempt_to_stored_json
 from local_runner.errors import InvalidArgument, StoreError
 from local_runner.model import Attempt
 from local_runner.store import MemoryTaskStore, SQLiteTaskStore, TaskStore
+
+log = logging.getLogger("local_runner.cloud_scheduler")
 
 #: Attempts kept per job, newest first (an every-minute job makes 1,440 a day).
 MAX_ATTEMPTS_KEPT = 100
@@ -130,15 +133,24 @@ class SQLiteJobStore(JobStore):
             row = conn.execute("SELECT doc FROM cloud_scheduler_jobs WHERE name = ?", (name,)).fetchone()
             return None if row is None else job_from_stored_json(json.loads(row[0]))
 
-    def list_jobs(self, parent: str | None = None) -> list[Job]:  # noqa: D102
+    def list_jobs(self, parent: str | None = None) -> list[Job]:
+        """The jobs under ``parent``; a row that cannot be decoded is skipped with one ERROR line."""
         with self._transaction() as conn:
             if parent is None:
-                rows = conn.execute("SELECT doc FROM cloud_scheduler_jobs ORDER BY name").fetchall()
+                rows = conn.execute("SELECT name, doc FROM cloud_scheduler_jobs ORDER BY name").fetchall()
             else:
                 rows = conn.execute(
-                    "SELECT doc FROM cloud_scheduler_jobs WHERE parent = ? ORDER BY name", (parent,)
+                    "SELECT name, doc FROM cloud_scheduler_jobs WHERE parent = ? ORDER BY name", (parent,)
                 ).fetchall()
-            return [job_from_stored_json(json.loads(row[0])) for row in rows]
+        jobs: list[Job] = []
+        for name, doc in rows:
+            try:
+                jobs.append(job_from_stored_json(json.loads(doc)))
+            except _UNREADABLE as exc:
+                log.error(
+                    "job %s cannot be read (%r): it is not fired or listed; DeleteJob removes it", name, exc
+                )
+        return jobs
 
     def delete_job(self, name: str) -> bool:  # noqa: D102
         with self._transaction() as conn:

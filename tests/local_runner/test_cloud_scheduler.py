@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,10 +20,13 @@ from werkzeug import Request, Response
 from local_runner.clock import VirtualClock
 from local_runner.cloud_scheduler import cron, firing
 from local_runner.cloud_scheduler.model import Job, JobHttpTarget, JobRetryConfig
+from local_runner.cloud_scheduler.service import JobsService
+from local_runner.cloud_scheduler.store import SQLiteJobStore
 from local_runner.config import RunnerSettings
 from local_runner.engine.attempts import Outcome
-from local_runner.errors import InvalidArgument
+from local_runner.errors import InvalidArgument, NotFound
 from local_runner.server import RunnerServer
+from local_runner.store import SQLiteTaskStore
 
 PARENT = "projects/test-proj/locations/us-central1"
 JOBS = f"{PARENT}/jobs"
@@ -106,14 +110,28 @@ def test_retries_stop_at_the_next_fire() -> None:
 def test_missed_fires_run_once_late_then_the_schedule_resumes() -> None:
     fire = at("2026-03-01T10:00:00+00:00")
     job = firing.enabled(make_job(schedule="* * * * *"), fire - 1)
-    back = fire + 3600 + 17  # the runner was down for an hour
+    back = fire + 3600 + 17  # the runner was down for an hour: 61 fire times passed
     assert firing.is_due(job, back)
     job = firing.start_attempt(job, back)
     request = firing.build_request(job, None, back)
-    assert request.headers["X-CloudScheduler-ScheduleTime"] == "2026-03-01T10:00:00Z"
+    assert request.headers["X-CloudScheduler-ScheduleTime"] == "2026-03-01T11:00:00Z"  # the latest
     job, _ = firing.finish_attempt(job, Outcome(back, http_status=200), back)
     assert job.schedule_time == at("2026-03-01T11:01:00+00:00")
     assert job.status is not None and job.status.code == 0
+
+
+def test_an_execution_that_overruns_a_fire_delays_the_next_start() -> None:
+    fire = at("2026-03-01T16:00:00+00:00")
+    job = firing.enabled(make_job(schedule="*/5 * * * *"), fire - 1)
+    job = firing.start_attempt(job, fire)
+    ended = fire + 15 * 60 + 3  # the 16:00 execution takes until 16:15 (job.proto's example)
+    job, _ = firing.finish_attempt(job, Outcome(ended, http_status=200), ended)
+    assert job.schedule_time == ended  # the next execution starts at once
+    job = firing.start_attempt(job, ended)
+    request = firing.build_request(job, None, ended)
+    assert request.headers["X-CloudScheduler-ScheduleTime"] == "2026-03-01T16:15:00Z"
+    job, _ = firing.finish_attempt(job, Outcome(ended + 1, http_status=200), ended + 1)
+    assert job.schedule_time == at("2026-03-01T16:20:00+00:00")
 
 
 # -- the runner, over real HTTP on a virtual clock -------------------------------------------------
@@ -333,3 +351,29 @@ userUpdateTime: '2026-11-01T12:00:00Z'
         job = api(server, "GET", f"{JOBS}/weekly-digest").json()
     assert job["state"] == "PAUSED" and job["timeZone"] == "Europe/London"
     assert job["httpTarget"]["uri"] == "https://example.com/digest"
+
+
+def test_sqlite_job_store_skips_a_damaged_row_and_deletes_it(tmp_path: Path) -> None:
+    tasks = SQLiteTaskStore(tmp_path / "runner.sqlite3")  # creates the cloud_scheduler_* tables
+    store = SQLiteJobStore(tasks.path)
+    service = JobsService(store, VirtualClock())
+    good = make_job(schedule="* * * * *")
+    store.put_job(firing.enabled(good, 0.0))
+    store.put_job(firing.enabled(good.replace(name=f"{JOBS}/damaged"), 0.0))
+    with sqlite3.connect(tasks.path) as conn:
+        conn.execute("UPDATE cloud_scheduler_jobs SET doc = '{\"name\": 1}' WHERE name LIKE '%damaged'")
+    assert [job.name for job in store.list_jobs()] == [good.name]
+    assert service.delete_job(f"{JOBS}/damaged") == {}
+    with pytest.raises(NotFound):
+        service.delete_job(f"{JOBS}/damaged")
+    store.close()
+    tasks.close()
+
+
+def test_job_without_a_name_gets_one_and_oversize_headers_are_refused(runner: RunnerServer) -> None:
+    body = {"schedule": "* * * * *", "httpTarget": {"uri": "http://127.0.0.1:1/"}}
+    created = api(runner, "POST", JOBS, json=body).json()
+    assert created["name"].startswith(f"{JOBS}/")
+    body["httpTarget"] = {"uri": "http://127.0.0.1:1/", "headers": {"X-Big": "x" * 81920}}
+    refused = api(runner, "POST", JOBS, json=body)
+    assert refused.status_code == 400 and "less than 80KB" in refused.json()["error"]["message"]
