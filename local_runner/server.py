@@ -15,6 +15,7 @@ from local_runner.api import browser_guard, rest
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
+from local_runner.cloud_scheduler.jobs_file import load_jobs_file
 from local_runner.cloud_scheduler.runtime import CloudScheduler
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.console import Console
@@ -47,6 +48,7 @@ class RunnerServer:
         queue_specs = (
             load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
         )
+        job_specs = load_jobs_file(settings.jobs_file, settings.parent) if settings.jobs_file else []
         # One runner per data directory: a second one would re-queue this one's attempts in flight.
         data_dir = settings.data_dir
         self._data_dir_lock = DataDirLock.acquire(data_dir) if data_dir is not None else None
@@ -62,7 +64,7 @@ class RunnerServer:
             queue_tombstone=settings.queue_tombstone,
         )
         self.service.location_id = settings.location
-        self.cloud_scheduler = CloudScheduler(self.store, self.clock, settings.jobs_file, settings.parent)
+        self.cloud_scheduler = CloudScheduler(self.store, self.clock, job_specs)
         for spec in queue_specs:
             queue = self.service.upsert_queue(spec.queue)
             if spec.state is not None and spec.state is not queue.state:

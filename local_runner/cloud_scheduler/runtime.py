@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 from aiohttp import web
 
 from local_runner.clock import Clock
 from local_runner.cloud_scheduler import api
-from local_runner.cloud_scheduler.jobs_file import load_jobs_file
+from local_runner.cloud_scheduler.jobs_file import JobSpec
 from local_runner.cloud_scheduler.loop import JobLoop
 from local_runner.cloud_scheduler.service import JobsService
 from local_runner.cloud_scheduler.store import open_job_store
@@ -20,8 +20,7 @@ from local_runner.store import TaskStore
 class CloudScheduler:
     """Jobs kept beside the tasks, served under ``/v1/`` and fired on the runner's clock."""
 
-    def __init__(self, tasks: TaskStore, clock: Clock, jobs_file: Path | None, parent: str) -> None:
-        specs = load_jobs_file(jobs_file, parent) if jobs_file is not None else []
+    def __init__(self, tasks: TaskStore, clock: Clock, specs: Sequence[JobSpec] = ()) -> None:
         self.store = open_job_store(tasks)
         self.service = JobsService(self.store, clock)
         for spec in specs:

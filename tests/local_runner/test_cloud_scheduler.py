@@ -22,7 +22,7 @@ from local_runner.cloud_scheduler import cron, firing
 from local_runner.cloud_scheduler.model import Job, JobHttpTarget, JobRetryConfig
 from local_runner.cloud_scheduler.service import JobsService
 from local_runner.cloud_scheduler.store import SQLiteJobStore
-from local_runner.config import RunnerSettings
+from local_runner.config import ConfigError, RunnerSettings
 from local_runner.engine.attempts import Outcome
 from local_runner.errors import InvalidArgument, NotFound
 from local_runner.server import RunnerServer
@@ -377,3 +377,21 @@ def test_job_without_a_name_gets_one_and_oversize_headers_are_refused(runner: Ru
     body["httpTarget"] = {"uri": "http://127.0.0.1:1/", "headers": {"X-Big": "x" * 81920}}
     refused = api(runner, "POST", JOBS, json=body)
     assert refused.status_code == 400 and "less than 80KB" in refused.json()["error"]["message"]
+
+
+def test_retry_delays_follow_the_proto_example() -> None:
+    config = JobRetryConfig(retry_count=5, min_backoff=10, max_backoff=300, max_doublings=3)
+    delays = [firing.retry_delay(config, k) for k in range(1, 9)]
+    assert delays == [10, 20, 40, 80, 160, 240, 300, 300]  # job.proto RetryConfig.max_doublings
+
+
+def test_a_bad_jobs_file_names_the_job_and_leaves_the_data_dir_free(tmp_path: Path) -> None:
+    jobs_file = tmp_path / "jobs.yaml"
+    jobs_file.write_text("name: x\nschedule: nope\nhttpTarget: {uri: 'http://a/'}\n")
+    settings = RunnerSettings(port=0, data_dir=tmp_path / "data", jobs_file=jobs_file)
+    with pytest.raises(
+        ConfigError, match="job 'projects/local-project/locations/us-central1/jobs/x': Schedule"
+    ):
+        RunnerServer(settings)
+    with RunnerServer(RunnerSettings(port=0, data_dir=tmp_path / "data")):
+        pass
