@@ -16,23 +16,16 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from tests.contract.test_gcloud import gcloud_runner
+
 LOCATION = "us-central1"
 
 
 def gcloud_scheduler(runner_url: str, config: Path) -> tuple[str, dict[str, str]]:
-    gcloud = shutil.which("gcloud")
-    if gcloud is None:
-        if os.environ.get("CI"):
-            pytest.fail("gcloud is not installed, and CI must run the gcloud scheduler contract")
-        pytest.skip("gcloud is not installed")
-    env = {
-        **os.environ,
-        "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDSCHEDULER": f"{runner_url}/",
-        "CLOUDSDK_AUTH_DISABLE_CREDENTIALS": "true",
-        "CLOUDSDK_CONFIG": str(config),  # never the user's own gcloud settings
-        "CLOUDSDK_CORE_PROJECT": "gcloud-project",
-        "CLOUDSDK_CORE_DISABLE_PROMPTS": "1",
-    }
+    if shutil.which("gcloud") is None and os.environ.get("CI"):
+        pytest.fail("gcloud is not installed, and CI must run the gcloud scheduler contract")
+    gcloud, env = gcloud_runner(runner_url, config)
+    env["CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDSCHEDULER"] = f"{runner_url}/"
     return gcloud, env
 
 

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ import requests
 from google.auth.transport import requests as google_requests
 from google.oauth2 import id_token
 from pytest_httpserver import HTTPServer
-from werkzeug import Request, Response
 
 from local_runner.clock import VirtualClock
 from local_runner.cloud_scheduler import cron, firing
@@ -27,6 +25,7 @@ from local_runner.engine.attempts import Outcome
 from local_runner.errors import InvalidArgument, NotFound
 from local_runner.server import RunnerServer
 from local_runner.store import SQLiteTaskStore
+from tests.local_runner.test_dispatch_http import Recorder, eventually
 
 PARENT = "projects/test-proj/locations/us-central1"
 JOBS = f"{PARENT}/jobs"
@@ -137,34 +136,6 @@ def test_an_execution_that_overruns_a_fire_delays_the_next_start() -> None:
 # -- the runner, over real HTTP on a virtual clock -------------------------------------------------
 
 
-def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait (bounded, real time) for the runner's event loop to reach a state."""
-    waited = threading.Event()
-    spent = 0.0
-    while not check():
-        if spent > timeout:
-            raise AssertionError("condition not reached in time")
-        waited.wait(0.005)
-        spent += 0.005
-
-
-class Recorder:
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.headers: list[dict[str, str]] = []
-        self.lock = threading.Lock()
-
-    def __call__(self, request: Request) -> Response:
-        with self.lock:
-            index = len(self.headers)
-            self.headers.append(dict(request.headers))
-        return Response(status=self.statuses[min(index, len(self.statuses) - 1)])
-
-    def count(self) -> int:
-        with self.lock:
-            return len(self.headers)
-
-
 @pytest.fixture
 def clock() -> VirtualClock:
     # A minute boundary just before the real time, so that minted tokens pass google-auth's checks.
@@ -213,7 +184,7 @@ def test_every_minute_job_fires_at_the_minute_with_the_real_headers_and_a_verifi
     assert recorder.count() == 0
     clock.advance(1)
     eventually(lambda: recorder.count() == 1)
-    headers = recorder.headers[0]
+    headers = recorder.requests[0]
     assert headers["User-Agent"] == "Google-Cloud-Scheduler"
     assert headers["X-Cloudscheduler"] == "true"
     assert headers["X-Cloudscheduler-Jobname"] == "every-minute"
@@ -247,8 +218,8 @@ def test_failing_fire_is_retried_per_retry_config(
     eventually(lambda: api(runner, "GET", f"{JOBS}/flaky").json()["lastAttemptTime"] is not None)
     clock.advance(10)  # then 10 s
     eventually(lambda: recorder.count() == 3)
-    fire = recorder.headers[0]["X-Cloudscheduler-Scheduletime"]
-    assert {h["X-Cloudscheduler-Scheduletime"] for h in recorder.headers} == {fire}
+    fire = recorder.requests[0]["X-Cloudscheduler-Scheduletime"]
+    assert {h["X-Cloudscheduler-Scheduletime"] for h in recorder.requests} == {fire}
     eventually(lambda: api(runner, "GET", f"{JOBS}/flaky").json().get("status") == {})
     attempts = api(runner, "GET", f"{JOBS}/flaky:attempts").json()["attempts"]
     assert [a.get("httpStatus") for a in attempts] == [500, 500, 200]
