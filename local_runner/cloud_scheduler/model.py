@@ -143,6 +143,11 @@ def _camel(key: str) -> str:
     return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), key)
 
 
+def _snake(key: str) -> str:
+    """``retryCount`` -> ``retry_count``: the service names fields in snake_case in its messages."""
+    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key)
+
+
 def _object(value: object, path: str, known: tuple[str, ...]) -> JsonObject:
     if not isinstance(value, dict):
         raise InvalidArgument(f"Invalid value at '{path}': expected an object, got {value!r}")
@@ -161,7 +166,7 @@ def _object(value: object, path: str, known: tuple[str, ...]) -> JsonObject:
 def _string(data: JsonObject, key: str, path: str, default: str = "") -> str:
     value = data.get(key, default)
     if not isinstance(value, str):
-        raise InvalidArgument(f"Invalid value at '{path}.{key}' (TYPE_STRING), {value!r}")
+        raise InvalidArgument(f"Invalid value at '{path}.{_snake(key)}' (TYPE_STRING), {value!r}")
     return value
 
 
@@ -170,14 +175,14 @@ def _int(data: JsonObject, key: str, path: str, default: int) -> int:
     if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
-        raise InvalidArgument(f"Invalid value at '{path}.{key}' (TYPE_INT32), {value!r}")
+        raise InvalidArgument(f"Invalid value at '{path}.{_snake(key)}' (TYPE_INT32), {value!r}")
     return value
 
 
 def _duration(data: JsonObject, key: str, path: str, default: float) -> float:
     if key not in data:
         return default
-    return parse_duration(data[key], f"{path}.{key}")
+    return parse_duration(data[key], f"{path}.{_snake(key)}")
 
 
 def retry_config_from_json(value: object, path: str = "job.retry_config") -> JobRetryConfig:

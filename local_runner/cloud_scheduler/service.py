@@ -101,9 +101,11 @@ class JobsService:
         after = ""
         if page_token:
             try:
-                after = base64.urlsafe_b64decode(page_token.encode("ascii")).decode("utf-8")
+                after = base64.b64decode(page_token, altchars=b"-_", validate=True).decode("utf-8")
             except (binascii.Error, ValueError, UnicodeError):
-                raise InvalidArgument(f"Invalid page_token {page_token!r}.") from None
+                after = ""
+            if not after.startswith(f"{parent}/jobs/"):
+                raise InvalidArgument(f"Invalid page_token {page_token!r}.")
         jobs = [job for job in self.store.list_jobs(parent) if job.name > after]
         out: JsonObject = {}
         if jobs[:size]:

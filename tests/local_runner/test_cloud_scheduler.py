@@ -251,6 +251,8 @@ def test_pause_resume_run_list_patch_delete(
     assert [j["name"] for j in page["jobs"]] == [f"{JOBS}/p"]
     rest = api(runner, "GET", JOBS, params={"pageToken": page["nextPageToken"]}).json()
     assert [j["name"] for j in rest["jobs"]] == [f"{JOBS}/q"]
+    forged = api(runner, "GET", JOBS, params={"pageToken": "AAAA"})
+    assert forged.status_code == 400 and "Invalid page_token" in forged.json()["error"]["message"]
     assert api(runner, "DELETE", f"{JOBS}/p").json() == {}
     missing = api(runner, "GET", f"{JOBS}/p")
     assert missing.status_code == 404 and missing.json()["error"]["status"] == "NOT_FOUND"
@@ -270,6 +272,11 @@ def test_pause_resume_run_list_patch_delete(
         ({"httpTarget": None, "appEngineHttpTarget": {}}, "App Engine HTTP targets"),
         ({"name": f"{JOBS}/bad.id"}, "JOB_ID has 1 to 500"),
         ({"colour": "red"}, 'Unknown name "colour"'),
+        (
+            {"retryConfig": {"retryCount": "abc"}},
+            "Invalid value at 'job.retry_config.retry_count' (TYPE_INT32)",
+        ),
+        ({"attemptDeadline": "soon"}, "Invalid value at 'job.attempt_deadline' (google.protobuf.Duration)"),
     ],
 )
 def test_bad_jobs_get_invalid_argument_naming_the_field(
