@@ -68,3 +68,34 @@ def test_bad_schedule_is_one_line(runner: RunnerProcess) -> None:
     result = jobs(runner, "create-http", "bad", "--schedule", "nope", "--uri", "http://127.0.0.1:9/")
     assert result.exit_code != 0
     assert "Schedule or time zone is invalid." in result.output and "Traceback" not in result.output
+
+
+def test_update_changes_only_the_given_settings(runner: RunnerProcess) -> None:
+    created = jobs(
+        runner,
+        "create-http",
+        "upd",
+        "--schedule",
+        "0 9 * * *",
+        "--uri",
+        "http://127.0.0.1:9/a",
+        "--oidc-service-account-email",
+        "sa@p.iam.gserviceaccount.com",
+        "--max-retry-attempts",
+        "2",
+    )
+    assert created.exit_code == 0, created.output
+    updated = jobs(
+        runner, "update-http", "upd", "--oidc-token-audience", "https://aud", "--min-backoff", "30s"
+    )
+    assert updated.output == "Updated job [upd].\n"
+    job = yaml.safe_load(jobs(runner, "describe", "upd").output)
+    assert job["schedule"] == "0 9 * * *" and job["httpTarget"]["uri"] == "http://127.0.0.1:9/a"
+    assert job["httpTarget"]["oidcToken"] == {
+        "serviceAccountEmail": "sa@p.iam.gserviceaccount.com",
+        "audience": "https://aud",
+    }
+    assert job["retryConfig"]["retryCount"] == 2 and job["retryConfig"]["minBackoffDuration"] == "30s"
+    nothing = jobs(runner, "update-http", "upd")
+    assert nothing.exit_code == 2 and "at least one setting" in nothing.output
+    jobs(runner, "delete", "upd")
