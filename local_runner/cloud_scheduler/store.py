@@ -94,11 +94,16 @@ class MemoryJobStore(JobStore):
 
 
 class SQLiteJobStore(JobStore):
-    """Jobs in the runner's SQLite file, on a connection of their own (WAL mode allows both)."""
+    """Jobs in the runner's SQLite file, on a connection of their own (WAL mode allows both).
+
+    The fire loop lists every job each time it wakes, so jobs are decoded once, then kept in memory as
+    written: one runner per data directory (``runner.lock``) makes this store their only writer.
+    """
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
         self._lock = threading.Lock()
+        self._jobs: dict[str, Job] | None = None
         try:
             self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
             self._conn.execute("PRAGMA busy_timeout = 5000")
@@ -127,6 +132,8 @@ class SQLiteJobStore(JobStore):
                 "INSERT OR REPLACE INTO cloud_scheduler_jobs (name, parent, doc) VALUES (?, ?, ?)",
                 (job.name, job.parent, doc),
             )
+            if self._jobs is not None:
+                self._jobs[job.name] = job
 
     def get_job(self, name: str) -> Job | None:  # noqa: D102
         with self._transaction() as conn:
@@ -135,26 +142,32 @@ class SQLiteJobStore(JobStore):
 
     def list_jobs(self, parent: str | None = None) -> list[Job]:
         """The jobs under ``parent``; a row that cannot be decoded is skipped with one ERROR line."""
+        jobs = self._jobs if self._jobs is not None else self._load()
+        with self._lock:
+            listed = sorted(jobs.values(), key=lambda job: job.name)
+        return [job for job in listed if parent is None or job.parent == parent]
+
+    def _load(self) -> dict[str, Job]:
         with self._transaction() as conn:
-            if parent is None:
-                rows = conn.execute("SELECT name, doc FROM cloud_scheduler_jobs ORDER BY name").fetchall()
-            else:
-                rows = conn.execute(
-                    "SELECT name, doc FROM cloud_scheduler_jobs WHERE parent = ? ORDER BY name", (parent,)
-                ).fetchall()
-        jobs: list[Job] = []
-        for name, doc in rows:
-            try:
-                jobs.append(job_from_stored_json(json.loads(doc)))
-            except _UNREADABLE as exc:
-                log.error(
-                    "job %s cannot be read (%r): it is not fired or listed; DeleteJob removes it", name, exc
-                )
-        return jobs
+            rows = conn.execute("SELECT name, doc FROM cloud_scheduler_jobs").fetchall()
+            jobs: dict[str, Job] = {}
+            for name, doc in rows:
+                try:
+                    jobs[name] = job_from_stored_json(json.loads(doc))
+                except _UNREADABLE as exc:
+                    log.error(
+                        "job %s cannot be read (%r): it is not fired or listed; DeleteJob removes it",
+                        name,
+                        exc,
+                    )
+            self._jobs = jobs
+            return jobs
 
     def delete_job(self, name: str) -> bool:  # noqa: D102
         with self._transaction() as conn:
             conn.execute("DELETE FROM cloud_scheduler_attempts WHERE job_name = ?", (name,))
+            if self._jobs is not None:
+                self._jobs.pop(name, None)
             return bool(conn.execute("DELETE FROM cloud_scheduler_jobs WHERE name = ?", (name,)).rowcount)
 
     def add_attempt(self, name: str, attempt: Attempt) -> None:  # noqa: D102
