@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -14,6 +15,7 @@ import requests
 from google.auth.transport import requests as google_requests
 from google.oauth2 import id_token
 from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
 
 from local_runner.clock import VirtualClock
 from local_runner.cloud_scheduler import cron, firing
@@ -373,3 +375,36 @@ def test_a_bad_jobs_file_names_the_job_and_leaves_the_data_dir_free(tmp_path: Pa
         RunnerServer(settings)
     with RunnerServer(RunnerSettings(port=0, data_dir=tmp_path / "data")):
         pass
+
+
+@pytest.fixture
+def threaded_httpserver() -> Iterator[HTTPServer]:
+    server = HTTPServer(threaded=True)  # answers while a slow handler holds another request
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def test_run_while_an_attempt_is_in_flight_runs_right_after_it(
+    runner: RunnerServer, clock: VirtualClock, threaded_httpserver: HTTPServer
+) -> None:
+    release = threading.Event()
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.headers["X-CloudScheduler-ScheduleTime"])
+        if len(seen) == 1:
+            release.wait(10)
+        return Response("ok")
+
+    threaded_httpserver.expect_request("/slow").respond_with_handler(handler)
+    create(runner, threaded_httpserver.url_for("/slow"), "busy")
+    clock.advance(60)
+    eventually(lambda: len(seen) == 1)
+    clock.advance(7)
+    assert api(runner, "POST", f"{JOBS}/busy:run").status_code == 200
+    release.set()
+    eventually(lambda: len(seen) == 2)
+    forced_at = datetime.fromtimestamp(clock.now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert seen[1] == forced_at and seen[0] != forced_at
