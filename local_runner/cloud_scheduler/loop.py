@@ -87,10 +87,11 @@ class JobLoop:
             if current is None:
                 return  # deleted while in flight
             # Paused or updated meanwhile: the outcome is kept, the current settings decide what next.
-            forced = current.execution if current.execution is not job.execution else None
+            # An execution with no attempt yet is a RunJob made meanwhile: it comes next.
+            forced = current.execution if current.execution and current.execution.attempts == 0 else None
             current = current.replace(execution=job.execution, last_attempt_time=now)
             finished, attempt = firing.finish_attempt(current, outcome, outcome.response_time)
-            if forced is not None and forced.attempts == 0:  # RunJob meanwhile: that run comes next
+            if forced is not None:
                 finished = finished.replace(execution=forced, schedule_time=forced.fire_time)
             self.service.store.put_job(finished)
             self.service.store.add_attempt(job.name, attempt)
