@@ -7,13 +7,14 @@ import logging
 
 from local_runner.clock import Clock
 from local_runner.cloud_scheduler import firing
-from local_runner.cloud_scheduler.model import Job
 from local_runner.cloud_scheduler.service import JobsService
 from local_runner.dispatch import Dispatcher
 from local_runner.errors import StoreError
 from local_runner.oidc import TokenIssuer
 
 log = logging.getLogger("local_runner.cloud_scheduler")
+#: Seconds a job waits after its attempt could not be made or recorded (store or record errors).
+REST_AFTER_ERROR = 1.0
 
 
 class JobLoop:
@@ -32,6 +33,8 @@ class JobLoop:
         self.clock = clock
         self._wake = asyncio.Event()
         self._in_flight: dict[str, asyncio.Task[None]] = {}
+        #: Jobs whose last attempt could not be made or recorded, and until when they wait.
+        self._resting: dict[str, float] = {}
         self._main: asyncio.Task[None] | None = None
         loop = asyncio.get_running_loop()
         service.on_change = lambda: self._wake_from(loop)
@@ -69,16 +72,21 @@ class JobLoop:
             return now + 1.0
         earliest: float | None = None
         for job in jobs:
-            if job.name in self._in_flight:
+            if job.name in self._in_flight or job.schedule_time is None:
                 continue
-            if firing.is_due(job, now):
-                self._in_flight[job.name] = asyncio.ensure_future(self._attempt(job, now))
-            elif job.schedule_time is not None and firing.is_due(job, job.schedule_time):
-                earliest = job.schedule_time if earliest is None else min(earliest, job.schedule_time)
+            at = max(job.schedule_time, self._resting.get(job.name, 0.0))
+            if at <= now and firing.is_due(job, now):
+                self._resting.pop(job.name, None)
+                self._in_flight[job.name] = asyncio.ensure_future(self._attempt(job.name, now))
+            elif firing.is_due(job, job.schedule_time):
+                earliest = at if earliest is None else min(earliest, at)
         return earliest
 
-    async def _attempt(self, job: Job, now: float) -> None:
+    async def _attempt(self, name: str, now: float) -> None:
         try:
+            job = self.service.store.get_job(name)  # as it is now: an API call may have changed it
+            if job is None or not firing.is_due(job, now):
+                return
             job = firing.start_attempt(job, now)
             self.service.store.put_job(job)
             request = firing.build_request(job, self.issuer, now)
@@ -102,8 +110,9 @@ class JobLoop:
                 request.url,
                 outcome.http_status or outcome.detail,
             )
-        except StoreError as error:
-            log.error("job %s: %s", job.name, error)
+        except Exception as error:  # a broken store or record: try again later, not in a busy loop
+            log.error("job %s: attempt not made or not recorded: %s", name, error)
+            self._resting[name] = now + REST_AFTER_ERROR
         finally:
-            self._in_flight.pop(job.name, None)
+            self._in_flight.pop(name, None)
             self._wake.set()

@@ -24,7 +24,7 @@ from local_runner.cloud_scheduler.service import JobsService
 from local_runner.cloud_scheduler.store import SQLiteJobStore
 from local_runner.config import ConfigError, RunnerSettings
 from local_runner.engine.attempts import Outcome
-from local_runner.errors import InvalidArgument, NotFound
+from local_runner.errors import InvalidArgument, NotFound, StoreError
 from local_runner.server import RunnerServer
 from local_runner.store import SQLiteTaskStore
 from tests.local_runner.test_dispatch_http import Recorder, eventually
@@ -408,3 +408,28 @@ def test_run_while_an_attempt_is_in_flight_runs_right_after_it(
     eventually(lambda: len(seen) == 2)
     forced_at = datetime.fromtimestamp(clock.now(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert seen[1] == forced_at and seen[0] != forced_at
+
+
+def test_an_attempt_the_store_cannot_record_is_tried_again_a_second_later_not_in_a_busy_loop(
+    runner: RunnerServer, clock: VirtualClock, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recorder = Recorder([200])
+    httpserver.expect_request("/ok").respond_with_handler(recorder)
+    create(runner, httpserver.url_for("/ok"), "fragile")
+    store = runner.cloud_scheduler.store
+    calls: list[str] = []
+    real_put = store.put_job
+
+    def failing_put(job: Job) -> None:
+        calls.append(job.name)
+        if len(calls) == 1:
+            raise StoreError("disk I/O error")
+        real_put(job)
+
+    monkeypatch.setattr(store, "put_job", failing_put)
+    clock.advance(60)
+    eventually(lambda: len(calls) == 1)
+    assert recorder.count() == 0
+    clock.advance(1)  # REST_AFTER_ERROR
+    eventually(lambda: recorder.count() == 1)
+    assert len(calls) <= 3  # the failed start, the retried start, its outcome
