@@ -16,10 +16,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tests.contract.test_gcloud import gcloud_runner
-
-LOCATION = "us-central1"
-
+from tests.contract.test_gcloud import gcloud_runner, run_gcloud
 
 def gcloud_scheduler(runner_url: str, config: Path) -> tuple[str, dict[str, str]]:
     if shutil.which("gcloud") is None and os.environ.get("CI"):
@@ -43,16 +40,7 @@ def test_job_lifecycle(runner_url: str, httpserver: HTTPServer, tmp_path: Path) 
     httpserver.expect_request("/from-gcloud", method="POST").respond_with_handler(handler)
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [gcloud, "scheduler", "jobs", *args, f"--location={LOCATION}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        assert (done.returncode == 0) is ok, done.stderr
-        return done
+        return run_gcloud([gcloud, "scheduler", "jobs", *args], env, ok)
 
     url = httpserver.url_for("/from-gcloud")
     run(
