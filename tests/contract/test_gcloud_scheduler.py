@@ -18,6 +18,7 @@ from werkzeug import Request, Response
 
 from tests.contract.test_gcloud import gcloud_runner, run_gcloud
 
+
 def gcloud_scheduler(runner_url: str, config: Path) -> tuple[str, dict[str, str]]:
     if shutil.which("gcloud") is None and os.environ.get("CI"):
         pytest.fail("gcloud is not installed, and CI must run the gcloud scheduler contract")
