@@ -6,6 +6,7 @@ thread, then tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk wit
 client: the server's own ceiling), then the official client on gRPC (bench/peer_client.py, one channel
 per thread, 1 and 8 threads) on the same port, after which every gRPC task is counted back through
 ListTasks. Peer side: the same gRPC client program, run by the same interpreter, 1 and 8 threads.
+The runner's CPU per CreateTask (from /proc) is reported for the wrk run and the 8-thread gRPC run.
 Sides alternate within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
 """
 
@@ -82,23 +83,33 @@ wrk.body = %s
 """
 
 
-def wrk_rate(url: str, tmp: Path, seconds: int) -> float:
+def wrk_rate(url: str, tmp: Path, seconds: int, pid: int) -> tuple[float, float]:
+    """CreateTask/s from wrk with 8 connections, and the runner's CPU µs per CreateTask meanwhile."""
     script = tmp / "create_task.lua"
     body = json.dumps(benchlib.task_json(TARGET, 0))
     script.write_text(WRK_SCRIPT % json.dumps(body))
     endpoint = f"{url}/v2/{benchlib.queue_name(QUEUE)}/tasks"
-    return benchlib.wrk(endpoint, script, connections=8, seconds=seconds)["rps"]
+    before = benchlib.process_cpu_seconds([pid])
+    result = benchlib.wrk(endpoint, script, connections=8, seconds=seconds)
+    cpu = benchlib.process_cpu_seconds([pid]) - before
+    return result["rps"], cpu / max(1, result["requests"]) * 1e6
 
 
-def grpc_rates(python: Path, port: int, count: int) -> dict[str, float]:
-    """CreateTask/s over gRPC from 1 and 8 threads (``count // 2`` and ``count`` tasks)."""
+def grpc_rates(python: Path, port: int, count: int, pid: int | None = None) -> dict[str, float]:
+    """CreateTask/s over gRPC from 1 and 8 threads (``count // 2`` and ``count`` tasks).
+
+    With the server's ``pid``, also its CPU µs per CreateTask over the 8-thread run (``grpc_cpu_us``).
+    """
     out = {}
     for threads, n, key in ((1, count // 2, "grpc_1_thread"), (8, count, "grpc_8_threads")):
+        before = benchlib.process_cpu_seconds([pid]) if pid else 0.0
         answer = benchlib.grpc_client(
             python, port, "enqueue", "--queues", GRPC_QUEUE, "--count", str(n), "--threads", str(threads),
             "--target", TARGET,
         )  # fmt: skip
         out[key] = answer["timed"] / answer["seconds"]
+        if pid and threads == 8:
+            out["grpc_cpu_us"] = (benchlib.process_cpu_seconds([pid]) - before) / n * 1e6
     return out
 
 
@@ -133,10 +144,11 @@ def runner_side(
         if use_client:
             out["enqueue_many_8"] = enqueue_many(runner.url, count)
         if use_wrk:
-            out["wrk_8_connections"] = wrk_rate(runner.url, tmp, args.wrk_seconds)  # type: ignore[attr-defined]
+            seconds = args.wrk_seconds  # type: ignore[attr-defined]
+            out["wrk_8_connections"], out["wrk_cpu_us"] = wrk_rate(runner.url, tmp, seconds, runner.pid)
         port = int(runner.url.rpartition(":")[2])
         benchlib.grpc_client(grpc_python, port, "create-queues", "--queues", GRPC_QUEUE, "--paused")
-        out.update(grpc_rates(grpc_python, port, count))
+        out.update(grpc_rates(grpc_python, port, count, runner.pid))
         stored = count_tasks(session, runner.url, GRPC_QUEUE)
         if stored != count // 2 + count:
             raise RuntimeError(f"gRPC: {count // 2 + count} tasks acknowledged, {stored} stored")
@@ -164,6 +176,8 @@ LABELS = {
     "wrk_8_connections": "runner CreateTask, REST, wrk 8 connections (server ceiling)",
     "grpc_1_thread": "runner CreateTask, gRPC (official client), 1 thread",
     "grpc_8_threads": "runner CreateTask, gRPC (official client), 8 threads",
+    "wrk_cpu_us": "runner CPU per CreateTask, REST, under wrk (8 connections)",
+    "grpc_cpu_us": "runner CPU per CreateTask, gRPC, 8 client threads",
     "peer_1_thread": "gcloud-tasks-emulator CreateTask, gRPC, 1 thread",
     "peer_8_threads": "gcloud-tasks-emulator CreateTask, gRPC, 8 threads",
 }
@@ -212,7 +226,8 @@ def main() -> None:
             )
     for key, label in LABELS.items():
         if runs[key]:
-            figures.add(key, label, median(runs[key]), "tasks/s", runs[key])
+            unit = "us" if key.endswith("_cpu_us") else "tasks/s"
+            figures.add(key, label, median(runs[key]), unit, runs[key])
     for key, (ours, theirs, label) in RATIOS.items():
         if runs[ours] and runs[theirs]:
             ratios = [a / b for a, b in zip(runs[ours], runs[theirs], strict=True)]

@@ -1,4 +1,4 @@
-"""Handler overhead: wrk against gunicorn Flask with a bare route, @task_handler + memory dedup, and + Redis.
+"""Handler overhead: wrk against gunicorn Flask: a bare route, @task_handler + memory, Redis, Firestore dedup.
 
 Usage: python bench/handler_overhead.py [--seconds 5] [--connections 8] [--runs 3] [--smoke]
 gunicorn runs 2 sync workers; wrk (1 thread) POSTs a small JSON body with a runner-signed OIDC token and
@@ -8,15 +8,21 @@ minted once from a `runner serve` key (the runner, too, reuses one token per acc
 workers fetch its certificates once and cache them, and verify its signature once. Variants alternate
 within each run. Besides req/s, the workers' CPU time per request (from /proc) gives the cost of
 verification + dedup in us. An in-process loop times verify (a token seen before, and new tokens whose
-signature is checked) and claim + complete alone.
+signature is checked) and claim + complete alone (memory, and Firestore one call at a time).
+The Firestore figures are measured against the Firestore emulator (``gcloud emulators firestore start``) on
+this machine: they show the client's CPU and the round trips, not a production latency (a real Firestore
+commit takes milliseconds, and the emulator is not a database).
 Prints one figure per line and writes bench/results/handler_overhead.json.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+import urllib.request
+import uuid
 from pathlib import Path
 
 import benchlib
@@ -103,6 +109,56 @@ def in_process(runner_host: str, token: str, fresh: list[str]) -> dict[str, floa
     return {"verify_us": verify_us, "fresh_us": fresh_us, "dedup_us": dedup_us}
 
 
+def start_firestore_emulator(tmp: Path, figures: Figures) -> tuple[Child, str] | None:
+    """The Firestore emulator on a free port and its host:port, or None (with a note) without gcloud/Java."""
+    if shutil.which("gcloud") is None or shutil.which("java") is None:
+        figures.note("gcloud or java not found: the Firestore variants are skipped")
+        return None
+    port = benchlib.free_port()
+    command = ["gcloud", "emulators", "firestore", "start", f"--host-port=127.0.0.1:{port}"]
+    emulator = Child(command, tmp / "firestore.log")
+    benchlib.wait_for(lambda: _answers_ok(port), 60, "the Firestore emulator", interval=0.1)
+    return emulator, f"127.0.0.1:{port}"
+
+
+def _answers_ok(port: int) -> bool:
+    """Whether the emulator answers ``GET /`` with ``Ok`` (it is ready)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as answer:
+            return bool(answer.read().strip() == b"Ok")
+    except OSError:
+        return False
+
+
+def firestore_env(host: str) -> dict[str, str]:
+    """Environment of a Firestore client of the emulator (no credentials, no metadata-server probe)."""
+    return {
+        "FIRESTORE_EMULATOR_HOST": host,
+        "GOOGLE_CLOUD_PROJECT": "bench",
+        "NO_GCE_CHECK": "True",
+        "METADATA_SERVER_DETECTION": "none",
+    }
+
+
+def firestore_in_process(host: str, count: int) -> float:
+    """Microseconds per Firestore claim + complete against the emulator, one at a time."""
+    from tasktoolkit.dedup.base import StoredResponse
+    from tasktoolkit.dedup.url import store_from_url
+
+    os.environ.update(firestore_env(host))
+    store = store_from_url(f"firestore:///bench-{uuid.uuid4().hex}")
+    response = StoredResponse(200, b"ok", "text/plain")
+    try:
+        store.claim("bench/warm-up", "fingerprint")  # opens the channel
+        started = time.perf_counter()
+        for i in range(count):
+            claim = store.claim(f"bench/t{i}", "fingerprint", lease_s=600)
+            store.complete(claim.record, response, ttl_s=600)
+        return (time.perf_counter() - started) / count * 1e6
+    finally:
+        store.close()
+
+
 def measure(server: Gunicorn, path: str, script: Path, args: object) -> dict[str, float]:
     before = server.worker_cpu()
     result = benchlib.wrk(f"{server.url}{path}", script, args.connections, args.seconds)  # type: ignore[attr-defined]
@@ -145,6 +201,15 @@ def main() -> None:
                 loop["verify_us"] + loop["dedup_us"],
                 "us",
             )
+            firestore = start_firestore_emulator(tmp, figures)
+            if firestore is not None:
+                children.append(firestore[0])
+                figures.add(
+                    "firestore_dedup_us",
+                    "in process: Firestore claim + complete, one at a time (emulator; 2 round trips)",
+                    firestore_in_process(firestore[1], min(args.loop, 500)),
+                    "us",
+                )
             if not use_wrk:
                 figures.save()
                 return
@@ -171,12 +236,19 @@ def main() -> None:
                 benchlib.wait_for(lambda: benchlib.port_open(redis_port), 30, "redis-server")
                 servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": f"redis://127.0.0.1:{redis_port}/0"})
                 children.append(servers["redis"])
+            if firestore is not None:
+                firestore_store = {**firestore_env(firestore[1]), "BENCH_STORE": "firestore:///bench-handler"}
+                servers["firestore"] = Gunicorn(tmp, {**env, **firestore_store})
+                children.append(servers["firestore"])
             variants = {
                 "bare": (servers["memory"], "/bare", "(a) bare Flask route"),
                 "memory": (servers["memory"], "/task", "(b) @task_handler, OIDC + memory dedup"),
             }
             if "redis" in servers:
                 variants["redis"] = (servers["redis"], "/task", "(c) @task_handler, OIDC + Redis dedup")
+            if "firestore" in servers:
+                label = "(d) @task_handler, OIDC + Firestore dedup (emulator)"
+                variants["firestore"] = (servers["firestore"], "/task", label)
             runs: dict[str, list[dict[str, float]]] = {key: [] for key in variants}
             for run in range(args.runs):
                 for key, (server, path, _) in variants.items():

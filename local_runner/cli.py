@@ -13,6 +13,7 @@ import click
 from local_runner.cli_jobs import jobs
 from local_runner.cli_queues import queues
 from local_runner.cli_tasks import tasks
+from local_runner.clock import VirtualClock
 from local_runner.config import RunnerSettings
 from local_runner.engine.slots import ConnectionLimitError, connection_limits
 from local_runner.errors import RunnerError
@@ -74,6 +75,20 @@ def main() -> None:
     help="Most requests in flight to one host:port [default: 256, less under a low `ulimit -n`].",
 )
 @click.option("--no-console", is_flag=True, help="Do not serve the developer console at /.")
+@click.option(
+    "--duplicate-deliveries",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    metavar="RATE",
+    help="Fraction of attempts sent twice on purpose, to prove handlers idempotent (1: every attempt).",
+)
+@click.option(
+    "--virtual-clock",
+    type=click.FloatRange(0),
+    metavar="EPOCH_SECONDS",
+    help="Run on a virtual clock from this instant, moved by POST /runner/v1/clock:advance (a test aid).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
 def serve(
     host: str,
@@ -88,6 +103,8 @@ def serve(
     no_test_aids: bool,
     max_connections_per_host: int | None,
     no_console: bool,
+    duplicate_deliveries: float,
+    virtual_clock: float | None,
     verbose: bool,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
@@ -109,10 +126,11 @@ def serve(
         test_aids=not no_test_aids,
         max_connections_per_host=max_connections_per_host,
         console=not no_console,
+        duplicate_deliveries=duplicate_deliveries,
     )
     signal.signal(signal.SIGTERM, _interrupt)  # until the event loop handles it: as Ctrl-C
     try:
-        server = RunnerServer(settings)
+        server = RunnerServer(settings, None if virtual_clock is None else VirtualClock(virtual_clock))
         asyncio.run(server.run(stop_signals=(signal.SIGINT, signal.SIGTERM)))
     except KeyboardInterrupt:
         pass  # Ctrl-C or SIGTERM before the event loop took them over

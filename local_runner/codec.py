@@ -218,7 +218,13 @@ class _Reader:
         return parse_timestamp(self._values[key], f"{self.path}.{_snake(key)}")  # type: ignore[arg-type]
 
     def enum(self, key: str, kind: type[E]) -> E | None:
-        return self._get(key, lambda v: _as_enum(v, kind), f"type.googleapis.com/{kind.__name__}")
+        if key not in self._values:
+            return None
+        value = self._values[key]
+        member = _as_enum(value, kind)
+        if member is None:
+            raise _invalid_value(f"{self.path}.{_snake(key)}", f"type.googleapis.com/{kind.__name__}", value)
+        return member
 
     def bytes_(self, key: str) -> bytes | None:
         return self._get(key, _as_bytes, "TYPE_BYTES")
@@ -270,10 +276,15 @@ def _as_int(value: object) -> int | None:
     return None
 
 
+@functools.cache
+def _enum_names(kind: type[E]) -> dict[str, E]:
+    return dict(kind.__members__)
+
+
 def _as_enum(value: object, kind: type[E]) -> E | None:
-    if isinstance(value, str) and value in kind.__members__:
-        return kind[value]
-    number = _as_int(value) if not isinstance(value, str) else None
+    if isinstance(value, str):
+        return _enum_names(kind).get(value)
+    number = _as_int(value)
     if number is not None and number in {member.value for member in kind}:
         return kind(number)
     return None
@@ -656,9 +667,12 @@ def task_to_json(task: Task, view: TaskView = TaskView.BASIC, int_enums: bool = 
 def attempt_from_json(data: object, path: str = "attempt") -> Attempt:
     """An Attempt from the runner's stored form (``attempt_to_json`` plus ``httpStatus``)."""
     reader = _Reader(
-        data, path, ("scheduleTime", "dispatchTime", "responseTime", "responseStatus", "httpStatus")
+        data,
+        path,
+        ("scheduleTime", "dispatchTime", "responseTime", "responseStatus", "httpStatus", "duplicate"),
     )
     status = reader.message("responseStatus", ("code", "message", "details"))
+    duplicate = reader.message("duplicate", ("httpStatus",))
     return Attempt(
         schedule_time=reader.timestamp("scheduleTime") or 0.0,
         dispatch_time=reader.timestamp("dispatchTime") or 0.0,
@@ -667,6 +681,8 @@ def attempt_from_json(data: object, path: str = "attempt") -> Attempt:
         response_status=RpcStatus(status.integer("code") or 0, status.string("message") or "")
         if status
         else None,
+        duplicated=duplicate is not None,
+        duplicate_http_status=duplicate.integer("httpStatus") if duplicate else None,
     )
 
 
@@ -675,4 +691,7 @@ def attempt_to_stored_json(attempt: Attempt) -> JsonObject:
     out = attempt_to_json(attempt)
     if attempt.http_status is not None:
         out["httpStatus"] = attempt.http_status
+    if attempt.duplicated:
+        status = attempt.duplicate_http_status
+        out["duplicate"] = {} if status is None else {"httpStatus": status}
     return out

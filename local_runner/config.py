@@ -9,8 +9,12 @@ from pathlib import Path
 import yaml
 
 from local_runner.codec import queue_from_json, queue_state_from_json
-from local_runner.errors import ApiError, RunnerError
+from local_runner.engine.duplicates import check_rate
+from local_runner.errors import ApiError, InvalidArgument, RunnerError
 from local_runner.model import Queue, QueueState
+
+#: The queue file's one key beyond the Queue resource: the queue's duplicate-delivery rate.
+DUPLICATES_KEY = "duplicateDeliveries"
 
 
 class ConfigError(RunnerError):
@@ -43,6 +47,8 @@ class RunnerSettings:
     max_connections_per_host: int | None = None
     #: Serve the developer console at ``/`` (``runner serve --no-console`` turns it off).
     console: bool = True
+    #: Fraction of attempts sent twice on purpose (0: none; the queue file may set it per queue).
+    duplicate_deliveries: float = 0.0
 
     @property
     def parent(self) -> str:
@@ -56,6 +62,8 @@ class QueueSpec:
 
     queue: Queue
     state: QueueState | None
+    #: ``duplicateDeliveries``: the fraction of this queue's attempts sent twice (``None``: the runner's).
+    duplicate_deliveries: float | None = None
 
 
 def yaml_items(path: Path, key: str = "queues") -> Iterable[object]:
@@ -91,8 +99,16 @@ def load_queue_file(path: Path, parent: str) -> list[QueueSpec]:
         data = dict(doc)
         if "/" not in data["name"]:
             data["name"] = f"{parent}/queues/{data['name']}"
+        duplicates = data.pop(DUPLICATES_KEY, None)
         try:
-            specs.append(QueueSpec(queue_from_json(data), queue_state_from_json(data)))
+            if duplicates is not None and (
+                isinstance(duplicates, bool) or not isinstance(duplicates, int | float)
+            ):
+                raise InvalidArgument(
+                    f"{DUPLICATES_KEY} must be a number between 0 and 1; got {duplicates!r}."
+                )
+            rate = None if duplicates is None else check_rate(duplicates, DUPLICATES_KEY)
+            specs.append(QueueSpec(queue_from_json(data), queue_state_from_json(data), rate))
         except ApiError as error:
             raise ConfigError(f"queue file {path}: queue {data['name']!r}: {error.message}") from error
     return specs

@@ -399,6 +399,10 @@ class Attempt:
     #: HTTP status the handler answered; ``None`` when no response came (deadline, refused, reset).
     http_status: int | None = None
     response_status: RpcStatus | None = None
+    #: Whether the attempt was sent twice on purpose (duplicate-delivery mode); the first answer counts.
+    duplicated: bool = False
+    #: What the handler answered to the duplicate (``None``: no response, or not duplicated).
+    duplicate_http_status: int | None = None
 
 
 @dataclass(frozen=True)

@@ -8,14 +8,18 @@ cannot be sent yet stay QUEUED in the store; the loops waiting for a slot are se
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import threading
 from collections.abc import Callable, Hashable
 
+from local_runner.attempt_log import AttemptLog
 from local_runner.clock import Clock
-from local_runner.dispatch import Dispatcher, build_request, format_latency
+from local_runner.dispatch import Dispatcher
 from local_runner.engine.attempts import Decision, Failure, Outcome, decide
+from local_runner.engine.delivery import build_request
+from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
 from local_runner.http_client import HttpError, Origin, origin_of
@@ -31,6 +35,22 @@ CLAIM_BATCH = 100
 PRUNE_INTERVAL = 60.0
 #: Longest pause of a queue's loop after a store error, in seconds.
 MAX_ERROR_BACKOFF = 5.0
+#: How long the first outcome waits for others to share its store transaction, in seconds (the
+#: attempt's dispatch already ended: this delays only when its task is deleted or queued again).
+RECORD_WAIT = 0.005
+#: Shortest wait of a queue's loop for its next token, in seconds: a queue paced at a high rate claims
+#: the tokens of this interval together (one wake-up and one store transaction for several tasks), never
+#: more than its token bucket allows.
+MIN_TOKEN_WAIT = 0.02
+
+
+@functools.lru_cache(maxsize=1024)
+def _destination(url: str) -> Origin | None:
+    """Where ``url`` goes (``None``: nowhere, nothing will be sent); the URLs of a queue's tasks repeat."""
+    try:
+        return origin_of(url)
+    except HttpError:
+        return None
 
 
 def error_backoff(failures: int) -> float:
@@ -98,9 +118,15 @@ class Scheduler:
     """Claims due tasks within each queue's limits and dispatches them."""
 
     def __init__(
-        self, service: TasksService, dispatcher: Dispatcher, issuer: TokenIssuer, clock: Clock
+        self,
+        service: TasksService,
+        dispatcher: Dispatcher,
+        issuer: TokenIssuer,
+        clock: Clock,
+        duplicates: DuplicateDeliveries | None = None,
     ) -> None:
         self.service = service
+        self.duplicates = duplicates or DuplicateDeliveries()
         self.store = service.store
         self.dispatcher = dispatcher
         self.issuer = issuer
@@ -118,6 +144,7 @@ class Scheduler:
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
         self._stopping = False
+        self._attempt_log = AttemptLog(clock)
         #: Called with each attempt's claimed task and outcome once it is recorded (the console's stats).
         self.outcome_observers: list[Callable[[Task, Outcome], None]] = []
         service.listener = self
@@ -181,6 +208,8 @@ class Scheduler:
             for attempt in still_running:
                 attempt.cancel()
             await asyncio.gather(*still_running, return_exceptions=True)
+            self._attempts = {attempt for attempt in self._attempts if not attempt.done()}  # never started
+        await self._attempt_log.close()
 
     def _wake_queue(self, name: str) -> None:
         if self._stopping:
@@ -258,8 +287,11 @@ class Scheduler:
                 pacer.started(len(claimed), now)
                 for task in claimed:
                     self._spawn(task, worker, pacer, _Slot(True, origin))
-                if len(claimed) == wanted:
-                    return now
+                if len(claimed) == CLAIM_BATCH:
+                    return now  # more may be due and allowed at once
+                if len(claimed) == wanted:  # the bucket or the concurrency ran out, not the due tasks
+                    self._stop_waiting(worker)
+                    return self._next_start(pacer, now)
                 if len(claimed) == granted:
                     return None  # more may be due: woken at the loop's turn for a slot
         next_due = self.store.next_schedule_time(queue.name)
@@ -268,7 +300,15 @@ class Scheduler:
             return next_due
         if self.slots.waits(worker):
             return None  # due tasks wait for a connection slot
-        return pacer.next_start_time(now)
+        return self._next_start(pacer, now)
+
+    @staticmethod
+    def _next_start(pacer: QueuePacer, now: float) -> float | None:
+        """When the queue may start its next task: its next token, but not sooner than ``MIN_TOKEN_WAIT``."""
+        next_start = pacer.next_start_time(now)
+        if next_start is None or next_start <= now:
+            return next_start
+        return max(next_start, now + MIN_TOKEN_WAIT)
 
     def _run_claimed(self, task: Task) -> None:
         if self._stopping:  # stays DISPATCHING: dispatched again after the restart
@@ -330,12 +370,7 @@ class Scheduler:
             self._release(slot.origin)
 
     def _spawn(self, task: Task, worker: _QueueWorker | None, pacer: QueuePacer | None, slot: _Slot) -> None:
-        attempt = asyncio.create_task(self._attempt(task, worker, pacer, slot))
-        self._attempts.add(attempt)
-        attempt.add_done_callback(self._attempt_done)
-
-    def _attempt_done(self, attempt: asyncio.Task[None]) -> None:
-        self._attempts.discard(attempt)
+        self._attempts.add(asyncio.create_task(self._attempt(task, worker, pacer, slot)))
 
     # -- one attempt -----------------------------------------------------------------------------
 
@@ -344,15 +379,19 @@ class Scheduler:
     ) -> None:
         started = self.clock.now()
         outcome: Outcome | None = None
+        duplicate: Outcome | None = None
         done = False
+        wake = pacer is None
         try:
             queue = self.store.get_queue(task.queue_name)
             if queue is None:
                 return
             try:
-                request = build_request(task, queue, self.issuer, started)
+                request = build_request(task, queue, self.issuer.mint, started)
                 started = await self._hold_slot(slot, worker, request.url)
                 outcome = await self.dispatcher.send(request, task.dispatch_deadline)
+                if self.duplicates.chosen(task.queue_name):  # the same request again; the first answer counts
+                    duplicate = await self.dispatcher.send(request, task.dispatch_deadline)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # a bug must not strand the task in DISPATCHING
@@ -362,29 +401,39 @@ class Scheduler:
                 )
             finally:
                 self._let_go(slot)
-            decision, recorded = await self._record(task, outcome, queue)
+            if pacer is not None:  # the request is over: its dispatch no longer counts against the queue
+                self._dispatch_ended(task, pacer, outcome)
+                pacer = None
+            decision, recorded = await self._record(task, outcome, queue, duplicate)
             for observe in self.outcome_observers if recorded else ():
                 observe(task, outcome)
             done = decision.delete and recorded
-            _log_attempt(task, outcome, decision, outcome.response_time - started, recorded)
+            self._attempt_log.finished(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
             log.exception(
                 "recording an attempt of %s failed; it is dispatched again after a restart", task.name
             )
         finally:
+            self._attempts.discard(asyncio.current_task())
             self._let_go(slot)
-            # The queue's loop sleeps until its next token when it is paced by rate alone: a finished
-            # attempt needs to wake it only if it freed a slot the loop waits for, queued a retry or
-            # changed the rate.
-            wake = pacer is None or not done
-            if pacer is not None:
-                wake = wake or pacer.in_flight >= pacer.limits.max_concurrent_dispatches
-                status = outcome.http_status if outcome else None
-                throttles = bool(outcome and outcome.throttles)
-                wake = wake or throttles or pacer.throttle < 1.0
-                pacer.finished(status, throttles, self.clock.now())
-            if wake:
+            if pacer is not None:  # ended before its request did
+                self._dispatch_ended(task, pacer, outcome)
+            # A recorded retry (or an attempt that ended in error) may be due at once: the loop looks.
+            if wake or not done:
                 self._wake_queue(task.queue_name)
+
+    def _dispatch_ended(self, task: Task, pacer: QueuePacer, outcome: Outcome | None) -> None:
+        """Count the attempt's dispatch as over, and adapt the rate to its answer.
+
+        The queue's loop sleeps until its next token when it is paced by rate alone: the end of a
+        dispatch wakes it only if it freed concurrency the loop waits for or changed the rate.
+        """
+        status = outcome.http_status if outcome else None
+        throttles = bool(outcome and outcome.throttles)
+        wake = pacer.in_flight >= pacer.limits.max_concurrent_dispatches or throttles or pacer.throttle < 1.0
+        pacer.finished(status, throttles, self.clock.now())
+        if wake:
+            self._wake_queue(task.queue_name)
 
     async def _hold_slot(self, slot: _Slot, worker: _QueueWorker | None, url: str) -> float:
         """Make sure ``slot`` is held for the destination of ``url``; returns when the wait ended.
@@ -393,10 +442,7 @@ class Scheduler:
         this one if it has room, or is given back. A URL with no destination needs none: nothing will
         be sent.
         """
-        try:
-            origin: Origin | None = origin_of(url)
-        except HttpError:
-            origin = None
+        origin = _destination(url)
         if slot.held and slot.origin != origin:
             if origin is not None and self.slots.move(slot.origin, origin):
                 slot.origin = origin
@@ -410,12 +456,19 @@ class Scheduler:
                 await self._take_slot(slot, origin)
         return self.clock.now()
 
-    async def _record(self, task: Task, outcome: Outcome, queue: Queue) -> tuple[Decision, bool]:
+    async def _record(
+        self, task: Task, outcome: Outcome, queue: Queue, duplicate: Outcome | None = None
+    ) -> tuple[Decision, bool]:
         """Store an attempt's outcome with the others that ended in the same turn of the loop."""
         decision = decide(task, outcome, queue.retry_config)
         ended = decision.next_retry_in is None  # done or retries exhausted: the name is tombstoned
         tombstone = outcome.response_time + self.service.task_tombstone if ended else None
-        pending = _Unrecorded(FinishedAttempt(decision.task, decision.attempt, tombstone))
+        attempt = decision.attempt
+        if duplicate is not None:
+            attempt = dataclasses.replace(
+                attempt, duplicated=True, duplicate_http_status=duplicate.http_status
+            )
+        pending = _Unrecorded(FinishedAttempt(decision.task, attempt, tombstone))
         self._unrecorded.append(pending)
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_pending())
@@ -424,10 +477,11 @@ class Scheduler:
     async def _record_pending(self) -> None:
         """Write the outcomes waiting to be stored, one transaction for all of them.
 
-        Runs one turn of the loop after the first outcome arrived, so the attempts answered in the
-        same turn share the transaction. While the store refuses, the attempts stay in flight (their
-        tasks DISPATCHING) and the write is tried again.
+        Runs ``RECORD_WAIT`` after the first outcome arrived, so the attempts answered meanwhile share
+        the transaction (one commit for many outcomes). While the store refuses, the attempts stay in
+        flight (their tasks DISPATCHING) and the write is tried again.
         """
+        await asyncio.sleep(RECORD_WAIT)  # the loop's own time: a batching delay, not a schedule
         failures = 0
         while self._unrecorded:
             batch = self._unrecorded
@@ -473,29 +527,3 @@ class Scheduler:
     def in_flight(self) -> int:
         """Attempts currently in flight."""
         return len(self._attempts)
-
-
-def _log_attempt(task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool) -> None:
-    queue_id = task.queue_name.rpartition("/")[2]
-    result = (
-        f"HTTP {outcome.http_status}" if outcome.http_status is not None else f"no response, {outcome.detail}"
-    )
-    if not recorded:
-        after = "task was deleted or purged meanwhile"
-    elif decision.delete:
-        after = "done"
-    elif decision.next_retry_in is None:
-        after = f"retries exhausted after {task.dispatch_count} attempt(s)"
-    else:
-        after = f"next retry in {decision.next_retry_in:g}s"
-    level = logging.INFO if outcome.succeeded else logging.WARNING
-    log.log(
-        level,
-        "%s/%s attempt %d: %s in %s; %s",
-        queue_id,
-        task.task_id,
-        task.dispatch_count,
-        result,
-        format_latency(latency),
-        after,
-    )

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiohttp import web
 
 from local_runner import oidc
-from local_runner.api import browser_guard, rest
+from local_runner.api import browser_guard, views
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
@@ -20,6 +20,7 @@ from local_runner.cloud_scheduler.runtime import CloudScheduler
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.console import Console
 from local_runner.dispatch import Dispatcher
+from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.engine.slots import connection_limits
 from local_runner.http_client import open_file_limit
 from local_runner.oidc import SigningKey, TokenIssuer
@@ -47,6 +48,10 @@ class RunnerServer:
         self.clock: Clock = clock or SystemClock()
         queue_specs = (
             load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
+        )
+        self.duplicates = DuplicateDeliveries(
+            settings.duplicate_deliveries,
+            {s.queue.name: s.duplicate_deliveries for s in queue_specs if s.duplicate_deliveries is not None},
         )
         job_specs = load_jobs_file(settings.jobs_file, settings.parent) if settings.jobs_file else []
         # One runner per data directory: a second one would re-queue this one's attempts in flight.
@@ -90,13 +95,13 @@ class RunnerServer:
     async def open(self) -> None:
         """Bind the port, then start dispatching (on the running loop)."""
         app = web.Application(
-            client_max_size=rest.MAX_REQUEST_BYTES,
+            client_max_size=views.MAX_REQUEST_BYTES,
             middlewares=[browser_guard.middleware(loopback_only=is_loopback(self.settings.host))],
         )
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
-        api_router = rest.register(app, self.service, self.settings.test_aids)
+        api_router = views.register(app, self.service, self.settings.test_aids)
         self.cloud_scheduler.register(app)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
@@ -114,7 +119,7 @@ class RunnerServer:
         self.base_url = f"http://{host}:{port}"
         self.issuer = TokenIssuer(self.signing_key, self.base_url)
         await self.dispatcher.start()
-        self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock)
+        self.scheduler = Scheduler(self.service, self.dispatcher, self.issuer, self.clock, self.duplicates)
         if console is not None:
             console.attach(self.scheduler)
         await self.scheduler.start()

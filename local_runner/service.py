@@ -20,6 +20,7 @@ from typing import Any, Protocol
 from local_runner import errors
 from local_runner.clock import Clock
 from local_runner.codec import format_timestamp
+from local_runner.engine.delivery import USER_AGENT
 from local_runner.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from local_runner.model import (
     DEFAULT_DISPATCH_DEADLINE,
@@ -45,7 +46,6 @@ from local_runner.store.base import TaskCounts, TaskStore
 DEFAULT_TASK_TOMBSTONE = 3600.0
 #: Default time a deleted queue's name stays blocked (reference §3: up to 7 days; short for development).
 DEFAULT_QUEUE_TOMBSTONE = 60.0
-USER_AGENT = "Google-Cloud-Tasks"
 #: The location ListLocations reports unless the embedding server sets ``TasksService.location_id``.
 DEFAULT_LOCATION = "us-central1"
 #: ListQueues' largest (and default) page size (reference §1).

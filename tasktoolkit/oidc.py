@@ -166,8 +166,9 @@ class OidcVerifier:
         google_certs_url: Google's PEM certificate map.
         emulator_host: ``host:port`` of a local runner to trust too (``CLOUD_TASKS_EMULATOR_HOST``).
         clock_skew_s: Tolerance for ``iat``/``exp``.
-        clock: Seconds since the epoch; drives the certificate cache and the refetch limiter. (google-auth
-            checks ``iat``/``exp`` against the system clock itself.)
+        clock: Seconds since the epoch; drives the certificate cache and the refetch limiter.
+        token_clock: What ``iat``/``exp`` are checked against; ``None`` for the system clock, which
+            google-auth reads itself. A test double with a virtual clock sets it (see :attr:`token_clock`).
         session: HTTP session for certificate fetches (the verifier closes it in :meth:`close`).
     """
 
@@ -181,6 +182,7 @@ class OidcVerifier:
         emulator_host: str | None = None,
         clock_skew_s: float = DEFAULT_CLOCK_SKEW_S,
         clock: Callable[[], float] = time.time,
+        token_clock: Callable[[], float] | None = None,
         session: requests.Session | None = None,
     ) -> None:
         if not 0 <= clock_skew_s <= MAX_CLOCK_SKEW_S:
@@ -189,6 +191,8 @@ class OidcVerifier:
         self.allowed_emails = frozenset(email.lower() for email in allowed_emails)
         self.clock_skew_s = clock_skew_s
         self._clock = clock
+        #: Testing hook: the clock tokens' ``iat``/``exp`` are checked against (``None``: the system clock).
+        self.token_clock = token_clock
         self._session = session or requests.Session()
         self._sources: dict[str, str | Mapping[str, str]] = {}
         for issuer in google_issuers:
@@ -338,7 +342,11 @@ class OidcVerifier:
         if kid is not None and kid not in certs:
             raise TokenVerificationError("unknown key id")
         try:
-            claims = _decode(token, certs=certs, audience=audiences, clock_skew_in_seconds=self.clock_skew_s)
+            claims = _decode(
+                token, certs=certs, audience=audiences, clock_skew_in_seconds=self._skew_for_google()
+            )
+            if self.token_clock is not None:
+                self._check_times(claims)
         except (ValueError, TypeError, OverflowError, google.auth.exceptions.GoogleAuthError) as exc:
             log.debug("token rejected: %s", exc)
             raise TokenVerificationError(_reason(exc)) from exc
@@ -349,16 +357,27 @@ class OidcVerifier:
             self._verified[token] = verified
         return verified
 
-    def _check_reused(self, claims: Mapping[str, Any], audiences: list[str]) -> None:
-        """What may differ for a token verified before: the time, and the audiences this request accepts.
+    def _skew_for_google(self) -> float:
+        """The tolerance google-auth gets: ours, widened by how far :attr:`token_clock` is from the system's.
 
-        Times are checked against the system clock, as google-auth checks them on the first use.
+        google-auth checks ``iat``/``exp`` against the system clock; with a ``token_clock`` that check is only
+        a coarse one and :meth:`_check_times` then applies the exact rule against ``token_clock``.
         """
-        now = _system_time()
+        if self.token_clock is None:
+            return self.clock_skew_s
+        return self.clock_skew_s + math.ceil(abs(self.token_clock() - _system_time()))
+
+    def _check_times(self, claims: Mapping[str, Any]) -> None:
+        """google-auth's ``iat``/``exp`` rule, against :attr:`token_clock` (or the system clock)."""
+        now = (self.token_clock or _system_time)()
         if now < float(claims["iat"]) - self.clock_skew_s:
             raise TokenVerificationError("token not yet valid")
         if now > float(claims["exp"]) + self.clock_skew_s:
             raise TokenVerificationError("token expired")
+
+    def _check_reused(self, claims: Mapping[str, Any], audiences: list[str]) -> None:
+        """What may differ for a token verified before: the time, and the audiences this request accepts."""
+        self._check_times(claims)
         if claims.get("aud") not in audiences:  # google-auth's own rule on the first use
             raise TokenVerificationError("wrong audience")
 

@@ -253,12 +253,14 @@ class TaskNameParts:
     @property
     def id(self) -> str:
         """The short task id (what handlers see in ``X-CloudTasks-TaskName``)."""
-        return self.name.rpartition("/tasks/")[2]
+        _, _, task_id = self.name.rpartition("/tasks/")
+        return task_id
 
     @property
     def queue_path(self) -> str:
-        """The full name of the task's queue."""
-        return self.name.rpartition("/tasks/")[0]
+        """The full name of the task's queue: ``projects/P/locations/L/queues/Q``."""
+        queue_path, _, _ = self.name.rpartition("/tasks/")
+        return queue_path
 
     @property
     def queue(self) -> str:

@@ -1,166 +1,194 @@
-"""FakeQueue: an in-memory Cloud Tasks for unit tests, with a virtual clock and no server.
+"""FakeQueue: the local runner's Cloud Tasks core in process, with a virtual clock and no server.
 
 ``FakeQueue(app)`` becomes the app's client, so ``handler.enqueue(...)`` and ``TasksClient`` calls land in
-memory through the same code as in production. :meth:`FakeQueue.run_until_idle` and
-:meth:`FakeQueue.advance` deliver due tasks through ``app.test_client()`` with the real ``X-CloudTasks-*``
-headers and an OIDC token that the app's verifier accepts, and retry failures with the queue's backoff in
-virtual time. See ``docs/testing.md``.
+memory through the same code as in production. The calls are answered by the runner's own REST methods,
+service, memory store and engine (``local_runner``'s pure core, no server), so every validation, message,
+header, counter, backoff and stop rule is the runner's. :meth:`FakeQueue.run_until_idle` and
+:meth:`FakeQueue.advance` deliver due tasks through ``app.test_client()`` with the request the runner
+would send and an OIDC token that the app's verifier accepts, in virtual time. See ``docs/testing.md``.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import functools
-import hashlib
 import json
-import re
-import secrets
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
-from typing import Any, cast
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Flask
-from google.auth import crypt, jwt
 
-from tasktoolkit import headers as h
+from local_runner.api.request import Call
+from local_runner.api.rest import CloudTasksApi
+from local_runner.api.task_inserts import DirectInserts
+from local_runner.clock import VirtualClock
+from local_runner.engine.attempts import Outcome, decide
+from local_runner.engine.delivery import build_request, parse_retry_after
+from local_runner.errors import ApiError
+from local_runner.model import Attempt, Queue, QueueState, Task, TaskState, parse_queue_name
+from local_runner.oidc import SigningKey, TokenIssuer
+from local_runner.service import TasksService
+from local_runner.store.memory import MemoryTaskStore
 from tasktoolkit.client import TasksClient, error_from_answer
 from tasktoolkit.enqueue import BASE_URL, LOCATION, PROJECT, install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY
-from tasktoolkit.taskspec import (
-    BODY_METHODS,
-    TaskNameParts,
-    format_duration,
-    format_timestamp,
-    parse_duration,
-    parse_timestamp,
-)
+from tasktoolkit.taskspec import TaskNameParts
 
-__all__ = ["Delivery", "FakeQueue", "FakeQueueError", "FakeTask"]
+__all__ = ["AttemptRecord", "Delivery", "FakeQueue", "FakeQueueError", "FakeTask"]
 
 #: The ``iss`` of the fake's tokens; the app's verifier trusts it once the fake is installed.
 ISSUER = "https://fake-cloud-tasks.tasktoolkit.invalid"
-USER_AGENT = "Google-Cloud-Tasks"
 QUEUED, SUCCEEDED, EXHAUSTED, DELETED = "QUEUED", "SUCCEEDED", "EXHAUSTED", "DELETED"
-MAX_SCHEDULE_AHEAD = dt.timedelta(days=30)
-TASK_RETENTION = dt.timedelta(days=31)
-MAX_TASK_BYTES = 1024 * 1024
-DEFAULT_DEADLINE = dt.timedelta(minutes=10)
-DEFAULT_RATE_LIMITS: Mapping[str, Any] = {
-    "maxDispatchesPerSecond": 500.0,
-    "maxBurstSize": 100,
-    "maxConcurrentDispatches": 1000,
-}
-DEFAULT_RETRY: Mapping[str, Any] = {
-    "maxAttempts": 100,
-    "minBackoff": "0.100s",
-    "maxBackoff": "3600s",
-    "maxDoublings": 16,
-}
-_ROUTE = re.compile(
-    r"projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/queues"
-    r"(?:/(?P<queue>[^/:]+)(?::(?P<verb>pause|resume|purge))?(?:/tasks(?:/(?P<task>[^/]+))?(?P<tasks>)?)?)?"
-)
-_COMPUTED = ("user-agent", "x-cloudtasks-", "authorization")
 
 
 class FakeQueueError(TaskToolkitError):
     """Raised when the fake cannot do what a test asked (e.g. it never becomes idle)."""
 
 
-def _fail(status: str, message: str, http_status: int) -> Exception:
-    return error_from_answer(http_status, {"error": {"status": status, "message": message}})
-
-
 @functools.cache
-def _signing_key() -> tuple[Any, Mapping[str, str]]:
-    """A process-wide RS256 key: the signer and its ``{kid: public key PEM}``."""
-    try:
-        from cryptography.hazmat.primitives import serialization
-        from cryptography.hazmat.primitives.asymmetric import rsa
-    except ImportError as exc:  # pragma: no cover - cryptography ships with the testing extra
-        raise ConfigurationError(
-            "FakeQueue signs tokens with cryptography: install tasktoolkit[testing]"
-        ) from exc
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    private_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    kid = hashlib.sha256(public_pem).hexdigest()[:16]
-    signer = crypt.RSASigner.from_string(private_pem, key_id=kid)  # type: ignore[no-untyped-call]
-    return signer, {kid: public_pem.decode("ascii")}
+def _signing_key() -> SigningKey:
+    """A process-wide RS256 key (generating one takes tens of milliseconds)."""
+    return SigningKey.generate()
 
 
-def mint_token(email: str, audience: str, now_s: float | None = None) -> str:
-    """An RS256 ID token from the fake's issuer, shaped like Cloud Tasks' (valid for one hour)."""
-    signer, _ = _signing_key()
-    issued = int(time.time() if now_s is None else now_s)
-    subject = str(int(hashlib.sha256(email.encode()).hexdigest()[:15], 16))
-    claims = {
-        "iss": ISSUER,
-        "aud": audience,
-        "azp": subject,
-        "sub": subject,
-        "email": email,
-        "email_verified": True,
-        "iat": issued,
-        "exp": issued + 3600,
-    }
-    encode = cast(Callable[..., bytes], jwt.encode)
-    return encode(signer, claims).decode("ascii")
+def _datetime(instant: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(instant, dt.UTC)
 
 
-@dataclass
+@dataclass(eq=False)
 class FakeTask(TaskNameParts):
-    """A task the fake holds: what was created, and how its delivery went so far."""
+    """A task the fake holds: a view of the core's task (what was created, how its delivery went so far)."""
 
     name: str
-    url: str
-    method: str
-    headers: dict[str, str]
-    body: bytes
-    schedule_time: dt.datetime
-    create_time: dt.datetime
-    dispatch_deadline: dt.timedelta
-    service_account: str | None
-    audience: str | None
+    #: Creation order among the fake's tasks.
     seq: int
+    #: The core's task as last stored (``local_runner.model.Task``).
+    core: Task = field(repr=False)
+    #: ``QUEUED``, ``SUCCEEDED``, ``EXHAUSTED`` or ``DELETED``.
     state: str = QUEUED
-    dispatch_count: int = 0
-    response_count: int = 0
-    execution_count: int = 0
-    previous_response: int | None = None
-    first_attempt_time: dt.datetime | None = None
+
+    def update(self, task: Task) -> None:
+        """Takes the core's newer state of the task (counts, schedule time, QUEUED or EXHAUSTED)."""
+        self.core = task
+        self.state = EXHAUSTED if task.state is TaskState.EXHAUSTED else QUEUED
+
+    @property
+    def url(self) -> str:
+        """The URL as created (sent percent-encoded)."""
+        return self.core.http_request.url
+
+    @property
+    def method(self) -> str:
+        """``POST``, ``GET``, ..."""
+        return self.core.http_request.http_method.name
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers stored with the task (``User-Agent`` included, as the service stores it)."""
+        return dict(self.core.http_request.headers)
+
+    @property
+    def body(self) -> bytes:
+        """The body."""
+        return self.core.http_request.body
 
     @property
     def json(self) -> Any:
         """The body parsed as JSON (``None`` when empty)."""
         return json.loads(self.body) if self.body else None
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``Task`` resource."""
-        request: dict[str, Any] = {"url": self.url, "httpMethod": self.method, "headers": dict(self.headers)}
-        if self.service_account is not None:
-            request["oidcToken"] = {"serviceAccountEmail": self.service_account, "audience": self.audience}
-        return {
-            "name": self.name,
-            "httpRequest": request,
-            "scheduleTime": format_timestamp(self.schedule_time),
-            "createTime": format_timestamp(self.create_time),
-            "dispatchDeadline": format_duration(self.dispatch_deadline),
-            "dispatchCount": self.dispatch_count,
-            "responseCount": self.response_count,
-        }
+    @property
+    def schedule_time(self) -> dt.datetime:
+        """When the next attempt is due (or was, for a task no longer queued)."""
+        return _datetime(self.core.schedule_time)
+
+    @property
+    def create_time(self) -> dt.datetime:
+        """When the task was created."""
+        return _datetime(self.core.create_time)
+
+    @property
+    def dispatch_deadline(self) -> dt.timedelta:
+        """How long an attempt may take."""
+        return dt.timedelta(seconds=self.core.dispatch_deadline)
+
+    @property
+    def service_account(self) -> str | None:
+        """The email whose OIDC token is sent, if any."""
+        oidc = self.core.http_request.oidc_token
+        return oidc.service_account_email if oidc else None
+
+    @property
+    def audience(self) -> str | None:
+        """The token's audience, if set (else the URL is the audience)."""
+        oidc = self.core.http_request.oidc_token
+        return (oidc.audience or None) if oidc else None
+
+    @property
+    def dispatch_count(self) -> int:
+        """Attempts made (``X-CloudTasks-TaskRetryCount`` is one less)."""
+        return self.core.dispatch_count
+
+    @property
+    def response_count(self) -> int:
+        """Attempts that got a response."""
+        return self.core.response_count
+
+    @property
+    def execution_count(self) -> int:
+        """Responses other than 5xx (``X-CloudTasks-TaskExecutionCount``)."""
+        return self.core.execution_count
+
+    @property
+    def previous_response(self) -> int | None:
+        """The status of the last attempt (``X-CloudTasks-TaskPreviousResponse``)."""
+        return self.core.previous_response
+
+    @property
+    def first_attempt_time(self) -> dt.datetime | None:
+        """When the first attempt was dispatched."""
+        first = self.core.first_attempt
+        return _datetime(first.dispatch_time) if first else None
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One finished attempt of a task, as the runner's attempt history shows it."""
+
+    schedule_time: dt.datetime
+    dispatch_time: dt.datetime
+    response_time: dt.datetime | None
+    #: The handler's HTTP status (``None`` if no response came).
+    http_status: int | None
+    #: google.rpc code and message of the outcome (0, ``"OK"`` on success).
+    code: int
+    message: str
+    #: Whether the attempt was delivered twice on purpose (``duplicate_deliveries``); the first answer counts.
+    duplicated: bool = False
+    #: The app's answer to the duplicate.
+    duplicate_http_status: int | None = None
+
+    @classmethod
+    def of(cls, attempt: Attempt) -> AttemptRecord:
+        """The record of a core ``Attempt``."""
+        status = attempt.response_status
+        return cls(
+            _datetime(attempt.schedule_time),
+            _datetime(attempt.dispatch_time),
+            None if attempt.response_time is None else _datetime(attempt.response_time),
+            attempt.http_status,
+            status.code if status else 0,
+            status.message if status else "",
+            attempt.duplicated,
+            attempt.duplicate_http_status,
+        )
 
 
 @dataclass(frozen=True)
@@ -195,78 +223,25 @@ class Delivery:
             return None
 
 
-def _check_queue_config(rates: Mapping[str, Any], retry: Mapping[str, Any]) -> None:
-    """Refuses what Cloud Tasks refuses, with its messages."""
-    seconds = {key: parse_duration(retry[key]) for key in ("minBackoff", "maxBackoff") if key in retry}
-    checks = [
-        (
-            not 0 <= rates["maxDispatchesPerSecond"] <= 500,
-            "RateLimits.maxDispatchesPerSecond must be in [0, 500].",
-        ),
-        (
-            not 0 <= rates["maxConcurrentDispatches"] <= 5000,
-            "RateLimits.maxConcurrentDispatches must be in [0, 5000].",
-        ),
-        (retry["maxAttempts"] < -1, "RetryConfig.maxAttempts must be greater or equal to -1."),
-        (retry["maxDoublings"] < 0, "RetryConfig.maxDoublings cannot be negative."),
-        (
-            min(seconds.values()) < dt.timedelta(0),
-            "RetryConfig.minBackoff and maxBackoff cannot be negative.",
-        ),
-        (
-            seconds["minBackoff"] > seconds["maxBackoff"],
-            "RetryConfig.minBackoff must be less than or equal to RetryConfig.maxBackoff.",
-        ),
-    ]
-    for failed, message in checks:
-        if failed:
-            raise _fail("INVALID_ARGUMENT", message, 400)
-
-
-@dataclass
-class _Queue:
-    name: str
-    state: str = "RUNNING"
-    rate_limits: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RATE_LIMITS))
-    retry_config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_RETRY))
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "state": self.state,
-            "rateLimits": dict(self.rate_limits),
-            "retryConfig": dict(self.retry_config),
-        }
-
-    def backoff(self, retry: int) -> dt.timedelta:
-        """Wait before retry ``retry``: ``min(max, min * 2**min(k-1, D) * max(1, k-D))`` (Cloud Tasks)."""
-        low = parse_duration(self.retry_config["minBackoff"]).total_seconds()
-        high = parse_duration(self.retry_config["maxBackoff"]).total_seconds()
-        doublings = int(self.retry_config["maxDoublings"])
-        interval = low * 2.0 ** min(retry - 1, doublings, 1000) * max(1, retry - doublings)
-        return dt.timedelta(seconds=min(high, interval))
-
-    def exhausted(self, task: FakeTask, now: dt.datetime) -> bool:
-        """Whether retrying stops: ``maxAttempts`` and ``maxRetryDuration`` both reached."""
-        if now - task.create_time >= TASK_RETENTION:
-            return True
-        attempts = int(self.retry_config.get("maxAttempts", 100))
-        duration = parse_duration(self.retry_config.get("maxRetryDuration", "0s"))
-        if attempts <= 0 and duration <= dt.timedelta(0):
-            return False
-        first = task.first_attempt_time or now
-        return (attempts <= 0 or task.dispatch_count >= attempts) and (
-            duration <= dt.timedelta(0) or now - first >= duration
-        )
+def _finish(result: Any) -> Any:
+    """The value of a REST method: as is, or from a coroutine that completes without waiting."""
+    if not isinstance(result, Coroutine):
+        return result
+    try:
+        result.send(None)
+    except StopIteration as done:
+        return done.value
+    result.close()
+    raise FakeQueueError("a REST method waited for an event loop")  # pragma: no cover - DirectInserts
 
 
 class FakeQueue(TasksClient):
-    """An in-memory Cloud Tasks that delivers into a Flask app in virtual time.
+    """The runner's Cloud Tasks core in memory, delivering into a Flask app in virtual time.
 
-    It is a :class:`~tasktoolkit.client.TasksClient` whose requests never leave the process: queue helpers,
-    ``enqueue`` and ``enqueue_many`` validate and answer like the service (names, tombstones, errors).
-    Rate limits and dispatch deadlines are not simulated: due tasks are delivered one at a time, in
-    schedule order.
+    It is a :class:`~tasktoolkit.client.TasksClient` whose requests never leave the process: they are
+    answered by the local runner's REST methods over its memory store, with the runner's (and the
+    service's) rules and messages. Rate limits and dispatch deadlines are not simulated: due tasks are
+    delivered one at a time, in schedule order.
 
     Args:
         app: The app to install into (see :meth:`install`); deliveries go to it.
@@ -294,21 +269,27 @@ class FakeQueue(TasksClient):
         tombstone: dt.timedelta = dt.timedelta(hours=1),
         max_deliveries: int = 10_000,
     ) -> None:
-        self.now = (start or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+        self._clock = VirtualClock((start or dt.datetime.now(dt.UTC)).timestamp())
         super().__init__(project, location, clock=lambda: self.now, transport=self._serve)
         self.app = app
         self.raise_errors = raise_errors
         self.duplicate_deliveries = duplicate_deliveries
         self.auto_create_queues = auto_create_queues
-        self.tombstone = tombstone
         self.max_deliveries = max_deliveries
         #: Every task ever created, in creation order.
         self.created: list[FakeTask] = []
         #: Every request sent to the app, in order.
         self.deliveries: list[Delivery] = []
-        self._queues: dict[str, _Queue] = {}
+        self._store = MemoryTaskStore()
+        self._service = TasksService(self._store, self._clock, task_tombstone=tombstone.total_seconds())
+        self._service.listener = self
+        self._api = CloudTasksApi(self._service, DirectInserts(self._service))
+        #: Mints tokens in virtual time (one issuer per fake: its token cache follows this fake's clock).
+        self._issuer = TokenIssuer(_signing_key(), ISSUER)
+        #: Tasks not ended, by name: QUEUED ones and EXHAUSTED ones (kept for :meth:`replay`).
         self._live: dict[str, FakeTask] = {}
-        self._tombstones: dict[str, dt.datetime] = {}
+        #: Tasks claimed by RunTask, delivered when the call returns.
+        self._run_now: list[Task] = []
         self._lock = threading.RLock()
         if app is not None:
             self.install(app)
@@ -318,8 +299,10 @@ class FakeQueue(TasksClient):
     def install(self, app: Flask) -> FakeQueue:
         """Makes this fake the app's client and the target of deliveries, and lets its tokens in.
 
-        Call it after ``TaskToolkit(app)`` (re-initializing the toolkit drops the trust). Sets
-        ``TASKTOOLKIT_BASE_URL``, ``_PROJECT`` and ``_LOCATION`` only where the app has none.
+        Call it after ``TaskToolkit(app)`` (re-initializing the toolkit drops the trust). From then on
+        the app's dedup store and token verifier read the fake's virtual clock, so stored results, leases
+        and tokens expire in virtual time. Sets ``TASKTOOLKIT_BASE_URL``, ``_PROJECT`` and ``_LOCATION``
+        only where the app has none.
         """
         self.app = app
         install_client(app, self)
@@ -327,34 +310,22 @@ class FakeQueue(TasksClient):
         app.config.setdefault(PROJECT, self.project)
         app.config.setdefault(LOCATION, self.location)
         with contextlib.suppress(ConfigurationError):  # without TaskToolkit, plain routes need no token
-            TaskToolkit.state(app).verifier.trust_issuer(ISSUER, _signing_key()[1])
+            state = TaskToolkit.state(app)
+            state.verifier.trust_issuer(ISSUER, self._issuer.certs_document())
+            state.verifier.token_clock = self._clock.now
+            state.store.clock = self._clock.now
         return self
 
-    # -- inspection -------------------------------------------------------------------------------
-
-    def pending(self, queue: str | None = None) -> list[FakeTask]:
-        """Tasks still to be delivered (or retried), in schedule order."""
-        with self._lock:
-            tasks = [t for t in self._live.values() if queue is None or t.queue == queue]
-        return sorted(tasks, key=lambda t: (t.schedule_time, t.seq))
-
-    def exhausted(self, queue: str | None = None) -> list[FakeTask]:
-        """Tasks whose retries ran out."""
-        return [t for t in self.created if t.state == EXHAUSTED and (queue is None or t.queue == queue)]
-
-    def task(self, name: str) -> FakeTask:
-        """The task with this full name or short id (the latest one, if the id was reused)."""
-        for task in reversed(self.created):
-            if name in (task.name, task.id):
-                return task
-        raise KeyError(name)
-
-    def deliveries_of(self, task: FakeTask | str) -> list[Delivery]:
-        """The deliveries of one task (a :class:`FakeTask`, full name or id)."""
-        target = task if isinstance(task, FakeTask) else self.task(task)
-        return [d for d in self.deliveries if d.task is target]
-
     # -- time -------------------------------------------------------------------------------------
+
+    @property
+    def now(self) -> dt.datetime:
+        """The virtual time (aware, UTC)."""
+        return _datetime(self._clock.now())
+
+    @now.setter
+    def now(self, instant: dt.datetime) -> None:
+        self._clock.set(instant.timestamp())
 
     def run_until_idle(self) -> list[Delivery]:
         """Delivers every due task, and retries failed ones until they succeed or run out of retries.
@@ -375,7 +346,7 @@ class FakeQueue(TasksClient):
                 retry = next((t for t in self._due_order() if t.dispatch_count > 0), None)
                 if retry is None:
                     return self.deliveries[start:]
-                self.now = max(self.now, retry.schedule_time)
+                self._clock.set(max(self._clock.now(), retry.schedule_time.timestamp()))
                 continue
             self._attempt(task)
         raise FakeQueueError(f"not idle after {self.max_deliveries} deliveries; a task keeps failing?")
@@ -398,11 +369,68 @@ class FakeQueue(TasksClient):
         for _ in range(self.max_deliveries):
             task = self._next(end)
             if task is None:
-                self.now = end
+                self._clock.set(end.timestamp())
                 return self.deliveries[start:]
-            self.now = max(self.now, task.schedule_time)
+            self._clock.set(max(self._clock.now(), task.schedule_time.timestamp()))
             self._attempt(task)
         raise FakeQueueError(f"still busy after {self.max_deliveries} deliveries")
+
+    # -- inspection -------------------------------------------------------------------------------
+
+    def pending(self, queue: str | None = None) -> list[FakeTask]:
+        """Tasks still to be delivered (or retried), in schedule order."""
+        with self._lock:
+            tasks = [t for t in self._live.values() if t.state == QUEUED and queue in (None, t.queue)]
+        return sorted(tasks, key=lambda t: (t.schedule_time, t.seq))
+
+    def exhausted(self, queue: str | None = None) -> list[FakeTask]:
+        """Tasks whose retries ran out (kept, and replayable with :meth:`replay`)."""
+        return [t for t in self.created if t.state == EXHAUSTED and queue in (None, t.queue)]
+
+    def task(self, name: str) -> FakeTask:
+        """The task with this full name or short id (the latest one, if the id was reused)."""
+        for task in reversed(self.created):
+            if name in (task.name, task.id):
+                return task
+        raise KeyError(name)
+
+    def deliveries_of(self, task: FakeTask | str) -> list[Delivery]:
+        """The deliveries of one task (a :class:`FakeTask`, full name or id)."""
+        target = task if isinstance(task, FakeTask) else self.task(task)
+        return [d for d in self.deliveries if d.task is target]
+
+    def attempts(self, task: FakeTask | str) -> list[AttemptRecord]:
+        """The task's finished attempts, oldest first, as the runner's attempt history keeps them."""
+        target = task if isinstance(task, FakeTask) else self.task(task)
+        with self._lock:
+            return [AttemptRecord.of(attempt) for attempt in self._store.attempts(target.name)]
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def run_task(self, queue: str, task_id: str) -> Delivery:
+        """RunTask: delivers the task now, even on a paused queue and before its schedule time.
+
+        Raises:
+            ResourceNotFound: No such task (or its retries ran out).
+            FakeQueueError: The task is already being delivered.
+        """
+        start = len(self.deliveries)
+        self._call("POST", f"{self.task_path(queue, task_id)}:run", body={}, queue=queue)
+        self._deliver_run_now()
+        if len(self.deliveries) == start:
+            raise FakeQueueError(f"{task_id} is being delivered already; RunTask does not send it twice")
+        return self.deliveries[start]
+
+    def replay(self, task: FakeTask | str) -> FakeTask:
+        """Queues a task whose retries ran out again, due now, with a fresh retry budget."""
+        target = task if isinstance(task, FakeTask) else self.task(task)
+        with self._lock:
+            try:
+                self._service.replay_task(target.name)
+            except ApiError as error:
+                raise _client_error(error) from None
+            self._sync()
+        return target
 
     def redeliver(self, task: FakeTask | str) -> Delivery:
         """Sends the task's last request again, unchanged (a duplicate delivery, as Cloud Tasks may make)."""
@@ -412,46 +440,71 @@ class FakeQueue(TasksClient):
         last = previous[-1]
         return self._record(self._send(last.task, last.method, last.url, dict(last.headers), last.body, True))
 
+    # -- the service's listener -------------------------------------------------------------------
+
+    def queue_changed(self, queue_name: str) -> None:
+        """Nothing to wake: deliveries happen in :meth:`run_until_idle` and :meth:`advance`."""
+
+    def queue_deleted(self, queue_name: str) -> None:
+        """Nothing to forget: the fake keeps no pacing."""
+
+    def run_now(self, task: Task) -> None:
+        """A task claimed by RunTask: delivered once the call returns."""
+        self._run_now.append(task)
+
     # -- delivery ---------------------------------------------------------------------------------
 
     def _due_order(self) -> list[FakeTask]:
         with self._lock:
-            running = {q.name for q in self._queues.values() if q.state == "RUNNING"}
-            tasks = [t for t in self._live.values() if t.queue_path in running]
+            running = {q.name for q in self._store.list_queues(None) if q.state is QueueState.RUNNING}
+            tasks = [t for t in self._live.values() if t.state == QUEUED and t.queue_path in running]
         return sorted(tasks, key=lambda t: (t.schedule_time, t.seq))
 
     def _next(self, until: dt.datetime) -> FakeTask | None:
         return next((t for t in self._due_order() if t.schedule_time <= until), None)
 
-    def _request_headers(self, task: FakeTask) -> dict[str, str]:
-        headers = {k: v for k, v in task.headers.items() if not k.lower().startswith(_COMPUTED)}
-        retry_count = task.dispatch_count - 1
-        headers["User-Agent"] = USER_AGENT
-        headers[h.QUEUE_NAME] = task.queue
-        headers[h.TASK_NAME] = task.id
-        headers[h.RETRY_COUNT] = str(retry_count)
-        headers[h.EXECUTION_COUNT] = str(task.execution_count)
-        headers[h.ETA] = f"{task.schedule_time.timestamp():.6f}"
-        if retry_count > 0:
-            headers[h.PREVIOUS_RESPONSE] = str(task.previous_response or 0)
-            headers[h.RETRY_REASON] = ""
-        if task.service_account is not None:
-            token = mint_token(task.service_account, task.audience or task.url)
-            headers["Authorization"] = f"Bearer {token}"
-        return headers
-
     def _attempt(self, task: FakeTask) -> None:
         with self._lock:
-            task.dispatch_count += 1
-            task.first_attempt_time = task.first_attempt_time or self.now
-            headers = self._request_headers(task)
-        body = task.body if task.method in BODY_METHODS else b""
-        delivery = self._send(task, task.method, task.url, headers, body, False)
+            claimed = self._store.claim_task(task.name, self._clock.now())
+        if claimed is not None:
+            self._deliver(claimed)
+
+    def _deliver_run_now(self) -> None:
+        while self._run_now:
+            self._deliver(self._run_now.pop(0))
+
+    def _deliver(self, claimed: Task) -> None:
+        """One attempt: the runner's request, sent to the app, its outcome decided by the runner's engine."""
+        now = self._clock.now()
         with self._lock:
-            self._settle(task, delivery)
-        self._record(delivery)
-        if self.duplicate_deliveries:
-            self._record(self._send(task, task.method, task.url, headers, body, True))
+            record = self._live[claimed.name]
+            record.update(claimed)
+            queue = self._store.get_queue(claimed.queue_name) or Queue(claimed.queue_name)
+        request = build_request(claimed, queue, self._issuer.mint, now)
+        headers = dict(request.headers)
+        delivery = self._send(record, request.method, request.url, headers, request.body, False)
+        duplicate = None
+        if self.duplicate_deliveries:  # the same request again, as the runner's duplicate-delivery mode
+            duplicate = self._send(record, request.method, request.url, headers, request.body, True)
+        outcome = Outcome(now, http_status=delivery.status, retry_after=delivery.retry_after_s)
+        decision = decide(claimed, outcome, queue.retry_config)
+        attempt = decision.attempt
+        if duplicate is not None:
+            attempt = dataclasses.replace(attempt, duplicated=True, duplicate_http_status=duplicate.status)
+        ended = decision.next_retry_in is None  # done or exhausted: the name is tombstoned
+        with self._lock:
+            tombstone = now + self._service.task_tombstone if ended else None
+            if self._store.finish_attempt(decision.task, attempt, tombstone):
+                record.update(decision.task)
+                if decision.delete:
+                    record.state = SUCCEEDED
+                    del self._live[record.name]
+        self.deliveries.append(delivery)
+        if duplicate is not None:
+            self.deliveries.append(duplicate)
+        for sent in (delivery, duplicate):
+            if sent is not None and sent.exception is not None and self.raise_errors:
+                raise sent.exception
 
     def _send(
         self, task: FakeTask, method: str, url: str, headers: dict[str, str], body: bytes, duplicate: bool
@@ -460,6 +513,7 @@ class FakeQueue(TasksClient):
             raise FakeQueueError(
                 "FakeQueue has no app to deliver to: pass FakeQueue(app) or call install(app)"
             )
+        now = self.now
         parts = urlsplit(url)
         raised: list[BaseException] = []
         try:
@@ -473,11 +527,11 @@ class FakeQueue(TasksClient):
                 environ_overrides={EXCEPTION_SINK_KEY: raised},
             )
         except Exception as exc:  # an unhandled error in a plain route, with PROPAGATE_EXCEPTIONS on
-            return Delivery(task, self.now, method, url, headers, body, 500, b"", {}, exc, duplicate)
+            return Delivery(task, now, method, url, headers, body, 500, b"", {}, exc, duplicate)
         exception = raised[0] if raised else None
         return Delivery(
             task,
-            self.now,
+            now,
             method,
             url,
             headers,
@@ -487,40 +541,8 @@ class FakeQueue(TasksClient):
             dict(response.headers.items()),
             exception,
             duplicate,
-            self._retry_after(response.headers.get("Retry-After")),
+            parse_retry_after(response.headers.get("Retry-After"), now.timestamp()),
         )
-
-    def _retry_after(self, value: str | None) -> float | None:
-        if not value:
-            return None
-        if value.strip().isdigit():
-            return float(value)
-        try:
-            return max(0.0, (parsedate_to_datetime(value) - self.now).total_seconds())
-        except (TypeError, ValueError):
-            return None
-
-    def _settle(self, task: FakeTask, delivery: Delivery) -> None:
-        """Applies an outcome like Cloud Tasks: done on 2xx, else retried with backoff or exhausted."""
-        task.response_count += 1
-        task.execution_count += delivery.status < 500
-        task.previous_response = delivery.status
-        if delivery.ok:
-            self._end(task, SUCCEEDED)
-            return
-        queue = self._queues[task.queue_path]
-        if queue.exhausted(task, self.now):
-            self._end(task, EXHAUSTED)
-            return
-        wait = queue.backoff(task.dispatch_count)
-        if delivery.retry_after_s is not None:
-            wait = max(wait, dt.timedelta(seconds=delivery.retry_after_s))
-        task.schedule_time = self.now + wait
-
-    def _end(self, task: FakeTask, state: str) -> None:
-        task.state = state
-        self._live.pop(task.name, None)
-        self._tombstones[task.name] = self.now + self.tombstone
 
     def _record(self, delivery: Delivery) -> Delivery:
         self.deliveries.append(delivery)
@@ -533,126 +555,52 @@ class FakeQueue(TasksClient):
     def _serve(
         self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
     ) -> dict[str, Any]:
-        match = _ROUTE.fullmatch(path)
-        if match is None or (match["project"], match["location"]) != (self.project, self.location):
-            raise _fail("NOT_FOUND", f"FakeQueue serves {self.parent} only, not {path}", 404)
-        queue = f"{self.parent}/queues/{match['queue']}" if match["queue"] else None
+        """One REST call, answered by the runner's REST methods (errors as the client's typed errors)."""
+        match = self._api.router.match(method, path)
+        if match is None:
+            raise error_from_answer(404, {"error": {"status": "NOT_FOUND", "message": f"no method {path}"}})
+        call = Call(params=match.params, query=dict(params or {}), body=json.loads(json.dumps(body or {})))
         with self._lock:
-            if queue is None:
-                if method == "POST":
-                    return self._create_queue(str(body["name"]))
-                return {"queues": [q.to_json() for q in self._queues.values()]}
-            if match["verb"]:
-                return self._queue_verb(queue, match["verb"])
-            if match["task"]:
-                return self._task_call(method, f"{queue}/tasks/{match['task']}")
-            if match["tasks"] is not None:
-                if method == "POST":
-                    return self._create_task(queue, body["task"])
-                return {"tasks": [t.to_json() for t in self.pending() if t.queue_path == queue]}
-            return self._queue_call(method, queue, params or {}, body)
+            try:
+                if self.auto_create_queues and not (method == "DELETE" and "/tasks/" not in path):
+                    self._create_missing_queue(match.params)
+                result: dict[str, Any] = _finish(match.route.handler(call))
+            except ApiError as error:
+                raise _client_error(error) from None
+            if match.route.handler == self._api.create_task:
+                self._created(result["name"])
+            elif method != "GET":
+                self._sync()
+        return result
 
-    def _queue(self, name: str) -> _Queue:
-        if name not in self._queues and self.auto_create_queues:
-            self._queues[name] = _Queue(name)
-        if name not in self._queues:
-            raise _fail(
-                "NOT_FOUND",
-                "Queue does not exist. If you just created the queue, wait at least a minute for the queue "
-                "to initialize.",
-                404,
-            )
-        return self._queues[name]
+    def _create_missing_queue(self, params: Mapping[str, str]) -> None:
+        path = params.get("name") or params.get("parent") or ""
+        name = path.partition("/tasks")[0]
+        if "/queues/" not in name or self._store.get_queue(name) is not None:
+            return
+        queue = Queue(str(parse_queue_name(name)))
+        self._service.create_queue(parse_queue_name(name).parent, queue)
 
-    def _create_queue(self, name: str) -> dict[str, Any]:
-        if name in self._queues:
-            raise _fail("ALREADY_EXISTS", "Queue already exists", 409)
-        self._queues[name] = _Queue(name)
-        return self._queues[name].to_json()
+    def _created(self, name: str) -> None:
+        task = self._store.get_task(name)
+        if task is not None:
+            record = FakeTask(task.name, len(self.created), task)
+            self.created.append(record)
+            self._live[name] = record
 
-    def _queue_call(self, method: str, name: str, params: Mapping[str, str], body: Any) -> dict[str, Any]:
-        if method == "DELETE":
-            if name not in self._queues:
-                raise _fail("NOT_FOUND", "Requested entity was not found.", 404)
-            del self._queues[name]
-            self._delete_tasks_of(name)
-            return {}
-        if method == "PATCH":
-            queue = self._queues.get(name) or _Queue(name)
-            rates, retry = dict(queue.rate_limits), dict(queue.retry_config)
-            for path in filter(None, params.get("updateMask", "").split(",")):
-                section, _, key = path.partition(".")
-                (rates if section == "rateLimits" else retry)[key] = body[section][key]
-            _check_queue_config(rates, retry)  # all or nothing: a refused update changes nothing
-            queue.rate_limits, queue.retry_config = rates, retry
-            self._queues[name] = queue
-            return queue.to_json()
-        return self._queue(name).to_json()
+    def _sync(self) -> None:
+        """Brings the records up to date after a call that may delete, purge, run or replay tasks."""
+        for name, record in list(self._live.items()):
+            stored = self._store.get_task(name)
+            if stored is None or stored.uid != record.core.uid:
+                if record.state == QUEUED:
+                    record.state = DELETED
+                del self._live[name]
+            elif stored.state is not TaskState.DISPATCHING:
+                record.update(stored)
 
-    def _delete_tasks_of(self, queue_path: str) -> None:
-        for task in [t for t in self._live.values() if t.queue_path == queue_path]:
-            self._end(task, DELETED)
 
-    def _queue_verb(self, name: str, verb: str) -> dict[str, Any]:
-        queue = self._queue(name)
-        if verb == "purge":
-            self._delete_tasks_of(name)
-        else:
-            queue.state = "PAUSED" if verb == "pause" else "RUNNING"
-        return queue.to_json()
-
-    def _task_call(self, method: str, name: str) -> dict[str, Any]:
-        task = self._live.get(name)
-        if task is None:
-            raise _fail("NOT_FOUND", "Requested entity was not found.", 404)
-        if method == "DELETE":
-            self._end(task, DELETED)
-            return {}
-        return task.to_json()
-
-    def _create_task(self, queue_name: str, data: Mapping[str, Any]) -> dict[str, Any]:
-        self._queue(queue_name)
-        now = self.now
-        name = str(data.get("name") or f"{queue_name}/tasks/{secrets.randbelow(9 * 10**18) + 10**18}")
-        if name in self._live:
-            raise _fail("ALREADY_EXISTS", "Requested entity already exists", 409)
-        if self._tombstones.get(name, now) > now:
-            raise _fail(
-                "ALREADY_EXISTS",
-                "The task cannot be created because a task with this name existed too recently.",
-                409,
-            )
-        schedule = max(parse_timestamp(data["scheduleTime"]), now) if "scheduleTime" in data else now
-        if schedule > now + MAX_SCHEDULE_AHEAD:
-            raise _fail(
-                "INVALID_ARGUMENT",
-                f"The Task.scheduleTime, {format_timestamp(schedule)}, is too far in the future. "
-                "Schedule time must be no more than 720h in the future.",
-                400,
-            )
-        request = data["httpRequest"]
-        body = base64.b64decode(request.get("body", ""))
-        oidc = request.get("oidcToken") or {}
-        task = FakeTask(
-            name=name,
-            url=request["url"],
-            method=request.get("httpMethod", "POST"),
-            headers=dict(request.get("headers") or {}),
-            body=body,
-            schedule_time=schedule,
-            create_time=now,
-            dispatch_deadline=parse_duration(data.get("dispatchDeadline", "600s")),
-            service_account=oidc.get("serviceAccountEmail"),
-            audience=oidc.get("audience"),
-            seq=len(self.created),
-        )
-        size = len(body) + len(task.url) + sum(len(k) + len(v) for k, v in task.headers.items())
-        if size > MAX_TASK_BYTES:
-            raise _fail(
-                "INVALID_ARGUMENT",
-                f"Task size is {size} bytes; the maximum task size is {MAX_TASK_BYTES} bytes (1 MiB).",
-                400,
-            )
-        self.created.append(task)
-        self._live[name] = task
-        return task.to_json()
+def _client_error(error: ApiError) -> TaskToolkitError:
+    """The client's typed error for the core's refusal, as it would come over HTTP."""
+    payload = {"error": {"status": error.code.name, "message": error.message}}
+    return error_from_answer(error.code.http_status, payload)

@@ -8,8 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
-
 from local_runner.errors import InvalidArgument
 from local_runner.model import TaskView
 
@@ -32,8 +30,6 @@ SYSTEM_PARAMS = frozenset(
         "userIp",
     }
 )
-#: How far the drain of an oversize body goes before the connection is simply dropped.
-_MAX_DRAIN_BYTES = 64 * 1024 * 1024
 
 
 def camel(name: str) -> str:
@@ -128,57 +124,3 @@ def parse_json_object(raw: bytes) -> JsonObject:
 
 def _reject_constant(name: str) -> object:
     raise InvalidArgument(f"Invalid JSON payload received. Unexpected token {name}.")
-
-
-async def read_call(
-    request: web.Request, params: Mapping[str, str], query: frozenset[str], limit: int
-) -> Call:
-    """Bind the query string to ``query`` fields and read the body of a POST, PUT or PATCH.
-
-    Raises:
-        InvalidArgument: an unknown query parameter, malformed JSON, or a body over ``limit`` bytes.
-    """
-    bound: dict[str, str] = {}
-    int_enums = False
-    for key, value in request.query.items():
-        if key in ("$alt", "alt"):
-            int_enums = "enum-encoding=int" in (part.strip() for part in value.split(";"))
-            continue
-        if key.startswith("$") or key in SYSTEM_PARAMS:
-            continue
-        name = camel(key)
-        if name not in query:
-            raise InvalidArgument(
-                f'Invalid JSON payload received. Unknown name "{key}": Cannot bind query parameter. '
-                f"Field '{key}' could not be found in request message."
-            )
-        bound[name] = value
-    body: JsonObject = {}
-    if request.method in ("POST", "PUT", "PATCH"):
-        body = parse_json_object(await _read_body(request, limit))
-    return Call(params=params, query=bound, body=body, int_enums=int_enums)
-
-
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    too_large = InvalidArgument(f"Request payload size exceeds the limit: {limit} bytes.")
-    if request.content_length is not None and request.content_length > limit:
-        await _drain(request)
-        raise too_large
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        await _drain(request)
-        raise too_large from None
-    if len(raw) > limit:
-        raise too_large
-    return raw
-
-
-async def _drain(request: web.Request) -> None:
-    """Read the rest of an oversize body so the client sees the error instead of a reset."""
-    drained = 0
-    while drained < _MAX_DRAIN_BYTES:
-        chunk = await request.content.read(64 * 1024)
-        if not chunk:
-            return
-        drained += len(chunk)

@@ -1,31 +1,21 @@
-"""Cloud Tasks REST v2 on aiohttp: parse the call, ask the service, answer proto3 JSON.
+"""The Cloud Tasks REST v2 methods: parse a call's fields, ask the service, answer proto3 JSON.
 
-Every path under ``/v2/`` reaches one view; :class:`~local_runner.api.routing.Router` picks the handler
-(custom ``:verb`` methods included). Runner-only extensions live under ``/runner/v1/``
-(:mod:`local_runner.api.runner_ext`).
+Free of any HTTP server: :mod:`local_runner.api.views` serves this table on aiohttp, the gRPC front
+transcodes to it, and ``tasktoolkit.testing.FakeQueue`` calls it in process. Every path under ``/v2/``
+reaches one :class:`~local_runner.api.routing.Router`, which picks the handler (custom ``:verb``
+methods included). Runner-only extensions live under ``/runner/v1/`` (:mod:`local_runner.api.runner_ext`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import inspect
-import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from aiohttp import web
-
-from local_runner.api import field_mask, iam, runner_ext
+from local_runner.api import field_mask, iam
 from local_runner.api.batch import BatchTasks
 from local_runner.api.cmek import CmekConfigs
-from local_runner.api.errors import (
-    INTERNAL_MESSAGE,
-    api_error_response,
-    error_response,
-    json_response,
-    store_error_response,
-)
 from local_runner.api.request import (
     Call,
     JsonObject,
@@ -33,64 +23,13 @@ from local_runner.api.request import (
     is_int32,
     parse_int,
     parse_view,
-    read_call,
 )
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
-from local_runner.api.task_inserts import TaskInserts
+from local_runner.api.task_inserts import Inserts, TaskInserts
 from local_runner.codec import new_task_from_json, queue_from_json, queue_to_json, task_to_json
-from local_runner.errors import ApiError, Code, InvalidArgument, NotFound, StoreError
+from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 from local_runner.model import TaskView, check_headers, parse_queue_name
 from local_runner.service import TasksService
-
-#: Largest request body the API accepts (a task may be up to 1 MiB; JSON and base64 add a third).
-MAX_REQUEST_BYTES = 2 * 1024 * 1024
-API_PREFIX = "/v2/"
-#: Everything after a prefix, newlines included (``%0A`` in a path must reach the JSON 404, too).
-_ANY_TAIL = r"{tail:[\s\S]*}"
-
-log = logging.getLogger("local_runner.api")
-
-View = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def register(app: web.Application, service: TasksService, test_aids: bool = True) -> Router:
-    """Add the REST v2 routes and the runner extensions (``test_aids``: allow reset and replay).
-
-    Returns the ``/v2/`` router, which the gRPC front shares.
-    """
-    api = CloudTasksApi(service)
-    app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(api.router, API_PREFIX))
-    app.router.add_route(
-        "*",
-        runner_ext.PREFIX + _ANY_TAIL,
-        make_view(runner_ext.routes(service, test_aids), runner_ext.PREFIX),
-    )
-    return api.router
-
-
-def make_view(router: Router, prefix: str) -> View:
-    """One aiohttp view answering every path under ``prefix`` from ``router``, errors as JSON."""
-
-    async def view(request: web.Request) -> web.StreamResponse:
-        try:
-            match = router.match(request.method, request.path[len(prefix) :])
-            if match is None:
-                raise NotFound(f"The requested URL {request.path} was not found on this server.")
-            call = await read_call(request, match.params, match.route.query, MAX_REQUEST_BYTES)
-            result = match.route.handler(call)
-            if inspect.isawaitable(result):
-                result = await result
-            return json_response(result)
-        except ApiError as error:
-            return api_error_response(error)
-        except StoreError as error:
-            log.error("%s %s: %s", request.method, request.path, error)
-            return store_error_response(error)
-        except Exception:
-            log.exception("%s %s failed", request.method, request.path)
-            return error_response(Code.INTERNAL, INTERNAL_MESSAGE)
-
-    return view
 
 
 def _page(key: str, items: list[JsonObject], token: str) -> JsonObject:
@@ -107,11 +46,14 @@ def _location_to_json(name: str) -> JsonObject:
 
 
 class CloudTasksApi:
-    """The ``google.cloud.tasks.v2.CloudTasks`` and Locations methods, one handler each."""
+    """The ``google.cloud.tasks.v2.CloudTasks`` and Locations methods, one handler each.
 
-    def __init__(self, service: TasksService) -> None:
+    ``inserts`` stores CreateTask's tasks (default: those of one event-loop turn in one transaction).
+    """
+
+    def __init__(self, service: TasksService, inserts: Inserts | None = None) -> None:
         self.service = service
-        self._inserts = TaskInserts(service)
+        self._inserts = inserts or TaskInserts(service)
         r = self.router = Router()
         page = ("pageSize", "pageToken")
         r.add("GET", r"projects/(?P<project>[^/]+)/locations", self.list_locations, ("filter", *page))
@@ -281,9 +223,15 @@ class CloudTasksApi:
         fields = call.fields("task", "responseView")
         view = parse_view(fields.get("responseView", "BASIC"))
         request = new_task_from_json(fields.get("task", {}), "task")
-        task = self.service.new_task(call.params["parent"], request)
-        await self._inserts.add(task)
-        return task_to_json(task, view, call.int_enums)
+        while True:
+            task = self.service.new_task(call.params["parent"], request)
+            try:
+                await self._inserts.add(task)
+            except AlreadyExists:
+                if request.name is None:  # a generated id that another task holds: draw another
+                    continue
+                raise
+            return task_to_json(task, view, call.int_enums)
 
     def delete_task(self, call: Call) -> JsonObject:
         """DeleteTask."""

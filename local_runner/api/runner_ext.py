@@ -7,8 +7,12 @@
 - ``POST /runner/v1/waitIdle``: answer once nothing is in flight or due (body ``queue``, ``timeout``,
   ``within``), or DEADLINE_EXCEEDED after the timeout.
 - ``POST /runner/v1/reset``: delete every queue, task, tombstone and attempt.
+- ``GET /runner/v1/clock``: the runner's time, and whether it is virtual (``runner serve --virtual-clock``).
+- ``POST /runner/v1/clock:advance``: move a virtual clock forward (body ``by`` or ``to``); what falls due
+  on the way is dispatched at its time.
 
-``replay`` and ``reset`` change state and are refused when the runner runs with ``--no-test-aids``.
+``replay``, ``reset`` and ``clock:advance`` change state and are refused when the runner runs with
+``--no-test-aids``.
 
 Tasks carry an extra ``state`` field: ``QUEUED``, ``DISPATCHING`` or ``EXHAUSTED``.
 """
@@ -20,8 +24,15 @@ import time
 
 from local_runner.api.request import Call, JsonObject, parse_int, parse_view
 from local_runner.api.routing import QUEUE, TASK, Router
-from local_runner.codec import attempt_to_stored_json, parse_duration, task_to_json
-from local_runner.errors import ApiError, Code, InvalidArgument
+from local_runner.clock import VirtualClock
+from local_runner.codec import (
+    attempt_to_stored_json,
+    format_timestamp,
+    parse_duration,
+    parse_timestamp,
+    task_to_json,
+)
+from local_runner.errors import ApiError, Code, FailedPrecondition, InvalidArgument
 from local_runner.model import Task, TaskView
 from local_runner.service import TasksService
 
@@ -80,6 +91,29 @@ def routes(service: TasksService, test_aids: bool = True) -> Router:
             await asyncio.sleep(_POLL_INTERVAL)
         return {"idle": True}
 
+    def clock(call: Call) -> JsonObject:
+        return {
+            "now": format_timestamp(service.clock.now()),
+            "virtual": isinstance(service.clock, VirtualClock),
+        }
+
+    def advance_clock(call: Call) -> JsonObject:
+        require_test_aids(test_aids)
+        virtual = service.clock
+        if not isinstance(virtual, VirtualClock):
+            raise FailedPrecondition(
+                "The runner runs on the real clock; start it with --virtual-clock to move time."
+            )
+        body = call.fields("by", "to")
+        if ("by" in body) == ("to" in body):
+            raise InvalidArgument("Give exactly one of 'by' (a duration) and 'to' (a timestamp).")
+        now = virtual.now()
+        target = now + parse_duration(body["by"], "by") if "by" in body else parse_timestamp(body["to"], "to")
+        if target < now:
+            raise InvalidArgument(f"The clock cannot go back: it is {format_timestamp(now)}.")
+        virtual.set(target)
+        return clock(call)
+
     def attempts(call: Call) -> JsonObject:
         history = service.attempts(call.params["name"])
         return {"attempts": [attempt_to_stored_json(attempt) for attempt in history]} if history else {}
@@ -107,6 +141,8 @@ def routes(service: TasksService, test_aids: bool = True) -> Router:
     router.add("POST", rf"(?P<name>{TASK}):replay", replay)
     router.add("POST", "waitIdle", wait_idle)
     router.add("POST", "reset", reset)
+    router.add("GET", "clock", clock)
+    router.add("POST", "clock:advance", advance_clock)
     router.add("GET", rf"(?P<name>{TASK}):attempts", attempts)
     router.add(
         "GET",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Protocol
 
 from local_runner.model import Task
 from local_runner.service import TasksService
@@ -44,3 +45,24 @@ class TaskInserts:
                 stored.set_result(None)
             else:
                 stored.set_exception(refused)
+
+
+class Inserts(Protocol):
+    """How CreateTask stores its task."""
+
+    async def add(self, task: Task) -> None:
+        """Store ``task``; raises its ``AlreadyExists`` if the name is taken."""
+        ...
+
+
+class DirectInserts:
+    """Stores each task at once, in its own transaction, without suspending (for callers without a loop)."""
+
+    def __init__(self, service: TasksService) -> None:
+        self._service = service
+
+    async def add(self, task: Task) -> None:
+        """Store ``task`` now."""
+        refused = self._service.add_tasks([task])[0]
+        if refused is not None:
+            raise refused

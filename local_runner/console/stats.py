@@ -10,8 +10,8 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from local_runner.dispatch import cloud_tasks_headers
 from local_runner.engine.attempts import Outcome
+from local_runner.engine.delivery import cloud_tasks_headers
 from local_runner.engine.pacing import QueuePacer
 from local_runner.model import Queue, Task
 from local_runner.service import TasksService

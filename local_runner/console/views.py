@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from local_runner.console.chart import Chart, bar_chart
 from local_runner.console.payload import Payload, decode_payload
 from local_runner.console.stats import CHART_BAR, OutcomeLog, QueueStats, queue_stats
-from local_runner.dispatch import build_request
+from local_runner.engine.delivery import build_request
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import NotFound
 from local_runner.model import Attempt, Queue, Task, TaskState, parse_task_name

@@ -133,3 +133,17 @@ def decide(task: Task, outcome: Outcome, queue_retry: RetryConfig) -> Decision:
         return Decision(updated.replace(state=TaskState.EXHAUSTED), attempt, delete=False, next_retry_in=None)
     queued = updated.replace(state=TaskState.QUEUED, schedule_time=now + delay)
     return Decision(queued, attempt, delete=False, next_retry_in=delay)
+
+
+def replayed_task(task: Task, now: float) -> Task:
+    """An exhausted task queued again at ``now`` as if new (what ``replay_exhausted`` stores)."""
+    return task.replace(
+        state=TaskState.QUEUED,
+        schedule_time=now,
+        dispatch_count=0,
+        response_count=0,
+        execution_count=0,
+        first_attempt=None,
+        last_attempt=None,
+        previous_response=None,
+    )

@@ -6,22 +6,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from local_runner.engine.attempts import replayed_task
 from local_runner.errors import AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState
 
-
-def replayed_task(task: Task, now: float) -> Task:
-    """An exhausted task queued again at ``now`` as if new (what ``replay_exhausted`` stores)."""
-    return task.replace(
-        state=TaskState.QUEUED,
-        schedule_time=now,
-        dispatch_count=0,
-        response_count=0,
-        execution_count=0,
-        first_attempt=None,
-        last_attempt=None,
-        previous_response=None,
-    )
+__all__ = ["FinishedAttempt", "TaskStore", "replayed_task"]
 
 
 @dataclass(frozen=True)

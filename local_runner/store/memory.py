@@ -18,8 +18,12 @@ _Entry = tuple[float, int, str]
 _Store = TypeVar("_Store", bound=type[TaskStore])
 
 
+#: Methods that only read one dict entry (atomic): no lock needed.
+_LOCK_FREE = frozenset({"get_queue"})
+
+
 def _synchronized(cls: _Store) -> _Store:
-    """Run every TaskStore method of ``cls`` under the instance's ``_lock``."""
+    """Run every TaskStore method of ``cls`` under the instance's ``_lock`` (but :data:`_LOCK_FREE`)."""
 
     def locked(method: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(method)
@@ -29,7 +33,7 @@ def _synchronized(cls: _Store) -> _Store:
 
         return call
 
-    for name in TaskStore.__abstractmethods__:
+    for name in TaskStore.__abstractmethods__ - _LOCK_FREE:
         setattr(cls, name, locked(getattr(cls, name)))
     return cls
 

@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from local_runner.errors import (
 from local_runner.model import (
     NO_RESPONSE_STATUS,
     Attempt,
+    HttpRequest,
     Queue,
     QueueState,
     RetryConfig,
@@ -90,7 +91,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     last_status_code INTEGER, last_status_message TEXT
 );
 CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, state, schedule_time, seq);
-CREATE INDEX IF NOT EXISTS tasks_by_name ON tasks (queue, name);
+DROP INDEX IF EXISTS tasks_by_name;
 CREATE TABLE IF NOT EXISTS task_tombstones (name TEXT PRIMARY KEY, queue TEXT NOT NULL, until REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS task_tombstones_queue ON task_tombstones (queue);
 CREATE TABLE IF NOT EXISTS attempts (
@@ -129,18 +130,34 @@ _CLAIM_TASK = _START_ATTEMPT.format(where="name = :name AND state = 'QUEUED'")
 _INSERT_TASK = (
     f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) VALUES ({', '.join(':' + f for f in _TASK_FIELDS)})"
 )
-_REPLACE_TASK = (
-    "UPDATE tasks SET "
-    + ", ".join(f"{f} = :{f}" for f in _TASK_FIELDS[2:])
-    + " WHERE name = :name AND seq = :seq AND state = 'DISPATCHING' AND dispatch_count = :dispatch_count"
+#: A new task whose name no task, tombstone or history holds: the common case, one statement. Any
+#: other (the name is taken, tombstoned, or held by an EXHAUSTED task) inserts nothing and goes the
+#: checked way (:meth:`SQLiteTaskStore._insert_checked`).
+_INSERT_NEW_TASK = (
+    f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) SELECT {', '.join(':' + f for f in _TASK_FIELDS)} "
+    "WHERE NOT EXISTS (SELECT 1 FROM task_tombstones WHERE name = :name)"
 )
+#: What an attempt's outcome changes on a task (its request, name, queue and creation never change).
+_PROGRESS_FIELDS = (
+    "state",
+    "schedule_time",
+    "dispatch_count",
+    "response_count",
+    "execution_count",
+    "previous_response",
+    *_FIRST,
+    *_LAST,
+)
+_RECORD_PROGRESS = f"UPDATE tasks SET {', '.join(f'{f} = :{f}' for f in _PROGRESS_FIELDS)} WHERE seq = :seq"
 _APPEND_ATTEMPT = (
     f"INSERT INTO attempts (task_name, seq, {', '.join(_ATTEMPT_FIELDS)}) VALUES (?, "
     "(SELECT coalesce(max(seq), 0) + 1 FROM attempts WHERE task_name = ?), ?, ?, ?, ?, ?, ?)"
 )
-_DELETE_FINISHED = (
-    "DELETE FROM tasks WHERE name = ? AND seq = ? AND state = 'DISPATCHING' AND dispatch_count = ?"
-)
+_DELETE_FINISHED = "DELETE FROM tasks WHERE seq = ?"
+#: Most tasks one statement looks up by ``seq`` (well under SQLite's limit on bound parameters).
+_LOOKUP_CHUNK = 500
+#: Most decoded requests kept for queued tasks (:class:`_RequestCache`).
+REQUEST_CACHE_SIZE = 10_000
 _TOMBSTONE = "INSERT OR REPLACE INTO task_tombstones (name, queue, until) VALUES (?, ?, ?)"
 #: What decoding a damaged row raises (JSON, codec and model validation).
 _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, InvalidArgument)
@@ -165,6 +182,20 @@ def _attempt_values(attempt: Attempt | None) -> tuple[Any, ...]:
     )
 
 
+def _task_name_range(queue_name: str) -> tuple[str, str]:
+    """Bounds, both excluded, of the names of a queue's tasks: ``".../tasks/"`` and ``".../tasks0"``.
+
+    A queue's tasks are the names in between ('0' follows '/'), so the name index (the UNIQUE
+    constraint's) serves a queue's tasks in name order, and no second index on names is kept.
+    """
+    return queue_name + "/tasks/", queue_name + "/tasks0"
+
+
+def _deletes(item: FinishedAttempt) -> bool:
+    """Whether recording ``item`` deletes its task (success; an EXHAUSTED task is kept)."""
+    return item.tombstone_until is not None and item.task.state is not TaskState.EXHAUSTED
+
+
 def _attempt(values: tuple[Any, ...]) -> Attempt | None:
     schedule_time, dispatch_time, response_time, http_status, code, message = values
     if dispatch_time is None:
@@ -178,7 +209,12 @@ def _attempt(values: tuple[Any, ...]) -> Attempt | None:
     )
 
 
-def _task_params(task: Task) -> dict[str, Any]:
+def _request_text(request: HttpRequest) -> str:
+    """The stored form of a task's request."""
+    return json.dumps(codec.http_request_to_json(request, full=True))
+
+
+def _task_params(task: Task, request_text: str | None = None) -> dict[str, Any]:
     retry = task.retry_config
     params: dict[str, Any] = {
         "name": task.name,
@@ -190,7 +226,7 @@ def _task_params(task: Task) -> dict[str, Any]:
         "dispatch_count": task.dispatch_count,
         "response_count": task.response_count,
         "execution_count": task.execution_count,
-        "http_request": json.dumps(codec.http_request_to_json(task.http_request, full=True)),
+        "http_request": _request_text(task.http_request) if request_text is None else request_text,
         "retry_config": None if retry is None else json.dumps(dataclasses.asdict(retry)),
         "previous_response": task.previous_response,
         "seq": task.uid,
@@ -200,44 +236,108 @@ def _task_params(task: Task) -> dict[str, Any]:
     return params
 
 
-def _number(row: sqlite3.Row, column: str) -> Any:
-    """A numeric column's value; SQLite keeps whatever was written, so text here is damage."""
-    value = row[column]
-    if not isinstance(value, int | float):
-        raise TypeError(f"{column} is {value!r}, not a number")
-    return value
+def _progress_params(task: Task) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "state": task.state.value,
+        "schedule_time": task.schedule_time,
+        "dispatch_count": task.dispatch_count,
+        "response_count": task.response_count,
+        "execution_count": task.execution_count,
+        "previous_response": task.previous_response,
+        "seq": task.uid,
+    }
+    params.update(zip(_FIRST, _attempt_values(task.first_attempt), strict=True))
+    params.update(zip(_LAST, _attempt_values(task.last_attempt), strict=True))
+    return params
 
 
-def _task(row: sqlite3.Row) -> Task:
-    retry = row["retry_config"]
+class _RequestCache:
+    """Decoded requests of live tasks, by ``seq``, with the stored text they were decoded from.
+
+    Kept from insertion (or the first claim) until the task is deleted or exhausted, so a claim reads
+    a task's request from here instead of decoding its JSON again; the text is compared with the
+    row's, so a row changed behind the store's back is decoded (and checked) as usual. Bounded: when
+    full, new entries are not kept (their tasks are decoded when claimed).
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: dict[int, tuple[str, HttpRequest]] = {}
+
+    def keep(self, seq: int, text: str, request: HttpRequest) -> None:
+        if len(self._entries) < self._size:
+            self._entries[seq] = (text, request)
+
+    def get(self, seq: int, text: str) -> HttpRequest | None:
+        entry = self._entries.get(seq)
+        return entry[1] if entry is not None and entry[0] == text else None
+
+    def drop(self, seqs: Iterable[int]) -> None:
+        for seq in seqs:
+            self._entries.pop(seq, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+#: The numeric columns among a task row's first 13 (``schedule_time`` to ``execution_count``).
+_NUMERIC = slice(4, 10)
+_NUMERIC_FIELDS = _TASK_FIELDS[3:9]
+_NUMBER_TYPES = (int, float)
+
+
+def _numbers(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The numeric columns' values; SQLite keeps whatever was written, so text here is damage."""
+    numbers = values[_NUMERIC]
+    for column, value in zip(_NUMERIC_FIELDS, numbers, strict=True):
+        if type(value) not in _NUMBER_TYPES:
+            raise TypeError(f"{column} is {value!r}, not a number")
+    return numbers
+
+
+def _task(row: sqlite3.Row, request: HttpRequest | None = None) -> Task:
+    """The task of a row of ``_TASK_COLUMNS`` (``request``: its decoded request, if known)."""
+    values = tuple(row)
+    seq, name, _, state, _, _, _, _, _, _, request_text, retry, previous_response = values[:13]
+    schedule_time, create_time, deadline, dispatch_count, response_count, execution_count = _numbers(values)
     return Task(
-        name=row["name"],
-        http_request=codec.http_request_from_json(json.loads(row["http_request"])),
-        schedule_time=_number(row, "schedule_time"),
-        create_time=_number(row, "create_time"),
-        dispatch_deadline=_number(row, "dispatch_deadline"),
-        dispatch_count=_number(row, "dispatch_count"),
-        response_count=_number(row, "response_count"),
-        execution_count=_number(row, "execution_count"),
-        first_attempt=_attempt(tuple(row[c] for c in _FIRST)),
-        last_attempt=_attempt(tuple(row[c] for c in _LAST)),
+        name=name,
+        http_request=request or codec.http_request_from_json(json.loads(request_text)),
+        schedule_time=schedule_time,
+        create_time=create_time,
+        dispatch_deadline=deadline,
+        dispatch_count=dispatch_count,
+        response_count=response_count,
+        execution_count=execution_count,
+        first_attempt=_attempt(values[13:19]),
+        last_attempt=_attempt(values[19:25]),
         retry_config=None if retry is None else RetryConfig(**json.loads(retry)),
-        state=TaskState(row["state"]),
-        previous_response=row["previous_response"],
-        uid=row["seq"],
+        state=TaskState(state),
+        previous_response=previous_response,
+        uid=seq,
     )
 
 
-def _readable(conn: sqlite3.Connection, rows: Sequence[sqlite3.Row]) -> list[Task]:
+def _readable(
+    conn: sqlite3.Connection, rows: Sequence[sqlite3.Row], requests: _RequestCache | None = None
+) -> list[Task]:
     """The tasks of ``rows``; each row that cannot be decoded is set aside, with one ERROR line.
 
     A row set aside is never claimed, listed or counted again, so one damaged task cannot stop its
-    queue; DeleteTask, PurgeQueue and DeleteQueue still remove it.
+    queue; DeleteTask, PurgeQueue and DeleteQueue still remove it. ``requests``: the claimed rows'
+    decoded requests, taken from the cache where it holds them.
     """
     tasks: list[Task] = []
     for row in rows:
         try:
-            tasks.append(_task(row))
+            if requests is None:
+                tasks.append(_task(row))
+                continue
+            seq, text = row["seq"], row["http_request"]
+            request = requests.get(seq, text)
+            tasks.append(_task(row, request))
+            if request is None:
+                requests.keep(seq, text, tasks[-1].http_request)
         except _UNREADABLE as exc:
             conn.execute(_SET_ASIDE, (row["seq"],))
             log.error(
@@ -264,6 +364,7 @@ class SQLiteTaskStore(TaskStore):
         #: Queues as last written or read through this store: read for every task created and
         #: dispatched, written rarely, and only through this connection.
         self._queues: dict[str, Queue] = {}
+        self._requests = _RequestCache(REQUEST_CACHE_SIZE)
         try:
             self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
         except sqlite3.Error as exc:
@@ -359,6 +460,9 @@ class SQLiteTaskStore(TaskStore):
             )
 
     def get_queue(self, name: str) -> Queue | None:  # noqa: D102
+        queue = self._queues.get(name)  # no lock: filled and emptied under the lock, read atomically
+        if queue is not None:
+            return queue
         with self._read() as conn:
             queue = self._queues.get(name)
             if queue is not None:
@@ -389,12 +493,10 @@ class SQLiteTaskStore(TaskStore):
             self._queues.pop(name, None)
             if conn.execute("DELETE FROM queues WHERE name = ?", (name,)).rowcount == 0:
                 return False
-            conn.execute("DELETE FROM tasks WHERE queue = ?", (name,))
-            # Task names under the queue sort between ".../tasks/" and ".../tasks0" ('0' follows '/').
-            conn.execute(
-                "DELETE FROM attempts WHERE task_name > ? AND task_name < ?",
-                (name + "/tasks/", name + "/tasks0"),
+            self._requests.drop(
+                row[0] for row in conn.execute("DELETE FROM tasks WHERE queue = ? RETURNING seq", (name,))
             )
+            conn.execute("DELETE FROM attempts WHERE task_name > ? AND task_name < ?", _task_name_range(name))
             conn.execute("DELETE FROM task_tombstones WHERE queue = ?", (name,))
             conn.execute(
                 "INSERT OR REPLACE INTO queue_tombstones (name, until) VALUES (?, ?)", (name, tombstone_until)
@@ -413,12 +515,28 @@ class SQLiteTaskStore(TaskStore):
     def insert_tasks(self, tasks: Sequence[Task], now: float) -> list[AlreadyExists | None]:  # noqa: D102
         if not tasks:
             return []
-        rows = [_task_params(task) for task in tasks]
+        texts = [_request_text(task.http_request) for task in tasks]
+        rows = [_task_params(task, text) for task, text in zip(tasks, texts, strict=True)]
         with self._write() as conn:
-            return [self._insert(conn, row, now) for row in rows]
+            results = [self._insert(conn, row, now) for row in rows]
+        for task, text, result in zip(tasks, texts, results, strict=True):
+            if not isinstance(result, AlreadyExists):
+                self._requests.keep(result, text, task.http_request)
+        return [result if isinstance(result, AlreadyExists) else None for result in results]
+
+    @classmethod
+    def _insert(cls, conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | int:
+        """Insert one task; its ``seq``, or why it was refused."""
+        try:
+            cursor = conn.execute(_INSERT_NEW_TASK, row)
+        except sqlite3.IntegrityError:  # the name is held by a task (UNIQUE)
+            return cls._insert_checked(conn, row, now)
+        if not cursor.rowcount:  # the name has a tombstone, in force or not
+            return cls._insert_checked(conn, row, now)
+        return int(cursor.lastrowid or 0)
 
     @staticmethod
-    def _insert(conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | None:
+    def _insert_checked(conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | int:
         name = row["name"]
         existing = conn.execute("SELECT state FROM tasks WHERE name = ?", (name,)).fetchone()
         if existing is not None and existing[0] != TaskState.EXHAUSTED.value:
@@ -429,8 +547,7 @@ class SQLiteTaskStore(TaskStore):
         conn.execute("DELETE FROM tasks WHERE name = ?", (name,))  # an earlier task's, exhausted
         conn.execute("DELETE FROM task_tombstones WHERE name = ?", (name,))
         conn.execute("DELETE FROM attempts WHERE task_name = ?", (name,))  # an earlier task's
-        conn.execute(_INSERT_TASK, row)
-        return None
+        return int(conn.execute(_INSERT_TASK, row).lastrowid or 0)
 
     def get_task(self, name: str) -> Task | None:  # noqa: D102
         with self._read() as conn:
@@ -455,13 +572,14 @@ class SQLiteTaskStore(TaskStore):
         shown = [TaskState.QUEUED, TaskState.DISPATCHING] + [TaskState.EXHAUSTED] * include_exhausted
         states = ", ".join(f"'{state.value}'" for state in shown)
         tasks: list[Task] = []
+        first, end = _task_name_range(queue_name)
         with self._read() as conn:
             while len(tasks) < limit:  # more than once only if a damaged row was set aside
                 wanted = limit - len(tasks)
                 rows = conn.execute(
-                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE queue = ? AND name > ? AND state IN ({states}) "
+                    f"SELECT {_TASK_COLUMNS} FROM tasks WHERE name > ? AND name < ? AND state IN ({states}) "
                     "ORDER BY name LIMIT ?",
-                    (queue_name, after or "", wanted),
+                    (max(after or "", first), end, wanted),
                 ).fetchall()
                 tasks += _readable(conn, rows)
                 if len(rows) < wanted:
@@ -516,11 +634,12 @@ class SQLiteTaskStore(TaskStore):
     def delete_task(self, name: str, tombstone_until: float) -> bool:  # noqa: D102
         with self._write() as conn:
             row = conn.execute(
-                "DELETE FROM tasks WHERE name = ? AND state != 'EXHAUSTED' RETURNING queue", (name,)
+                "DELETE FROM tasks WHERE name = ? AND state != 'EXHAUSTED' RETURNING queue, seq", (name,)
             ).fetchone()
             if row is None:
                 return False
             conn.execute(_TOMBSTONE, (name, row[0], tombstone_until))
+            self._requests.drop([row[1]])
             return True
 
     def claim_due(self, queue_name: str, now: float, limit: int) -> list[Task]:  # noqa: D102
@@ -529,34 +648,64 @@ class SQLiteTaskStore(TaskStore):
         with self._write() as conn:
             rows = conn.execute(_CLAIM_DUE, {"queue": queue_name, "now": now, "limit": limit}).fetchall()
             rows.sort(key=lambda row: (row["schedule_time"], row["seq"]))  # RETURNING order is unspecified
-            return _readable(conn, rows)
+            return _readable(conn, rows, self._requests)
 
     def claim_task(self, name: str, now: float) -> Task | None:  # noqa: D102
         with self._write() as conn:
             row = conn.execute(_CLAIM_TASK, {"name": name, "now": now}).fetchone()
-            readable = _readable(conn, [] if row is None else [row])
+            readable = _readable(conn, [] if row is None else [row], self._requests)
             return readable[0] if readable else None
 
     def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:  # noqa: D102
         if not finished:
             return []
         with self._write() as conn:
-            return [self._finish(conn, item.task, item.attempt, item.tombstone_until) for item in finished]
+            applies = self._in_flight(conn, finished)
+            done = [item for item, applied in zip(finished, applies, strict=True) if applied]
+            conn.executemany(
+                _DELETE_FINISHED,
+                [(item.task.uid,) for item in done if _deletes(item)],
+            )
+            conn.executemany(
+                _RECORD_PROGRESS, [_progress_params(item.task) for item in done if not _deletes(item)]
+            )
+            conn.executemany(
+                _TOMBSTONE,
+                [
+                    (item.task.name, item.task.queue_name, item.tombstone_until)
+                    for item in done
+                    if item.tombstone_until is not None
+                ],
+            )
+            conn.executemany(
+                _APPEND_ATTEMPT,
+                [(item.task.name, item.task.name, *_attempt_values(item.attempt)) for item in done],
+            )
+        self._requests.drop(item.task.uid for item in done if item.task.state is not TaskState.QUEUED)
+        return applies
 
     @staticmethod
-    def _finish(
-        conn: sqlite3.Connection, task: Task, attempt: Attempt, tombstone_until: float | None
-    ) -> bool:
-        if tombstone_until is None or task.state is TaskState.EXHAUSTED:
-            changed = conn.execute(_REPLACE_TASK, _task_params(task)).rowcount
-        else:
-            changed = conn.execute(_DELETE_FINISHED, (task.name, task.uid, task.dispatch_count)).rowcount
-        if not changed:
-            return False
-        if tombstone_until is not None:
-            conn.execute(_TOMBSTONE, (task.name, task.queue_name, tombstone_until))
-        conn.execute(_APPEND_ATTEMPT, (task.name, task.name, *_attempt_values(attempt)))
-        return True
+    def _in_flight(conn: sqlite3.Connection, finished: Sequence[FinishedAttempt]) -> list[bool]:
+        """Whether each item applies: its task is stored DISPATCHING with the item's dispatch count.
+
+        An item after another of the same task never applies (the first one ended the attempt).
+        """
+        seqs = list(dict.fromkeys(item.task.uid for item in finished))
+        stored: dict[int, tuple[str, int]] = {}
+        for start in range(0, len(seqs), _LOOKUP_CHUNK):
+            chunk = seqs[start : start + _LOOKUP_CHUNK]
+            stored.update(
+                (seq, (name, count))
+                for seq, name, count in conn.execute(
+                    "SELECT seq, name, dispatch_count FROM tasks WHERE state = 'DISPATCHING' "
+                    f"AND seq IN ({', '.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        applies = []
+        for item in finished:
+            applies.append(stored.pop(item.task.uid, None) == (item.task.name, item.task.dispatch_count))
+        return applies
 
     def attempts(self, name: str) -> list[Attempt]:  # noqa: D102
         with self._read() as conn:
@@ -568,9 +717,10 @@ class SQLiteTaskStore(TaskStore):
     def purge(self, queue_name: str, purge_time: float, tombstone_until: float) -> int:  # noqa: D102
         with self._write() as conn:
             names = conn.execute(
-                "DELETE FROM tasks WHERE queue = ? AND create_time <= ? RETURNING name",
+                "DELETE FROM tasks WHERE queue = ? AND create_time <= ? RETURNING name, seq",
                 (queue_name, purge_time),
             ).fetchall()
+            self._requests.drop(row[1] for row in names)
             conn.executemany(_TOMBSTONE, [(row[0], queue_name, tombstone_until) for row in names])
             return len(names)
 
@@ -621,5 +771,6 @@ class SQLiteTaskStore(TaskStore):
     def reset(self) -> None:  # noqa: D102
         with self._write() as conn:
             self._queues.clear()
+            self._requests.clear()
             for table in ("queues", "queue_tombstones", "tasks", "task_tombstones", "attempts"):
                 conn.execute(f"DELETE FROM {table}")

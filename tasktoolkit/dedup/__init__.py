@@ -1,6 +1,7 @@
-"""Dedup stores: one algorithm (:class:`DedupStore`), three backends.
+"""Dedup stores: one algorithm (:class:`DedupStore`), four backends.
 
-``RedisDedupStore`` is imported on first use, so redis-py is only needed when it is used.
+``RedisDedupStore`` and ``FirestoreDedupStore`` are imported on first use, so redis-py and
+google-cloud-firestore are only needed when they are used.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from tasktoolkit.dedup.memory import MemoryDedupStore as MemoryDedupStore
 from tasktoolkit.dedup.sqlite import SQLiteDedupStore as SQLiteDedupStore
 
 if TYPE_CHECKING:
+    from tasktoolkit.dedup.firestore import FirestoreDedupStore as FirestoreDedupStore
     from tasktoolkit.dedup.redis import RedisDedupStore as RedisDedupStore
 
 __all__ = [
     "DedupRecord",
     "DedupStatus",
     "DedupStore",
+    "FirestoreDedupStore",
     "MemoryDedupStore",
     "RedisDedupStore",
     "SQLiteDedupStore",
@@ -33,4 +36,8 @@ def __getattr__(name: str) -> Any:
         from tasktoolkit.dedup.redis import RedisDedupStore
 
         return RedisDedupStore
+    if name == "FirestoreDedupStore":
+        from tasktoolkit.dedup.firestore import FirestoreDedupStore
+
+        return FirestoreDedupStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

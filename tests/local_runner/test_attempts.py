@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from local_runner.dispatch import build_request, parse_retry_after
 from local_runner.engine.attempts import Failure, Outcome, decide, rpc_status
+from local_runner.engine.delivery import build_request, parse_retry_after
 from local_runner.model import (
     Attempt,
     HttpMethod,
@@ -174,7 +174,7 @@ def test_request_carries_user_agent_and_oidc_token_replaces_authorization() -> N
         ),
         T0,
     )
-    request = build_request(task, QUEUE, issuer, T0)
+    request = build_request(task, QUEUE, issuer.mint, T0)
     assert request.headers["User-Agent"] == "Google-Cloud-Tasks"
     assert request.headers["X-CloudTasks-TaskName"] == "welcome-42"
     assert request.headers["content-type"] == "application/json"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from local_runner.dispatch import build_request, encode_url
+from local_runner.engine.delivery import build_request, encode_url
 from local_runner.model import Attempt, HttpRequest, HttpTarget, Queue, Task
 
 T0 = 1_700_000_000.0

@@ -8,8 +8,9 @@ import socket
 from aiohttp import web
 
 from local_runner.clock import SystemClock
-from local_runner.dispatch import Dispatcher, OutboundRequest
+from local_runner.dispatch import Dispatcher
 from local_runner.engine.attempts import Failure, Outcome
+from local_runner.engine.delivery import OutboundRequest
 
 
 async def _send(url: str, deadline: float) -> Outcome:

@@ -41,8 +41,11 @@ def key() -> SigningKey:
 
 
 @pytest.fixture(scope="module")
-def other_key() -> SigningKey:
-    return SigningKey.generate()
+def other_key(key: SigningKey) -> SigningKey:
+    """A second key, whose tokens the first key's certificates must not verify."""
+    other = SigningKey.generate()
+    assert other.kid != key.kid
+    return other
 
 
 @pytest.fixture

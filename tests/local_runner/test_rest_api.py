@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from local_runner import errors
-from local_runner.api.rest import MAX_REQUEST_BYTES
+from local_runner.api.views import MAX_REQUEST_BYTES
 from local_runner.config import RunnerSettings
 from local_runner.server import RunnerServer
 

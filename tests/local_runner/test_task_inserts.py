@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from local_runner import errors
+from local_runner import service as service_module
+from local_runner.api.request import Call
+from local_runner.api.rest import CloudTasksApi
 from local_runner.api.task_inserts import TaskInserts
 from local_runner.clock import VirtualClock
 from local_runner.errors import AlreadyExists, StoreError
@@ -86,3 +90,19 @@ def test_a_store_error_fails_every_call_of_the_transaction_and_stores_none(
     results = asyncio.run(add_all(TaskInserts(service), [new(service, "fine"), new(service, "boom")]))
     assert all(isinstance(r, StoreError) and "disk says no" in str(r) for r in results)
     assert service.store.list_tasks(QUEUE) == []
+
+
+def test_a_generated_id_another_task_holds_is_drawn_again(
+    service: CountingService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = CloudTasksApi(service)
+    call = Call(params={"parent": QUEUE}, body={"task": {"httpRequest": {"url": "http://127.0.0.1:9/x"}}})
+    monkeypatch.setattr(service_module, "_TASK_IDS", random.Random(7))
+    first = asyncio.run(api.create_task(call))
+    monkeypatch.setattr(service_module, "_TASK_IDS", random.Random(7))  # the same id comes first again
+    second = asyncio.run(api.create_task(call))
+    assert first["name"] != second["name"]
+    assert sorted(t.name for t in service.store.list_tasks(QUEUE)) == sorted([first["name"], second["name"]])
+    named = {"task": {"name": first["name"], "httpRequest": {"url": "http://127.0.0.1:9/x"}}}
+    with pytest.raises(AlreadyExists, match=errors.TASK_EXISTS):  # a name the caller chose is refused
+        asyncio.run(api.create_task(Call(params={"parent": QUEUE}, body=named)))

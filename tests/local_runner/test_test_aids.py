@@ -1,4 +1,4 @@
-"""The runner's test aids under /runner/v1/: wait until idle, replay exhausted tasks, reset."""
+"""The runner's test aids under /runner/v1/: wait until idle, replay, reset, the virtual clock."""
 
 from __future__ import annotations
 
@@ -134,3 +134,37 @@ def test_reset_then_recreate_starts_with_a_fresh_bucket(
     # Without advancing the clock: only a fresh bucket has a token for it.
     assert post(runner, "waitIdle", {"queue": queue.name, "timeout": "10s"}).status_code == 200
     assert len(seen) == 11
+
+
+def test_a_virtual_clock_is_read_and_moved_over_http(runner: RunnerServer, clock: VirtualClock) -> None:
+    start = clock.now()
+    now = requests.get(f"{runner.base_url}/runner/v1/clock", timeout=10).json()
+    assert now == {"now": "2023-11-14T22:13:20Z", "virtual": True}
+    assert post(runner, "clock:advance", {"by": "90s"}).json()["now"] == "2023-11-14T22:14:50Z"
+    assert post(runner, "clock:advance", {"to": "2023-11-15T00:00:00Z"}).status_code == 200
+    assert clock.now() == start + 6400
+    refused = [
+        post(runner, "clock:advance", {"to": "2023-11-14T00:00:00Z"}),
+        post(runner, "clock:advance", {}),
+        post(runner, "clock:advance", {"by": "1s", "to": "2023-11-16T00:00:00Z"}),
+        post(runner, "clock:advance", {"by": "soon"}),
+    ]
+    assert [r.status_code for r in refused] == [400, 400, 400, 400]
+    assert refused[0].json()["error"]["message"] == "The clock cannot go back: it is 2023-11-15T00:00:00Z."
+    assert clock.now() == start + 6400
+
+
+def test_the_real_clock_cannot_be_moved() -> None:
+    with RunnerServer(RunnerSettings(port=0, data_dir=None, shutdown_grace=0.5)) as server:
+        assert requests.get(f"{server.base_url}/runner/v1/clock", timeout=10).json()["virtual"] is False
+        refused = post(server, "clock:advance", {"by": "1s"})
+    assert refused.status_code == 400
+    assert refused.json()["error"]["status"] == "FAILED_PRECONDITION"
+    assert "--virtual-clock" in refused.json()["error"]["message"]
+
+
+def test_moving_the_clock_is_a_state_changing_aid(clock: VirtualClock) -> None:
+    settings = RunnerSettings(port=0, data_dir=None, shutdown_grace=0.5, test_aids=False)
+    with RunnerServer(settings, clock=clock) as server:
+        refused = post(server, "clock:advance", {"by": "1s"})
+    assert refused.status_code == 403 and clock.now() == 1_700_000_000.0

@@ -17,10 +17,12 @@ from testsupport.runner_process import runner_process
 
 from tests.tasktoolkit.conftest import (
     _no_emulator_env,
+    firestore_emulator,
     google_certs_url,
     google_key,
     make_worker,
     other_key,
+    own_firestore_emulator,
     own_redis_server,
     redis_server,
     serve,
@@ -31,10 +33,12 @@ from tests.tasktoolkit.conftest import (
 
 __all__ = [
     "_no_emulator_env",
+    "firestore_emulator",
     "google_certs_url",
     "google_key",
     "make_worker",
     "other_key",
+    "own_firestore_emulator",
     "own_redis_server",
     "redis_server",
     "runner_process",

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from reliability.figures import Figures, Row
 from reliability.sink import AppThread
 
-from local_runner.api import browser_guard, rest
+from local_runner.api import browser_guard, views
 from local_runner.api.request import snake
 from local_runner.clock import SystemClock
 from local_runner.codec import format_timestamp, parse_duration
@@ -53,9 +53,10 @@ class ApiUnderTest:
         self.store = SQLiteTaskStore(db)
         self.service = TasksService(self.store, SystemClock())
         app = web.Application(
-            client_max_size=rest.MAX_REQUEST_BYTES, middlewares=[browser_guard.middleware(loopback_only=True)]
+            client_max_size=views.MAX_REQUEST_BYTES,
+            middlewares=[browser_guard.middleware(loopback_only=True)],
         )
-        rest.register(app, self.service)
+        views.register(app, self.service)
         self.thread = AppThread()
         self.url = self.thread.start(app)
         self.http = requests.Session()

@@ -19,11 +19,18 @@ import redis
 from flask import Flask, abort
 from google.auth import jwt
 from pytest_httpserver import HTTPServer
+from testsupport.firestore_emulator import FirestoreEmulator, emulator_command
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from local_runner.oidc import SigningKey
 from tasktoolkit import PermanentFailure, RetryTask, TaskContext, TaskToolkit, task_handler
-from tasktoolkit.dedup import DedupStore, MemoryDedupStore, RedisDedupStore, SQLiteDedupStore
+from tasktoolkit.dedup import (
+    DedupStore,
+    FirestoreDedupStore,
+    MemoryDedupStore,
+    RedisDedupStore,
+    SQLiteDedupStore,
+)
 
 AUDIENCE = "https://worker.example.test"
 EMAIL = "tasks@my-proj.iam.gserviceaccount.com"
@@ -110,6 +117,24 @@ def own_redis_server() -> Iterator[RedisServer]:
     server.kill()
 
 
+# -- Firestore emulator --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def firestore_emulator() -> Iterator[FirestoreEmulator]:
+    emulator = FirestoreEmulator(emulator_command(), free_port()).start()
+    yield emulator
+    emulator.kill()
+
+
+@pytest.fixture
+def own_firestore_emulator() -> Iterator[FirestoreEmulator]:
+    """A Firestore emulator for one test (which may pause, kill and restart it)."""
+    emulator = FirestoreEmulator(emulator_command(), free_port()).start()
+    yield emulator
+    emulator.kill()
+
+
 # -- stores --------------------------------------------------------------------------------------
 
 
@@ -118,7 +143,7 @@ StoreFactory = Callable[..., DedupStore]
 
 @pytest.fixture
 def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
-    """``make(kind, clock=...)``: a fresh store (Redis: unique key prefix), closed at teardown."""
+    """``make(kind, clock=...)``: a fresh store (Redis: unique key prefix; Firestore: unique collection)."""
     made: list[DedupStore] = []
 
     def make(kind: str, clock: Callable[[], float] = time.time, **kwargs: Any) -> DedupStore:
@@ -131,6 +156,11 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
             server: RedisServer = request.getfixturevalue("redis_server")
             store = RedisDedupStore.from_url(
                 server.url, prefix=f"test:{uuid.uuid4().hex}:", clock=clock, **kwargs
+            )
+        elif kind == "firestore":
+            emulator: FirestoreEmulator = request.getfixturevalue("firestore_emulator")
+            store = FirestoreDedupStore(
+                collection=f"dedup-{uuid.uuid4().hex}", client=emulator.client(), clock=clock, **kwargs
             )
         else:  # pragma: no cover
             raise ValueError(kind)

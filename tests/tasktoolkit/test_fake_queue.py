@@ -247,8 +247,9 @@ def test_a_refused_queue_update_changes_nothing(fake: FakeQueue) -> None:
     with pytest.raises(InvalidArgument, match="minBackoff must be less than or equal"):
         fake.ensure_queue("emails", retry_config={"max_attempts": 3, "min_backoff": 60, "max_backoff": 10})
     assert fake.get_queue("emails").retry_config["maxAttempts"] == 7
-    with pytest.raises(InvalidArgument, match="maxDispatchesPerSecond must be in"):
-        fake.ensure_queue("emails", rate_limits={"max_dispatches_per_second": 501})
+    with pytest.raises(InvalidArgument) as refused:
+        fake.ensure_queue("emails", rate_limits={"max_dispatches_per_second": 900})
+    assert refused.value.message == "RateLimits.maxDispatchesPerSecond must be less than or equal to 500."
 
 
 def test_a_handler_can_enqueue_while_being_delivered(fake: FakeQueue, worker: Worker) -> None:
@@ -302,7 +303,12 @@ def test_enqueue_builds_the_task_from_route_and_config() -> None:
         "https://worker-abc.a.run.app/tasks/put-only",
     )
     assert (task.service_account, task.audience) == (SA, "https://worker.example")
-    assert task.headers == {"X-Trace": "t", "Content-Type": "application/json"}
+    # The service stores the task with the User-Agent it sends (reference: headers "added at rest").
+    assert task.headers == {
+        "X-Trace": "t",
+        "Content-Type": "application/json",
+        "User-Agent": "Google-Cloud-Tasks",
+    }
     assert task.dispatch_deadline == dt.timedelta(seconds=30)
 
 

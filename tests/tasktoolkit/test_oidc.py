@@ -278,3 +278,19 @@ def test_runner_issuer_is_not_trusted_for_another_emulator_host(
     port = runner.base_url.rsplit(":", 1)[1]
     with pytest.raises(TokenVerificationError, match="unknown key id"):
         verifier_factory(emulator_host=f"127.0.0.1:{port}").verify(token)
+
+
+def test_token_times_follow_the_token_clock_when_one_is_set(
+    httpserver: HTTPServer, verifier_factory: Any, tokens: Any, google_key: SigningKey
+) -> None:
+    url = serve_certs(httpserver, google_key)
+    later = int(time.time()) + 30 * 86400  # a virtual clock a month ahead
+    virtual = verifier_factory(google_certs_url=url, token_clock=lambda: later)
+    assert virtual.verify(tokens.google(iat=later, exp=later + 3600)).email == tokens.email
+    with pytest.raises(TokenVerificationError, match="token expired"):
+        virtual.verify(tokens.google())  # valid now, long expired on the token clock
+    with pytest.raises(TokenVerificationError, match="not yet valid"):
+        virtual.verify(tokens.google(iat=later + 3600, exp=later + 7200))
+    real = verifier_factory(google_certs_url=url)
+    with pytest.raises(TokenVerificationError):
+        real.verify(tokens.google(iat=later, exp=later + 3600))  # the system clock, as google-auth reads it

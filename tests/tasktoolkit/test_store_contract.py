@@ -1,4 +1,4 @@
-"""One contract for every dedup store: memory, SQLite (real file) and Redis (real redis-server)."""
+"""One contract for every dedup store: memory, SQLite (a file), Redis (real server), Firestore (emulator)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from tasktoolkit.dedup import DedupStatus, DedupStore, StoredResponse
 
-STORE_KINDS = ["memory", "sqlite", "redis"]
+STORE_KINDS = ["memory", "sqlite", "redis", "firestore"]
 OK = StoredResponse(200, b'{"sent": true}', "application/json")
 
 

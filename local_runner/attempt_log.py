@@ -1,0 +1,115 @@
+"""The log lines of dispatch attempts: every failure in full, successes in full while they are few.
+
+A queue's first :data:`FULL_SUCCESS_LINES` successes of each second are logged one line each at INFO;
+the others of that second are summed up in one INFO line when it ends (each is still logged in full
+at DEBUG, ``runner serve -v``). So a queue dispatching hundreds of tasks a second writes a dozen lines
+a second, and a handful of tasks reads exactly as one line per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from local_runner.clock import Clock
+from local_runner.dispatch import format_latency
+from local_runner.engine.attempts import Decision, Outcome
+from local_runner.model import Task
+
+log = logging.getLogger("local_runner.dispatch")
+#: Successes of one queue logged one line each per :data:`SUMMARY_INTERVAL`; the rest are summed up.
+FULL_SUCCESS_LINES = 10
+#: Seconds each summary line covers.
+SUMMARY_INTERVAL = 1.0
+
+
+class _Window:
+    """One queue's successes since ``start``: how many were logged in full, and those summed up."""
+
+    __slots__ = ("latency_max", "latency_sum", "logged", "start", "summed")
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.logged = 0
+        self.summed = 0
+        self.latency_sum = 0.0
+        self.latency_max = 0.0
+
+
+class AttemptLog:
+    """Writes the lines of finished attempts; one per runner, on its event loop."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._windows: dict[str, _Window] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def finished(
+        self, task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool
+    ) -> None:
+        """Log an attempt that ended: a failure always in full, a success in full or summed up."""
+        if not outcome.succeeded:
+            log.warning(_line(task, outcome, decision, latency, recorded))
+            return
+        queue_id = task.queue_name.rpartition("/")[2]
+        now = self.clock.now()
+        window = self._windows.get(queue_id)
+        if window is None or now >= window.start + SUMMARY_INTERVAL:
+            if window is not None:
+                _summarize(queue_id, window)
+            window = self._windows[queue_id] = _Window(now)
+        if window.logged < FULL_SUCCESS_LINES:
+            window.logged += 1
+            log.info(_line(task, outcome, decision, latency, recorded))
+            return
+        window.summed += 1
+        window.latency_sum += latency
+        window.latency_max = max(window.latency_max, latency)
+        if window.summed == 1:  # the summary is due when the window ends, even if nothing follows
+            flush = asyncio.create_task(self._summarize_at(queue_id, window))
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(_line(task, outcome, decision, latency, recorded))
+
+    async def _summarize_at(self, queue_id: str, window: _Window) -> None:
+        await self.clock.sleep_until(window.start + SUMMARY_INTERVAL)
+        _summarize(queue_id, window)
+
+    async def close(self) -> None:
+        """Write the summaries still open (the runner is stopping)."""
+        for flush in list(self._flushes):
+            flush.cancel()
+        for queue_id, window in self._windows.items():
+            _summarize(queue_id, window)
+
+
+def _summarize(queue_id: str, window: _Window) -> None:
+    """The window's summary line, once (nothing if no success was summed up)."""
+    if window.summed:
+        log.info(
+            "%s: %d more attempt(s) succeeded in %s (latency mean %s, max %s)",
+            queue_id,
+            window.summed,
+            format_latency(SUMMARY_INTERVAL),
+            format_latency(window.latency_sum / window.summed),
+            format_latency(window.latency_max),
+        )
+        window.summed = 0
+
+
+def _line(task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool) -> str:
+    queue_id = task.queue_name.rpartition("/")[2]
+    result = (
+        f"HTTP {outcome.http_status}" if outcome.http_status is not None else f"no response, {outcome.detail}"
+    )
+    if not recorded:
+        after = "task was deleted or purged meanwhile"
+    elif decision.delete:
+        after = "done"
+    elif decision.next_retry_in is None:
+        after = f"retries exhausted after {task.dispatch_count} attempt(s)"
+    else:
+        after = f"next retry in {decision.next_retry_in:g}s"
+    took = format_latency(latency)
+    return f"{queue_id}/{task.task_id} attempt {task.dispatch_count}: {result} in {took}; {after}"

@@ -1,0 +1,99 @@
+"""The Firestore emulator killed, or frozen, under load: 503 while it is away, no body run twice, recovery.
+
+Deliveries come as Cloud Tasks sends them (``CloudTasksLike``: two concurrent copies per round, again until
+one copy is answered 2xx).
+
+What each variant proves:
+
+- ``killed``: the emulator is SIGKILLed and restarted. It keeps its data in memory only, so the restarted
+  emulator has forgotten every record; this variant proves failing closed (503, never a body run, while it
+  is down), recovery of the same store object once it is back (the gRPC channel reconnects), and that no
+  copy that was in flight across the outage ran a body twice. It does not prove that a duplicate of a task
+  completed before the outage is still recognized after it: the emulator cannot, the real Firestore does
+  (its writes are durable). The outage lasts longer than the store's operation budget, so no claim that
+  started before the kill can land on the emptied emulator.
+- ``paused``: the emulator is frozen (SIGSTOP) and thawed, keeping its data, as in a service outage or a
+  network partition. Calls time out (503); writes queued while it was frozen land after the thaw, when
+  their callers have given up; the owner token and update-time preconditions keep those from causing a
+  second run.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+from reliability.figures import Figures, Row
+from reliability.test_redis_outage import COPIES, CloudTasksLike
+from testsupport.firestore_emulator import FirestoreEmulator
+
+from tasktoolkit.dedup import FirestoreDedupStore
+
+TASKS = 40
+LEASE_S = 2
+#: The store's budget per operation; the outage lasts longer than this.
+TIMEOUT_S = 0.5
+DOWN_S = 1.0
+FAULTS = {"killed": "SIGKILLed, restarted", "paused": "SIGSTOPped, resumed"}
+
+
+@pytest.mark.parametrize("outage", sorted(FAULTS))
+def test_firestore_emulator_stopped_mid_load(
+    outage: str,
+    own_firestore_emulator: FirestoreEmulator,
+    make_worker: Any,
+    serve: Any,
+    tokens: Any,
+    task_headers: Any,
+    figures: Figures,
+) -> None:
+    emulator = own_firestore_emulator
+    store = FirestoreDedupStore(
+        collection=f"dedup-{uuid.uuid4().hex}", client=emulator.client(), timeout_s=TIMEOUT_S
+    )
+    worker = make_worker(store, TASKTOOLKIT_LEASE_S=LEASE_S)
+    url = serve(worker.app).url + "/tasks/work"
+    sender = CloudTasksLike(
+        url, lambda task, retry: task_headers(tokens.google(), name=task, retry=min(retry, 1))
+    )
+    names = [f"task-{index}" for index in range(TASKS)]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            done = [pool.submit(sender.deliver, name) for name in names]
+            while sum(future.done() for future in done) < TASKS // 3:
+                threading.Event().wait(0.01)
+            sender.redis_down.set()
+            if outage == "killed":
+                emulator.kill()
+                threading.Event().wait(DOWN_S)  # the load goes on against no emulator at all
+                emulator.start()
+            else:
+                emulator.pause()
+                threading.Event().wait(DOWN_S)
+                emulator.resume()
+            sender.redis_down.clear()
+            for future in done:
+                future.result(120)
+    finally:
+        store.close()
+    runs = Counter(payload["n"] for _, payload in worker.runs)
+    assert runs == Counter(names)  # every body ran, and exactly once
+    statuses = Counter(status for _, status, _ in sender.answers)
+    while_down = Counter(status for _, status, down in sender.answers if down)
+    assert while_down[503] > 0  # fail closed while the emulator was away
+    assert set(statuses) <= {200, 409, 503}, statuses  # never a 500
+    figures.record(
+        Row(
+            f"Firestore dedup store ({outage} emulator) under load",
+            f"{TASKS} tasks x {COPIES} concurrent copies until acknowledged, 8 senders; "
+            f"{sum(statuses.values())} deliveries",
+            f"emulator {FAULTS[outage]} after {DOWN_S} s mid-load ({while_down[503]} answers 503 while away)",
+            lost=0,
+            duplicates=sum(runs.values()) - TASKS,
+            server_errors=statuses[500],
+        )
+    )
