@@ -13,7 +13,7 @@ import logging
 
 from local_runner.clock import Clock
 from local_runner.dispatch import format_latency
-from local_runner.engine.attempts import Decision, Outcome
+from local_runner.engine.attempts import FinishedAttempt, Outcome
 from local_runner.model import Task
 
 log = logging.getLogger("local_runner.dispatch")
@@ -45,11 +45,11 @@ class AttemptLog:
         self._flushes: set[asyncio.Task[None]] = set()
 
     def finished(
-        self, task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool
+        self, task: Task, outcome: Outcome, finished: FinishedAttempt, latency: float, recorded: bool
     ) -> None:
         """Log an attempt that ended: a failure always in full, a success in full or summed up."""
         if not outcome.succeeded:
-            log.warning(_line(task, outcome, decision, latency, recorded))
+            log.warning(_line(task, outcome, finished, latency, recorded))
             return
         queue_id = task.queue_name.rpartition("/")[2]
         now = self.clock.now()
@@ -60,7 +60,7 @@ class AttemptLog:
             window = self._windows[queue_id] = _Window(now)
         if window.logged < FULL_SUCCESS_LINES:
             window.logged += 1
-            log.info(_line(task, outcome, decision, latency, recorded))
+            log.info(_line(task, outcome, finished, latency, recorded))
             return
         window.summed += 1
         window.latency_sum += latency
@@ -70,7 +70,7 @@ class AttemptLog:
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(_line(task, outcome, decision, latency, recorded))
+            log.debug(_line(task, outcome, finished, latency, recorded))
 
     async def _summarize_at(self, queue_id: str, window: _Window) -> None:
         await self.clock.sleep_until(window.start + SUMMARY_INTERVAL)
@@ -98,18 +98,18 @@ def _summarize(queue_id: str, window: _Window) -> None:
         window.summed = 0
 
 
-def _line(task: Task, outcome: Outcome, decision: Decision, latency: float, recorded: bool) -> str:
+def _line(task: Task, outcome: Outcome, finished: FinishedAttempt, latency: float, recorded: bool) -> str:
     queue_id = task.queue_name.rpartition("/")[2]
     result = (
         f"HTTP {outcome.http_status}" if outcome.http_status is not None else f"no response, {outcome.detail}"
     )
     if not recorded:
         after = "task was deleted or purged meanwhile"
-    elif decision.delete:
+    elif finished.deletes:
         after = "done"
-    elif decision.next_retry_in is None:
+    elif finished.next_retry_in is None:
         after = f"retries exhausted after {task.dispatch_count} attempt(s)"
     else:
-        after = f"next retry in {decision.next_retry_in:g}s"
+        after = f"next retry in {finished.next_retry_in:g}s"
     took = format_latency(latency)
     return f"{queue_id}/{task.task_id} attempt {task.dispatch_count}: {result} in {took}; {after}"

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Iterator, Mapping
-from typing import Any
 from urllib.parse import quote
 
 import requests
 
-JsonObject = dict[str, Any]
+from local_runner.codec import JsonObject as JsonObject  # the CLI modules take it from here
+from local_runner.errors import RunnerError
 
 #: Where the official clients' emulator support looks for a local Cloud Tasks (``HOST:PORT``).
 EMULATOR_HOST_ENV = "CLOUD_TASKS_EMULATOR_HOST"
@@ -22,11 +22,11 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8123"
 TIMEOUT = (10.0, 60.0)
 
 
-class ClientError(Exception):
+class ClientError(RunnerError):
     """A call that failed; ``str(error)`` is one line."""
 
 
-class ApiError(ClientError):
+class CallRefused(ClientError):
     """The runner answered with a Cloud Tasks error (``{"error": {"code", "message", "status"}}``)."""
 
     def __init__(self, status: str, message: str) -> None:
@@ -70,7 +70,7 @@ class RunnerClient:
         """One API call; ``path`` is a resource name plus an optional ``:verb``.
 
         Raises:
-            ApiError: the runner refused the call.
+            CallRefused: the runner refused the call.
             UnreachableError: the runner could not be reached.
             ClientError: the answer was not the API's JSON.
         """
@@ -110,7 +110,7 @@ def _decode(response: requests.Response) -> JsonObject:
         return data
     error = data.get("error") if isinstance(data, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
-        raise ApiError(str(error.get("status") or error.get("code") or "UNKNOWN"), error["message"])
+        raise CallRefused(str(error.get("status") or error.get("code") or "UNKNOWN"), error["message"])
     raise ClientError(
         f"unexpected answer from {response.url}: HTTP {response.status_code} {response.reason}; "
         "is this a local Cloud Tasks runner?"

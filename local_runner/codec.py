@@ -144,14 +144,15 @@ def _show(value: object) -> str:
 
 
 @functools.cache
-def _snake(name: str) -> str:
+def snake(name: str) -> str:
+    """``pageSize`` -> ``page_size``, as the real service names fields in messages."""
     return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
 
 @functools.cache
 def _aliases(known: tuple[str, ...]) -> dict[str, str]:
     """Each accepted spelling of the fields ``known`` (camelCase and snake_case) to its camelCase."""
-    return {name: name for name in known} | {_snake(name): name for name in known}
+    return {name: name for name in known} | {snake(name): name for name in known}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -189,7 +190,7 @@ class _Reader:
         value = self._values[key]
         result = check(value)
         if result is None:
-            raise _invalid_value(f"{self.path}.{_snake(key)}", type_name, value)
+            raise _invalid_value(f"{self.path}.{snake(key)}", type_name, value)
         return result
 
     def string(self, key: str) -> str | None:
@@ -210,12 +211,12 @@ class _Reader:
     def duration(self, key: str) -> float | None:
         if key not in self._values:
             return None
-        return parse_duration(self._values[key], f"{self.path}.{_snake(key)}")
+        return parse_duration(self._values[key], f"{self.path}.{snake(key)}")
 
     def timestamp(self, key: str) -> float | None:
         if key not in self._values:
             return None
-        return parse_timestamp(self._values[key], f"{self.path}.{_snake(key)}")  # type: ignore[arg-type]
+        return parse_timestamp(self._values[key], f"{self.path}.{snake(key)}")  # type: ignore[arg-type]
 
     def enum(self, key: str, kind: type[E]) -> E | None:
         if key not in self._values:
@@ -223,7 +224,7 @@ class _Reader:
         value = self._values[key]
         member = _as_enum(value, kind)
         if member is None:
-            raise _invalid_value(f"{self.path}.{_snake(key)}", f"type.googleapis.com/{kind.__name__}", value)
+            raise _invalid_value(f"{self.path}.{snake(key)}", f"type.googleapis.com/{kind.__name__}", value)
         return member
 
     def bytes_(self, key: str) -> bytes | None:
@@ -232,7 +233,7 @@ class _Reader:
     def message(self, key: str, known: tuple[str, ...]) -> _Reader | None:
         if key not in self._values:
             return None
-        return _Reader(self._values[key], f"{self.path}.{_snake(key)}", known)
+        return _Reader(self._values[key], f"{self.path}.{snake(key)}", known)
 
     def string_map(self, key: str) -> dict[str, str] | None:
         return self._get(key, _as_string_map, "map<string, string>")
@@ -393,7 +394,7 @@ def _string_enum(reader: _Reader, key: str, names: tuple[str, ...]) -> str | Non
     value = reader.raw(key)
     if isinstance(value, int) and not isinstance(value, bool):
         if not 0 <= value < len(names):
-            raise _invalid_value(f"{reader.path}.{_snake(key)}", "TYPE_ENUM", value)
+            raise _invalid_value(f"{reader.path}.{snake(key)}", "TYPE_ENUM", value)
         return names[value]
     return reader.string(key)
 

@@ -8,7 +8,6 @@ cannot be sent yet stay QUEUED in the store; the loops waiting for a slot are se
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import logging
 import threading
@@ -17,16 +16,16 @@ from collections.abc import Callable, Hashable
 from local_runner.attempt_log import AttemptLog
 from local_runner.clock import Clock
 from local_runner.dispatch import Dispatcher
-from local_runner.engine.attempts import Decision, Failure, Outcome, decide
+from local_runner.engine.attempts import Failure, FinishedAttempt, Outcome, decide
 from local_runner.engine.delivery import build_request
 from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
 from local_runner.http_client import HttpError, Origin, origin_of
+from local_runner.loop_batch import LoopBatch, Retry
 from local_runner.model import Queue, QueueState, Task
 from local_runner.oidc import TokenIssuer
 from local_runner.service import TasksService
-from local_runner.store import FinishedAttempt
 
 log = logging.getLogger("local_runner.dispatch")
 #: Most tasks one store transaction claims.
@@ -83,37 +82,6 @@ def _resolve(turn: asyncio.Future[None]) -> None:
         turn.set_result(None)
 
 
-class _Unrecorded:
-    """An attempt's outcome waiting to be stored, and the future its attempt awaits."""
-
-    def __init__(self, finished: FinishedAttempt) -> None:
-        self.finished = finished
-        self.recorded: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._reported = False
-
-    def report(self, error: StoreError) -> None:
-        """Log the store's refusal: once as an error, then quietly while it lasts."""
-        task = self.finished.task
-        log.log(
-            logging.DEBUG if self._reported else logging.ERROR,
-            "recording attempt %d of %s failed: %s; trying again every %gs at most",
-            task.dispatch_count,
-            task.name,
-            error,
-            MAX_ERROR_BACKOFF,
-        )
-        self._reported = True
-
-    def resolve(self, result: bool | Exception) -> None:
-        """Hand the attempt whether its outcome was stored (or the error that stopped it)."""
-        if self.recorded.done():
-            return
-        if isinstance(result, Exception):
-            self.recorded.set_exception(result)
-        else:
-            self.recorded.set_result(result)
-
-
 class Scheduler:
     """Claims due tasks within each queue's limits and dispatches them."""
 
@@ -138,8 +106,11 @@ class Scheduler:
         self._workers: dict[str, _QueueWorker] = {}
         self._attempts: set[asyncio.Task[None]] = set()
         #: Outcomes waiting for :meth:`_record_pending`, each with the future its attempt awaits.
-        self._unrecorded: list[_Unrecorded] = []
-        self._recorder: asyncio.Task[None] | None = None
+        self._outcomes: LoopBatch[FinishedAttempt, bool] = LoopBatch(
+            self.store.finish_attempts,
+            gather_s=RECORD_WAIT,
+            retry=Retry((StoreError,), self._refused, self._pause_recording),
+        )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -407,7 +378,7 @@ class Scheduler:
             decision, recorded = await self._record(task, outcome, queue, duplicate)
             for observe in self.outcome_observers if recorded else ():
                 observe(task, outcome)
-            done = decision.delete and recorded
+            done = decision.deletes and recorded
             self._attempt_log.finished(task, outcome, decision, outcome.response_time - started, recorded)
         except Exception:
             log.exception(
@@ -458,50 +429,29 @@ class Scheduler:
 
     async def _record(
         self, task: Task, outcome: Outcome, queue: Queue, duplicate: Outcome | None = None
-    ) -> tuple[Decision, bool]:
-        """Store an attempt's outcome with the others that ended in the same turn of the loop."""
-        decision = decide(task, outcome, queue.retry_config)
-        ended = decision.next_retry_in is None  # done or retries exhausted: the name is tombstoned
-        tombstone = outcome.response_time + self.service.task_tombstone if ended else None
-        attempt = decision.attempt
-        if duplicate is not None:
-            attempt = dataclasses.replace(
-                attempt, duplicated=True, duplicate_http_status=duplicate.http_status
-            )
-        pending = _Unrecorded(FinishedAttempt(decision.task, attempt, tombstone))
-        self._unrecorded.append(pending)
-        if self._recorder is None or self._recorder.done():
-            self._recorder = asyncio.create_task(self._record_pending())
-        return decision, await pending.recorded
+    ) -> tuple[FinishedAttempt, bool]:
+        """Store an attempt's outcome with the others that ended in the same turn of the loop.
 
-    async def _record_pending(self) -> None:
-        """Write the outcomes waiting to be stored, one transaction for all of them.
-
-        Runs ``RECORD_WAIT`` after the first outcome arrived, so the attempts answered meanwhile share
-        the transaction (one commit for many outcomes). While the store refuses, the attempts stay in
-        flight (their tasks DISPATCHING) and the write is tried again.
+        While the store refuses, the attempt stays in flight (its task DISPATCHING) and the write is tried
+        again; the result says whether the outcome was stored (``False``: the task was deleted meanwhile).
         """
-        await asyncio.sleep(RECORD_WAIT)  # the loop's own time: a batching delay, not a schedule
-        failures = 0
-        while self._unrecorded:
-            batch = self._unrecorded
-            self._unrecorded = []
-            try:
-                results = self.store.finish_attempts([pending.finished for pending in batch])
-            except StoreError as error:
-                failures += 1
-                for pending in batch:
-                    pending.report(error)
-                self._unrecorded = batch + self._unrecorded
-                await self.clock.sleep_until(self.clock.now() + error_backoff(failures))
-                continue
-            except Exception as error:  # a bug: each attempt logs it; their tasks stay DISPATCHING
-                for pending in batch:
-                    pending.resolve(error)
-                continue
-            failures = 0
-            for pending, result in zip(batch, results, strict=True):
-                pending.resolve(result)
+        finished = decide(task, outcome, queue.retry_config, tombstone=self.service.task_tombstone)
+        recorded = finished.duplicated(duplicate.http_status) if duplicate is not None else finished
+        return finished, await self._outcomes.add(recorded)
+
+    def _refused(self, finished: FinishedAttempt, error: Exception, first: bool) -> None:
+        """Log the store's refusal of an outcome: once as an error, then quietly while it lasts."""
+        log.log(
+            logging.ERROR if first else logging.DEBUG,
+            "recording attempt %d of %s failed: %s; trying again every %gs at most",
+            finished.task.dispatch_count,
+            finished.task.name,
+            error,
+            MAX_ERROR_BACKOFF,
+        )
+
+    async def _pause_recording(self, failures: int) -> None:
+        await self.clock.sleep_until(self.clock.now() + error_backoff(failures))
 
     # -- housekeeping and test aids --------------------------------------------------------------
 

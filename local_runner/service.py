@@ -112,8 +112,6 @@ class TasksService:
         self.listener: Listener = _NoListener()
         #: The runner's location, as ListLocations reports it (queues may live in any location).
         self.location_id = DEFAULT_LOCATION
-        #: IAM policies per queue name (google.iam.v1.Policy JSON without etag): stored, never enforced.
-        self._iam_policies: dict[str, dict[str, Any]] = {}
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -168,7 +166,6 @@ class TasksService:
         if not self.store.delete_queue(name, self.clock.now() + self.queue_tombstone):
             raise NotFound(errors.ENTITY_NOT_FOUND)
         self.listener.queue_deleted(name)
-        self._iam_policies.pop(name, None)
         self.listener.queue_changed(name)
 
     def _set_state(self, name: str, state: QueueState) -> Queue:
@@ -412,12 +409,13 @@ class TasksService:
     def get_iam_policy(self, name: str) -> dict[str, Any]:
         """GetIamPolicy: the stored policy document (``{}`` if none was set)."""
         queue = self.get_queue(name)
-        return copy.deepcopy(self._iam_policies.get(queue.name, {}))
+        return self.store.get_iam_policy(queue.name) or {}
 
     def set_iam_policy(self, name: str, policy: dict[str, Any]) -> dict[str, Any]:
-        """SetIamPolicy: store a validated policy document; the runner never enforces it."""
+        """SetIamPolicy: store a validated policy (kept across restarts); the runner never enforces it."""
         queue = self.get_queue(name)
-        self._iam_policies[queue.name] = copy.deepcopy(policy)
+        if not self.store.put_iam_policy(queue.name, policy):  # deleted meanwhile
+            raise NotFound(errors.QUEUE_NOT_FOUND)
         return copy.deepcopy(policy)
 
     def test_iam_permissions(self, name: str, permissions: Sequence[str]) -> list[str]:

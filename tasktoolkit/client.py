@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import requests
 
+from tasktoolkit.config import EMULATOR_HOST_ENV
 from tasktoolkit.errors import (
     CloudTasksError,
     ConfigurationError,
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 GOOGLE_ENDPOINT = "https://cloudtasks.googleapis.com"
-EMULATOR_HOST_ENV = "CLOUD_TASKS_EMULATOR_HOST"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 #: Largest ``max_workers`` of :meth:`TasksClient.enqueue_many` (also the connection pool size).
 MAX_WORKERS = 64

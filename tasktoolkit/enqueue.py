@@ -14,15 +14,20 @@ from typing import Any, Protocol, cast
 from flask import Flask, current_app
 from werkzeug.routing import BuildError
 
+from tasktoolkit.config import (
+    ALLOWED_SERVICE_ACCOUNTS,
+    AUDIENCE,
+    BASE_URL,
+    DEFAULT_QUEUE,
+    LOCATION,
+    PROJECT,
+    SERVICE_ACCOUNT,
+    config_string,
+    config_strings,
+)
 from tasktoolkit.errors import ConfigurationError
-from tasktoolkit.extension import ALLOWED_SERVICE_ACCOUNTS, AUDIENCE, config_strings
 from tasktoolkit.taskspec import CreatedTask
 
-PROJECT = "TASKTOOLKIT_PROJECT"
-LOCATION = "TASKTOOLKIT_LOCATION"
-BASE_URL = "TASKTOOLKIT_BASE_URL"
-DEFAULT_QUEUE = "TASKTOOLKIT_DEFAULT_QUEUE"
-SERVICE_ACCOUNT = "TASKTOOLKIT_SERVICE_ACCOUNT"
 CLIENT_KEY = "tasktoolkit.client"
 _lock = threading.Lock()
 
@@ -36,17 +41,6 @@ class Enqueuer(Protocol):
         ...
 
 
-def _setting(app: Flask, key: str, *, required: str | None = None) -> str | None:
-    value = app.config.get(key)
-    if value is None or value == "":
-        if required is not None:
-            raise ConfigurationError(f"{key} is not set: {required}")
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{key} must be a string, got {value!r}")
-    return value
-
-
 def client_for(app: Flask) -> Enqueuer:
     """The app's client: the installed one, or a ``TasksClient`` built from config on first use."""
     with _lock:
@@ -55,8 +49,8 @@ def client_for(app: Flask) -> Enqueuer:
             from tasktoolkit.client import TasksClient
 
             why = "the Cloud Tasks {} of the queues, needed to create tasks"
-            project = _setting(app, PROJECT, required=why.format("project"))
-            location = _setting(app, LOCATION, required=why.format("location"))
+            project = config_string(app.config, PROJECT, required=why.format("project"))
+            location = config_string(app.config, LOCATION, required=why.format("location"))
             assert project is not None and location is not None
             client = TasksClient(project, location)
             app.extensions[CLIENT_KEY] = client
@@ -93,7 +87,7 @@ def _audience(app: Flask) -> str | None:
 
 
 def _service_account(app: Flask) -> str | None:
-    account = _setting(app, SERVICE_ACCOUNT)
+    account = config_string(app.config, SERVICE_ACCOUNT)
     if account is None:
         allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
         account = allowed[0] if len(allowed) == 1 else None
@@ -120,11 +114,11 @@ def enqueue_route(
         raise ConfigurationError(
             "enqueue needs an app: call it in a request or in app.app_context()"
         ) from exc
-    queue = queue or _setting(
-        app, DEFAULT_QUEUE, required="name a queue with @task_handler(queue=...) or enqueue(queue=...)"
+    queue = queue or config_string(
+        app.config, DEFAULT_QUEUE, required="name a queue with @task_handler(queue=...) or enqueue(queue=...)"
     )
-    base = _setting(
-        app, BASE_URL, required="the public URL of this service, e.g. https://worker-abc.a.run.app"
+    base = config_string(
+        app.config, BASE_URL, required="the public URL of this service, e.g. https://worker-abc.a.run.app"
     )
     assert queue is not None and base is not None
     path, method = _route(app, view, route_args or {})

@@ -9,7 +9,6 @@ import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any, overload
 from urllib.parse import quote
 
@@ -17,6 +16,7 @@ from flask import Response, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from tasktoolkit.answers import RecordEffect, Situation
 from tasktoolkit.dedup.base import DedupRecord, DedupStatus, StoredResponse
 from tasktoolkit.enqueue import enqueue_route
 from tasktoolkit.errors import (
@@ -56,7 +56,7 @@ MAX_KEY_LENGTH = 1024
 #: Longest ``dedup_scope``.
 MAX_SCOPE_LENGTH = 200
 #: Header set on a replayed response.
-REPLAYED_HEADER = "X-TaskToolkit-Replayed"
+REPLAYED_HEADER = Situation.DUPLICATE_DONE.answer.headers[0]
 #: WSGI environ key of a list that collects the exceptions a task function raised (the fake queue sets it).
 EXCEPTION_SINK_KEY = "tasktoolkit.exception_sink"
 
@@ -91,19 +91,22 @@ class HandlerOptions:
     dedup_scope: str | None = None
 
 
-def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+def _json(situation: Situation, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    """The answer the table gives ``situation``, with this JSON body and the values of its headers."""
+    answer = situation.answer
+    assert answer.status is not None and tuple(headers or ()) == answer.headers, situation
     response = jsonify(body)
-    response.status_code = status
+    response.status_code = answer.status
     response.headers.update(headers or {})
     return response
 
 
-def _retry_after(status: int, message: str, seconds: float) -> Response:
-    return _json(status, {"error": message}, {"Retry-After": str(max(1, math.ceil(seconds)))})
+def _retry_after(situation: Situation, message: str, seconds: float) -> Response:
+    return _json(situation, {"error": message}, {"Retry-After": str(max(1, math.ceil(seconds)))})
 
 
-def _acknowledge(outcome: str) -> Response:
-    return _json(200, {"acknowledged": True, "outcome": outcome})
+def _acknowledge(situation: Situation, outcome: str) -> Response:
+    return _json(situation, {"acknowledged": True, "outcome": outcome})
 
 
 def _stored(response: Response) -> StoredResponse:
@@ -142,23 +145,27 @@ def _admit(options: HandlerOptions, state: ToolkitState) -> TaskContext | Respon
     token = _bearer_token(environ)
     if token is None:
         log.warning("rejected task request to %s: missing bearer token", request.path)
-        return _json(401, {"error": "missing bearer token"}, {"WWW-Authenticate": "Bearer"})
+        return _json(Situation.BAD_TOKEN, {"error": "missing bearer token"}, {"WWW-Authenticate": "Bearer"})
     extra = (request.url, request.base_url) if state.audience_from_request else ()
     try:
         caller = state.verifier.verify(token, extra_audiences=extra)
         task = parse_task_context(_task_headers(environ), request.get_data(), parse_json=options.parse_json)
     except TokenVerificationError as exc:
         log.warning("rejected task request to %s: %s", request.path, exc)
-        return _json(401, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'})
+        return _json(
+            Situation.BAD_TOKEN, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
     except CallerNotAllowed as exc:
         log.warning("rejected task request to %s: %s", request.path, exc)
-        return _json(403, {"error": str(exc)})
+        return _json(Situation.CALLER_NOT_ALLOWED, {"error": str(exc)})
     except CertificateFetchError as exc:
         log.error("cannot verify task request to %s: %s", request.path, exc)
-        return _retry_after(503, "token verification unavailable", UNAVAILABLE_RETRY_AFTER_S)
+        return _retry_after(
+            Situation.CERTS_UNAVAILABLE, "token verification unavailable", UNAVAILABLE_RETRY_AFTER_S
+        )
     except InvalidTaskRequest as exc:
         log.warning("rejected task request to %s: %s", request.path, exc)
-        return _json(400, {"error": str(exc)})
+        return _json(Situation.BAD_TASK_REQUEST, {"error": str(exc)})
     log.debug("task %s/%s from %s", task.queue_name, task.task_name, caller.email)
     return task
 
@@ -170,33 +177,28 @@ def _report(exc: Exception) -> None:
         sink.append(exc)
 
 
-class _Outcome(Enum):
-    """What a run means for its dedup record."""
-
-    COMPLETE = "complete"
-    FAIL = "fail"
-    RELEASE = "release"
-
-
 def _execute(
     func: TaskFunction, task: TaskContext, view_args: dict[str, Any]
-) -> tuple[Response | HTTPException, _Outcome]:
-    """Runs the task function and maps how it ended to an answer and a record outcome (the one table)."""
+) -> tuple[Response | HTTPException, Situation]:
+    """Runs the task function and returns its answer and how it ended (a row of the answer table)."""
     try:
         response = make_response(func(task.payload, task, **view_args))
     except RetryTask as exc:
         log.info("task %s/%s asked to be retried in %gs", task.queue_name, task.task_name, exc.delay_s)
-        return _retry_after(503, "retry requested", exc.delay_s), _Outcome.RELEASE
+        return _retry_after(
+            Situation.RETRY_REQUESTED, "retry requested", exc.delay_s
+        ), Situation.RETRY_REQUESTED
     except PermanentFailure as exc:
         log.warning("task %s/%s failed permanently: %s", task.queue_name, task.task_name, exc)
-        return _acknowledge("permanent_failure"), _Outcome.FAIL
+        return _acknowledge(Situation.PERMANENT_FAILURE, "permanent_failure"), Situation.PERMANENT_FAILURE
     except HTTPException as exc:
-        return exc, _Outcome.RELEASE
+        return exc, Situation.HTTP_EXCEPTION
     except Exception as exc:
         log.exception("task %s/%s raised", task.queue_name, task.task_name)
         _report(exc)
-        return _json(500, {"error": "task handler failed"}), _Outcome.RELEASE
-    return response, _Outcome.COMPLETE if 200 <= response.status_code < 300 else _Outcome.RELEASE
+        return _json(Situation.HANDLER_RAISED, {"error": "task handler failed"}), Situation.HANDLER_RAISED
+    returned = Situation.RETURNED_2XX if 200 <= response.status_code < 300 else Situation.RETURNED_OTHER
+    return response, returned
 
 
 def _duplicate(record: DedupRecord, fingerprint: str, state: ToolkitState, task: TaskContext) -> Response:
@@ -207,31 +209,40 @@ def _duplicate(record: DedupRecord, fingerprint: str, state: ToolkitState, task:
             task.queue_name,
             task.task_name,
         )
-        return _acknowledge("payload_mismatch")
+        return _acknowledge(Situation.PAYLOAD_MISMATCH, "payload_mismatch")
     if record.status is DedupStatus.IN_PROGRESS:
         remaining = record.expires_at - state.store.clock()
         log.info("dedup key %r is in progress; asking Cloud Tasks to retry", record.key)
-        return _retry_after(409, "task already in progress", min(remaining, IN_PROGRESS_RETRY_AFTER_MAX_S))
+        return _retry_after(
+            Situation.DUPLICATE_RUNNING,
+            "task already in progress",
+            min(remaining, IN_PROGRESS_RETRY_AFTER_MAX_S),
+        )
     assert record.response is not None, "a finished record stores its response"
     log.info("dedup key %r is %s; replaying the stored response", record.key, record.status.value.lower())
     return _replay(record.response)
 
 
+#: The store operation of each effect a run can have on its own claim, as the log names it.
+_VERBS = {RecordEffect.COMPLETED: "complete", RecordEffect.FAILED: "fail", RecordEffect.RELEASED: "release"}
+
+
 def _record(
-    state: ToolkitState, claim: DedupRecord, outcome: _Outcome, stored: StoredResponse | None, ttl_s: float
+    state: ToolkitState, claim: DedupRecord, effect: RecordEffect, stored: StoredResponse | None, ttl_s: float
 ) -> None:
     """Completes, fails or releases the claim; a store failure here is logged and never changes the answer."""
+    verb = _VERBS[effect]
     try:
-        if outcome is _Outcome.RELEASE or stored is None:
+        if effect is RecordEffect.RELEASED or stored is None:
             held = state.store.release(claim)
-        elif outcome is _Outcome.FAIL:
+        elif effect is RecordEffect.FAILED:
             held = state.store.fail(claim, stored, ttl_s=ttl_s)
         else:
             held = state.store.complete(claim, stored, ttl_s=ttl_s)
         if not held:
-            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, outcome.value)
+            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, verb)
     except DedupStoreUnavailable as exc:
-        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, outcome.value, exc)
+        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, verb, exc)
 
 
 def _scope(options: HandlerOptions, func: TaskFunction) -> str:
@@ -254,13 +265,13 @@ def _claim(
     except Exception as exc:
         log.exception("dedup_key failed for task %s/%s", task.queue_name, task.task_name)
         _report(exc)
-        return _json(500, {"error": "task handler failed"})
+        return _json(Situation.DEDUP_KEY_FAILED, {"error": "task handler failed"})
     fingerprint = hashlib.sha256(task.body).hexdigest()
     try:
         claim = state.store.claim(key, fingerprint, lease_s=options.lease_s or state.lease_s)
     except DedupStoreUnavailable as exc:
         log.error("dedup store unavailable; task %s/%s not run: %s", task.queue_name, task.task_name, exc)
-        return _retry_after(503, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)
+        return _retry_after(Situation.STORE_UNAVAILABLE, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)
     return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, task)
 
 
@@ -272,10 +283,13 @@ def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, 
     claim = _claim(options, state, task, _scope(options, func)) if options.dedup_key is not None else None
     if isinstance(claim, Response):
         return claim
-    answer, outcome = _execute(func, task, view_args)
+    answer, situation = _execute(func, task, view_args)
     if claim is not None:
-        stored = _stored(answer) if isinstance(answer, Response) and outcome is not _Outcome.RELEASE else None
-        _record(state, claim, outcome, stored, options.ttl_s or state.ttl_s)
+        effect = situation.answer.record
+        stored = (
+            _stored(answer) if isinstance(answer, Response) and effect is not RecordEffect.RELEASED else None
+        )
+        _record(state, claim, effect, stored, options.ttl_s or state.ttl_s)
     if isinstance(answer, HTTPException):
         raise answer  # Flask renders it, through the app's error handlers
     return answer

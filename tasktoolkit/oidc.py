@@ -25,17 +25,19 @@ import google.auth.exceptions
 import requests
 from google.auth import jwt
 
+from tasktoolkit.config import (
+    DEFAULT_CLOCK_SKEW_S,
+    EMULATOR_HOST_ENV,
+    GOOGLE_CERTS_URL,
+    GOOGLE_ISSUERS,
+    MAX_CLOCK_SKEW_S,
+)
 from tasktoolkit.errors import CallerNotAllowed, CertificateFetchError, TokenVerificationError
 
 log = logging.getLogger("tasktoolkit.oidc")
 
-GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
-GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
-EMULATOR_HOST_ENV = "CLOUD_TASKS_EMULATOR_HOST"
 #: The only signature algorithm Google (and the local runner) use for ID tokens.
 ALGORITHM = "RS256"
-DEFAULT_CLOCK_SKEW_S = 10.0
-MAX_CLOCK_SKEW_S = 300.0
 #: Certificate cache lifetime when the response has no ``max-age``, and its bounds.
 DEFAULT_CERTS_MAX_AGE_S = 3600.0
 MIN_CERTS_MAX_AGE_S = 60.0

@@ -11,7 +11,6 @@ would send and an OIDC token that the app's verifier accepts, in virtual time. S
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import functools
 import json
@@ -35,7 +34,8 @@ from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.service import TasksService
 from local_runner.store.memory import MemoryTaskStore
 from tasktoolkit.client import TasksClient, error_from_answer
-from tasktoolkit.enqueue import BASE_URL, LOCATION, PROJECT, install_client
+from tasktoolkit.config import BASE_URL, LOCATION, PROJECT
+from tasktoolkit.enqueue import install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY
@@ -487,16 +487,13 @@ class FakeQueue(TasksClient):
         if self.duplicate_deliveries:  # the same request again, as the runner's duplicate-delivery mode
             duplicate = self._send(record, request.method, request.url, headers, request.body, True)
         outcome = Outcome(now, http_status=delivery.status, retry_after=delivery.retry_after_s)
-        decision = decide(claimed, outcome, queue.retry_config)
-        attempt = decision.attempt
+        finished = decide(claimed, outcome, queue.retry_config, tombstone=self._service.task_tombstone)
         if duplicate is not None:
-            attempt = dataclasses.replace(attempt, duplicated=True, duplicate_http_status=duplicate.status)
-        ended = decision.next_retry_in is None  # done or exhausted: the name is tombstoned
+            finished = finished.duplicated(duplicate.status)
         with self._lock:
-            tombstone = now + self._service.task_tombstone if ended else None
-            if self._store.finish_attempt(decision.task, attempt, tombstone):
-                record.update(decision.task)
-                if decision.delete:
+            if self._store.finish_attempts([finished])[0]:
+                record.update(finished.task)
+                if finished.deletes:
                     record.state = SUCCEEDED
                     del self._live[record.name]
         self.deliveries.append(delivery)

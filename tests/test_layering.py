@@ -129,3 +129,77 @@ def test_the_layering_check_sees_imports() -> None:
     imports = imported_packages("local_runner")
     assert "local_runner.model" in imports["local_runner/service.py"]
     assert "httptools" in imports["local_runner/http_client.py"]
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """The cycles among ``package``'s modules (deferred imports inside functions count too).
+
+    A submodule naming its own package (``from pkg import x``) is not a cycle: the package is loaded first.
+    """
+    graph: dict[str, set[str]] = {}
+    for path, names in imported_packages(package).items():
+        module = path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+        graph[module] = {
+            name for name in names if name.startswith(f"{package}.") and not module.startswith(f"{name}.")
+        }
+    cycles: list[list[str]] = []
+    done: set[str] = set()
+
+    def visit(module: str, trail: list[str]) -> None:
+        if module in trail:
+            cycles.append([*trail[trail.index(module) :], module])
+            return
+        if module in done:
+            return
+        for target in sorted(graph.get(module, ())):
+            visit(target, [*trail, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    return cycles
+
+
+@pytest.mark.parametrize("package", ["tasktoolkit", "local_runner"])
+def test_no_import_cycles(package: str) -> None:
+    assert import_cycles(package) == []
+
+
+def test_every_tasktoolkit_setting_is_named_in_config_only() -> None:
+    """``tasktoolkit/config.py`` owns the ``TASKTOOLKIT_*`` keys; code elsewhere uses its names."""
+    keys = {
+        node.value
+        for path in sorted((ROOT / "tasktoolkit").rglob("*.py"))
+        if path.name != "config.py"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Constant) and str(node.value).startswith("TASKTOOLKIT_")
+    }
+    assert keys == set()
+
+
+#: Small shared definitions: one per half (the halves never import each other, so each may hold one).
+SHARED_NAMES = ("JsonObject", "snake", "camel", "USER_AGENT", "ApiError", "EMULATOR_HOST_ENV")
+
+
+@pytest.mark.parametrize("package", ["tasktoolkit", "local_runner"])
+def test_small_shared_definitions_are_defined_once_per_half(package: str) -> None:
+    where: dict[str, list[str]] = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign | ast.AnnAssign):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.FunctionDef | ast.ClassDef):
+                names = [node.name]
+            else:
+                continue
+            for name in set(names) & set(SHARED_NAMES):
+                where.setdefault(name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in where.items() if len(paths) > 1} == {}
+
+
+def test_the_runner_has_one_exception_root() -> None:
+    from local_runner.cli_client import ClientError
+    from local_runner.errors import RunnerError
+
+    assert issubclass(ClientError, RunnerError)

@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from local_runner.api.request import Call, JsonObject, check_fields, parse_view
-from local_runner.codec import format_timestamp, new_task_from_json, task_to_json
+from local_runner.api.request import Call, check_fields, parse_view
+from local_runner.codec import JsonObject, format_timestamp, new_task_from_json, task_to_json
 from local_runner.errors import ApiError, InvalidArgument, NotFound
 from local_runner.model import Task, TaskView, parse_location, parse_queue_name, parse_task_name
 from local_runner.service import TasksService

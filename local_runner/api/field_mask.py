@@ -11,9 +11,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from local_runner.api.request import camel
+from local_runner.codec import JsonObject
 from local_runner.errors import InvalidArgument
-
-JsonObject = dict[str, Any]
 
 _TOKEN_OIDC = {"serviceAccountEmail": None, "audience": None}
 _TOKEN_OAUTH = {"serviceAccountEmail": None, "scope": None}

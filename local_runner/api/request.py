@@ -8,10 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from local_runner.codec import JsonObject, snake
 from local_runner.errors import InvalidArgument
 from local_runner.model import TaskView
-
-JsonObject = dict[str, Any]
 
 #: Standard system parameters every Google REST API accepts (reference §1); ignored here.
 SYSTEM_PARAMS = frozenset(
@@ -35,11 +34,6 @@ SYSTEM_PARAMS = frozenset(
 def camel(name: str) -> str:
     """``page_size`` -> ``pageSize`` (lowerCamelCase names pass through)."""
     return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), name)
-
-
-def snake(name: str) -> str:
-    """``pageSize`` -> ``page_size``, as the real service names fields in messages."""
-    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), name)
 
 
 @dataclass(frozen=True)

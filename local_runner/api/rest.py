@@ -18,7 +18,6 @@ from local_runner.api.batch import BatchTasks
 from local_runner.api.cmek import CmekConfigs
 from local_runner.api.request import (
     Call,
-    JsonObject,
     check_fields,
     is_int32,
     parse_int,
@@ -26,7 +25,7 @@ from local_runner.api.request import (
 )
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
 from local_runner.api.task_inserts import Inserts, TaskInserts
-from local_runner.codec import new_task_from_json, queue_from_json, queue_to_json, task_to_json
+from local_runner.codec import JsonObject, new_task_from_json, queue_from_json, queue_to_json, task_to_json
 from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 from local_runner.model import TaskView, check_headers, parse_queue_name
 from local_runner.service import TasksService

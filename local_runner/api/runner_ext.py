@@ -22,10 +22,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from local_runner.api.request import Call, JsonObject, parse_int, parse_view
+from local_runner.api.request import Call, parse_int, parse_view
 from local_runner.api.routing import QUEUE, TASK, Router
 from local_runner.clock import VirtualClock
 from local_runner.codec import (
+    JsonObject,
     attempt_to_stored_json,
     format_timestamp,
     parse_duration,

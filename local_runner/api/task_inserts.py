@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Protocol
 
+from local_runner.loop_batch import LoopBatch
 from local_runner.model import Task
 from local_runner.service import TasksService
 
@@ -17,34 +17,12 @@ class TaskInserts:
     """
 
     def __init__(self, service: TasksService) -> None:
-        self._service = service
-        self._waiting: list[tuple[Task, asyncio.Future[None]]] = []
+        # A StoreError, or a bug, fails every call of the batch: no retry.
+        self._batch: LoopBatch[Task, None] = LoopBatch(service.add_tasks)
 
     async def add(self, task: Task) -> None:
         """Queue ``task`` with the others added in this turn of the loop; returns once it is stored."""
-        loop = asyncio.get_running_loop()
-        stored: asyncio.Future[None] = loop.create_future()
-        self._waiting.append((task, stored))
-        if len(self._waiting) == 1:
-            loop.call_soon(self._write)
-        await stored
-
-    def _write(self) -> None:
-        batch, self._waiting = self._waiting, []
-        try:
-            refusals = self._service.add_tasks([task for task, _ in batch])
-        except Exception as error:  # StoreError, or a bug: every call of the batch answers with it
-            for _, stored in batch:
-                if not stored.done():
-                    stored.set_exception(error)
-            return
-        for (_, stored), refused in zip(batch, refusals, strict=True):
-            if stored.done():
-                continue
-            if refused is None:
-                stored.set_result(None)
-            else:
-                stored.set_exception(refused)
+        await self._batch.add(task)
 
 
 class Inserts(Protocol):

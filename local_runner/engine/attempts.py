@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 
@@ -83,24 +84,36 @@ def previous_response_code(attempt: Attempt) -> int:
 
 
 @dataclass(frozen=True)
-class Decision:
-    """What to store after an attempt."""
+class FinishedAttempt:
+    """An attempt's outcome applied to its task: what the store records (``TaskStore.finish_attempts``)."""
 
     #: The task as it stands after the attempt (QUEUED with a new schedule time, or EXHAUSTED).
     task: Task
     attempt: Attempt
-    #: True when the task is done and must be deleted (success).
-    delete: bool
+    #: Tombstone the task's name until then: a successful task is deleted, an EXHAUSTED one is kept
+    #: (inspectable, replayable) without holding the name. ``None`` stores ``task`` and nothing else.
+    tombstone_until: float | None = None
     #: Seconds until the next attempt; ``None`` when there is none.
-    next_retry_in: float | None
+    next_retry_in: float | None = None
+
+    @property
+    def deletes(self) -> bool:
+        """Whether recording it deletes the task (success; an EXHAUSTED task is kept)."""
+        return self.tombstone_until is not None and self.task.state is not TaskState.EXHAUSTED
+
+    def duplicated(self, http_status: int | None) -> FinishedAttempt:
+        """The same, its attempt marked as delivered twice (the second delivery answered ``http_status``)."""
+        attempt = dataclasses.replace(self.attempt, duplicated=True, duplicate_http_status=http_status)
+        return dataclasses.replace(self, attempt=attempt)
 
 
-def decide(task: Task, outcome: Outcome, queue_retry: RetryConfig) -> Decision:
+def decide(task: Task, outcome: Outcome, queue_retry: RetryConfig, *, tombstone: float) -> FinishedAttempt:
     """Apply an outcome to the task that was claimed for this attempt.
 
     ``task`` is the claimed task (its ``last_attempt`` holds the schedule and dispatch times). Counts
     follow the real service: every dispatch counts as a retry, every response as a response, and
-    only non-5xx responses as executions.
+    only non-5xx responses as executions. A task that ended (done, or retries exhausted) holds its
+    name for ``tombstone`` seconds after the response.
     """
     started = task.last_attempt
     if started is None:
@@ -120,19 +133,20 @@ def decide(task: Task, outcome: Outcome, queue_retry: RetryConfig) -> Decision:
         response_count=task.response_count + (status is not None),
         execution_count=task.execution_count + (status is not None and status < 500),
     )
+    ended = now + tombstone
     if outcome.succeeded:
-        return Decision(updated, attempt, delete=True, next_retry_in=None)
+        return FinishedAttempt(updated, attempt, tombstone_until=ended)
     config = task.retry_config or queue_retry
     first = task.first_attempt.dispatch_time if task.first_attempt else started.dispatch_time
     if retries_exhausted(config, task.dispatch_count, first, task.create_time, now):
-        return Decision(updated.replace(state=TaskState.EXHAUSTED), attempt, delete=False, next_retry_in=None)
+        return FinishedAttempt(updated.replace(state=TaskState.EXHAUSTED), attempt, tombstone_until=ended)
     delay = backoff_interval(config, task.dispatch_count)
     if outcome.retry_after is not None:
         delay = max(delay, outcome.retry_after)
     if now + delay >= task.create_time + TASK_RETENTION:  # deleted by retention before the retry is due
-        return Decision(updated.replace(state=TaskState.EXHAUSTED), attempt, delete=False, next_retry_in=None)
+        return FinishedAttempt(updated.replace(state=TaskState.EXHAUSTED), attempt, tombstone_until=ended)
     queued = updated.replace(state=TaskState.QUEUED, schedule_time=now + delay)
-    return Decision(queued, attempt, delete=False, next_retry_in=delay)
+    return FinishedAttempt(queued, attempt, next_retry_in=delay)
 
 
 def replayed_task(task: Task, now: float) -> Task:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from local_runner.engine.attempts import replayed_task
+from local_runner.engine.attempts import FinishedAttempt, replayed_task
 from local_runner.errors import AlreadyExists
 from local_runner.model import Attempt, Queue, Task, TaskState
 
@@ -23,18 +24,6 @@ class TaskCounts:
     later: int
     dispatching: int
     exhausted: int
-
-
-@dataclass(frozen=True)
-class FinishedAttempt:
-    """The outcome of one attempt, as :meth:`TaskStore.finish_attempts` records it."""
-
-    #: The task as it stands after the attempt (QUEUED with a new schedule time, or EXHAUSTED).
-    task: Task
-    attempt: Attempt
-    #: Tombstone the task's name until then: a successful task is deleted, an EXHAUSTED one is kept
-    #: (inspectable, replayable) without holding the name. ``None`` stores ``task`` and nothing else.
-    tombstone_until: float | None = None
 
 
 class TaskStore(ABC):
@@ -72,6 +61,18 @@ class TaskStore(ABC):
     @abstractmethod
     def queue_tombstoned(self, name: str, now: float) -> bool:
         """Whether a queue with this name was deleted and its tombstone is still in force at ``now``."""
+
+    @abstractmethod
+    def get_iam_policy(self, queue_name: str) -> dict[str, Any] | None:
+        """The queue's IAM policy (google.iam.v1.Policy JSON without etag), or ``None`` if none was set."""
+
+    @abstractmethod
+    def put_iam_policy(self, queue_name: str, policy: Mapping[str, Any]) -> bool:
+        """Store the queue's IAM policy, replacing its last one; deleting the queue deletes it too.
+
+        Returns:
+            ``False`` if there is no such queue (nothing is written then).
+        """
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -218,7 +219,7 @@ class TaskStore(ABC):
 
     @abstractmethod
     def reset(self) -> None:
-        """Delete everything: queues, tasks, tombstones, history (a test aid)."""
+        """Delete everything: queues, their IAM policies, tasks, tombstones, history (a test aid)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources; the store is unusable afterwards."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import heapq
 import itertools
+import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from local_runner.errors import TASK_EXISTS, TASK_TOMBSTONED, AlreadyExists
@@ -63,6 +64,8 @@ class MemoryTaskStore(TaskStore):
         self._heaps: dict[str, list[_Entry]] = {}
         self._task_tombstones: dict[str, tuple[str, float]] = {}
         self._history: dict[str, list[Attempt]] = {}
+        #: IAM policy per queue, as JSON text: what is read back is a copy, as from a file.
+        self._iam_policies: dict[str, str] = {}
 
     # -- queues ----------------------------------------------------------------------------------
 
@@ -91,11 +94,22 @@ class MemoryTaskStore(TaskStore):
         for task_name in [n for n, (q, _) in self._task_tombstones.items() if q == name]:
             del self._task_tombstones[task_name]
         self._queue_tombstones[name] = tombstone_until
+        self._iam_policies.pop(name, None)
         return True
 
     def queue_tombstoned(self, name: str, now: float) -> bool:  # noqa: D102
         until = self._queue_tombstones.get(name)
         return until is not None and now < until
+
+    def get_iam_policy(self, queue_name: str) -> dict[str, Any] | None:  # noqa: D102
+        text = self._iam_policies.get(queue_name)
+        return None if text is None else dict(json.loads(text))
+
+    def put_iam_policy(self, queue_name: str, policy: Mapping[str, Any]) -> bool:  # noqa: D102
+        if queue_name not in self._queues:
+            return False
+        self._iam_policies[queue_name] = json.dumps(policy)
+        return True
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -190,9 +204,10 @@ class MemoryTaskStore(TaskStore):
         return self._start(task, now)  # its heap entry goes stale and is skipped later
 
     def finish_attempts(self, finished: Sequence[FinishedAttempt]) -> list[bool]:  # noqa: D102
-        return [self._finish(item.task, item.attempt, item.tombstone_until) for item in finished]
+        return [self._finish(item) for item in finished]
 
-    def _finish(self, task: Task, attempt: Attempt, tombstone_until: float | None) -> bool:
+    def _finish(self, item: FinishedAttempt) -> bool:
+        task, tombstone_until = item.task, item.tombstone_until
         stored = self._get(task.name)
         if (
             stored is None
@@ -201,8 +216,8 @@ class MemoryTaskStore(TaskStore):
             or stored.uid != task.uid
         ):
             return False
-        self._history.setdefault(task.name, []).append(attempt)
-        if tombstone_until is not None and task.state is not TaskState.EXHAUSTED:
+        self._history.setdefault(task.name, []).append(item.attempt)
+        if tombstone_until is not None and item.deletes:
             self._remove(task.name, tombstone_until)
             return True
         self._put(task)

@@ -8,7 +8,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ CREATE INDEX IF NOT EXISTS tasks_due ON tasks (queue, state, schedule_time, seq)
 DROP INDEX IF EXISTS tasks_by_name;
 CREATE TABLE IF NOT EXISTS task_tombstones (name TEXT PRIMARY KEY, queue TEXT NOT NULL, until REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS task_tombstones_queue ON task_tombstones (queue);
+CREATE TABLE IF NOT EXISTS iam_policies (queue TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS attempts (
     task_name TEXT NOT NULL, seq INTEGER NOT NULL, {", ".join(_ATTEMPT_FIELDS)},
     PRIMARY KEY (task_name, seq)
@@ -189,11 +190,6 @@ def _task_name_range(queue_name: str) -> tuple[str, str]:
     constraint's) serves a queue's tasks in name order, and no second index on names is kept.
     """
     return queue_name + "/tasks/", queue_name + "/tasks0"
-
-
-def _deletes(item: FinishedAttempt) -> bool:
-    """Whether recording ``item`` deletes its task (success; an EXHAUSTED task is kept)."""
-    return item.tombstone_until is not None and item.task.state is not TaskState.EXHAUSTED
 
 
 def _attempt(values: tuple[Any, ...]) -> Attempt | None:
@@ -498,6 +494,7 @@ class SQLiteTaskStore(TaskStore):
             )
             conn.execute("DELETE FROM attempts WHERE task_name > ? AND task_name < ?", _task_name_range(name))
             conn.execute("DELETE FROM task_tombstones WHERE queue = ?", (name,))
+            conn.execute("DELETE FROM iam_policies WHERE queue = ?", (name,))
             conn.execute(
                 "INSERT OR REPLACE INTO queue_tombstones (name, until) VALUES (?, ?)", (name, tombstone_until)
             )
@@ -509,6 +506,22 @@ class SQLiteTaskStore(TaskStore):
                 "SELECT 1 FROM queue_tombstones WHERE name = ? AND until > ?", (name, now)
             ).fetchone()
             return row is not None
+
+    def get_iam_policy(self, queue_name: str) -> dict[str, Any] | None:  # noqa: D102
+        with self._read() as conn:
+            row = conn.execute("SELECT doc FROM iam_policies WHERE queue = ?", (queue_name,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_iam_policy(self, queue_name: str, policy: Mapping[str, Any]) -> bool:  # noqa: D102
+        doc = json.dumps(policy)
+        with self._write() as conn:
+            return bool(
+                conn.execute(
+                    "INSERT OR REPLACE INTO iam_policies (queue, doc) "
+                    "SELECT name, ? FROM queues WHERE name = ?",
+                    (doc, queue_name),
+                ).rowcount
+            )
 
     # -- tasks -----------------------------------------------------------------------------------
 
@@ -664,10 +677,10 @@ class SQLiteTaskStore(TaskStore):
             done = [item for item, applied in zip(finished, applies, strict=True) if applied]
             conn.executemany(
                 _DELETE_FINISHED,
-                [(item.task.uid,) for item in done if _deletes(item)],
+                [(item.task.uid,) for item in done if item.deletes],
             )
             conn.executemany(
-                _RECORD_PROGRESS, [_progress_params(item.task) for item in done if not _deletes(item)]
+                _RECORD_PROGRESS, [_progress_params(item.task) for item in done if not item.deletes]
             )
             conn.executemany(
                 _TOMBSTONE,
@@ -772,5 +785,12 @@ class SQLiteTaskStore(TaskStore):
         with self._write() as conn:
             self._queues.clear()
             self._requests.clear()
-            for table in ("queues", "queue_tombstones", "tasks", "task_tombstones", "attempts"):
+            for table in (
+                "queues",
+                "queue_tombstones",
+                "iam_policies",
+                "tasks",
+                "task_tombstones",
+                "attempts",
+            ):
                 conn.execute(f"DELETE FROM {table}")

@@ -29,7 +29,9 @@ def claimed(queue_id: str, task_id: str) -> Task:
 def finish(attempts: AttemptLog, queue_id: str, task_id: str, status: int, now: float) -> None:
     task = claimed(queue_id, task_id)
     outcome = Outcome(now, http_status=status)
-    attempts.finished(task, outcome, decide(task, outcome, RetryConfig()), 0.004, recorded=True)
+    attempts.finished(
+        task, outcome, decide(task, outcome, RetryConfig(), tombstone=3600.0), 0.004, recorded=True
+    )
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:

@@ -20,6 +20,8 @@ from local_runner.model import (
 )
 
 T0 = 1_700_000_000.0
+#: How long an ended task holds its name (the service's task tombstone).
+TOMBSTONE = 3600.0
 QUEUE = Queue(
     "projects/p/locations/l/queues/emails",
     retry_config=RetryConfig(min_backoff=10, max_backoff=300, max_doublings=3),
@@ -79,17 +81,21 @@ def test_header_sequence_matches_the_real_service() -> None:
         else:
             assert headers["X-CloudTasks-TaskPreviousResponse"] == previous
             assert headers["X-CloudTasks-TaskRetryReason"] == ""
-        decision = decide(task, Outcome(now + 0.01, http_status=status), QUEUE.retry_config)
+        decision = decide(
+            task, Outcome(now + 0.01, http_status=status), QUEUE.retry_config, tombstone=TOMBSTONE
+        )
         task = decision.task
         now = task.schedule_time
-    assert decision.delete
+    assert decision.deletes
     assert task.response_count == 6
     assert task.dispatch_count == 6
 
 
 def test_deadline_gives_504_previous_response_and_no_execution() -> None:
     task = claim(new_task(), T0)
-    decision = decide(task, Outcome(T0 + 600, failure=Failure.DEADLINE), QUEUE.retry_config)
+    decision = decide(
+        task, Outcome(T0 + 600, failure=Failure.DEADLINE), QUEUE.retry_config, tombstone=TOMBSTONE
+    )
     assert decision.attempt.http_status is None
     assert decision.attempt.response_time is None
     assert decision.attempt.response_status is not None
@@ -108,7 +114,7 @@ def test_retry_is_scheduled_from_failure_time_with_backoff() -> None:
     now = T0
     for _ in range(8):
         task = claim(task, now)
-        decision = decide(task, Outcome(now + 1, http_status=500), QUEUE.retry_config)
+        decision = decide(task, Outcome(now + 1, http_status=500), QUEUE.retry_config, tombstone=TOMBSTONE)
         delays.append(decision.next_retry_in)
         assert decision.task.schedule_time == pytest.approx(now + 1 + decision.next_retry_in)
         task = decision.task
@@ -118,25 +124,45 @@ def test_retry_is_scheduled_from_failure_time_with_backoff() -> None:
 
 def test_retry_after_is_honoured_when_longer_than_backoff() -> None:
     task = claim(new_task(), T0)
-    decision = decide(task, Outcome(T0, http_status=429, retry_after=120), QUEUE.retry_config)
+    decision = decide(
+        task, Outcome(T0, http_status=429, retry_after=120), QUEUE.retry_config, tombstone=TOMBSTONE
+    )
     assert decision.next_retry_in == 120
-    short = decide(task, Outcome(T0, http_status=503, retry_after=1), QUEUE.retry_config)
+    short = decide(task, Outcome(T0, http_status=503, retry_after=1), QUEUE.retry_config, tombstone=TOMBSTONE)
     assert short.next_retry_in == 10
 
 
 def test_exhausted_after_max_attempts() -> None:
     config = RetryConfig(max_attempts=2, min_backoff=1, max_backoff=1)
     task = claim(new_task(), T0)
-    first = decide(task, Outcome(T0, http_status=500), config)
+    first = decide(task, Outcome(T0, http_status=500), config, tombstone=TOMBSTONE)
     assert first.task.state is TaskState.QUEUED
-    second = decide(claim(first.task, T0 + 1), Outcome(T0 + 1, http_status=500), config)
+    second = decide(claim(first.task, T0 + 1), Outcome(T0 + 1, http_status=500), config, tombstone=TOMBSTONE)
     assert second.task.state is TaskState.EXHAUSTED
-    assert second.next_retry_in is None and not second.delete
+    assert second.next_retry_in is None and not second.deletes
+
+
+def test_an_ended_task_holds_its_name_and_a_retry_does_not() -> None:
+    """One result type: what the store records (tombstone, delete) and what the log says (next retry)."""
+    config = RetryConfig(max_attempts=2, min_backoff=1, max_backoff=1)
+    retry = decide(claim(new_task(), T0), Outcome(T0 + 2, http_status=500), config, tombstone=TOMBSTONE)
+    assert (retry.tombstone_until, retry.next_retry_in, retry.deletes) == (None, 1, False)
+    done = decide(claim(retry.task, T0 + 3), Outcome(T0 + 4, http_status=200), config, tombstone=TOMBSTONE)
+    assert (done.tombstone_until, done.next_retry_in, done.deletes) == (T0 + 4 + TOMBSTONE, None, True)
+    last = decide(claim(retry.task, T0 + 3), Outcome(T0 + 5, http_status=500), config, tombstone=TOMBSTONE)
+    assert (last.tombstone_until, last.task.state, last.deletes) == (
+        T0 + 5 + TOMBSTONE,
+        TaskState.EXHAUSTED,
+        False,
+    )
+    twice = last.duplicated(503)
+    assert (twice.attempt.duplicated, twice.attempt.duplicate_http_status) == (True, 503)
+    assert dataclasses.replace(twice, attempt=last.attempt) == last
 
 
 def test_task_level_retry_config_overrides_queue() -> None:
     task = claim(new_task(retry_config=RetryConfig(max_attempts=1)), T0)
-    decision = decide(task, Outcome(T0, http_status=500), QUEUE.retry_config)
+    decision = decide(task, Outcome(T0, http_status=500), QUEUE.retry_config, tombstone=TOMBSTONE)
     assert decision.task.state is TaskState.EXHAUSTED
 
 
@@ -218,6 +244,6 @@ def test_parse_retry_after() -> None:
 
 def test_a_retry_due_after_retention_ends_the_task() -> None:
     config = RetryConfig(max_attempts=-1, min_backoff=40 * 24 * 3600, max_backoff=40 * 24 * 3600)
-    decision = decide(claim(new_task(), T0), Outcome(T0, http_status=500), config)
+    decision = decide(claim(new_task(), T0), Outcome(T0, http_status=500), config, tombstone=TOMBSTONE)
     assert decision.task.state is TaskState.EXHAUSTED
     assert decision.next_retry_in is None

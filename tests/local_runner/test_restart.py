@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
@@ -163,3 +164,24 @@ def test_ctrl_c_stops_cleanly_and_keeps_queued_tasks(
         assert store.get_queue(QUEUE) is not None
     finally:
         store.close()
+
+
+def test_iam_policies_survive_a_restart(tmp_path: Path, runner_process: Callable[..., Any]) -> None:
+    """SetIamPolicy is kept in the store like queues and tasks: a restarted runner answers the same policy."""
+    queue = f"{PARENT}/queues/guarded"
+    policy = {
+        "version": 1,
+        "bindings": [{"role": "roles/cloudtasks.enqueuer", "members": ["user:dev@example.com"]}],
+    }
+    runner = runner_process(tmp_path)
+    requests.post(f"{runner.url}/v2/{PARENT}/queues", json={"name": queue}, timeout=10).raise_for_status()
+    answer = requests.post(f"{runner.url}/v2/{queue}:setIamPolicy", json={"policy": policy}, timeout=10)
+    answer.raise_for_status()
+    stored = answer.json()
+    assert runner.interrupt() == 0
+
+    restarted = runner_process(tmp_path)
+    got = requests.post(f"{restarted.url}/v2/{queue}:getIamPolicy", json={}, timeout=10)
+    got.raise_for_status()
+    assert got.json() == stored and stored["bindings"] == policy["bindings"]
+    assert restarted.interrupt() == 0

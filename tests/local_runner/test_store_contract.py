@@ -561,6 +561,44 @@ def test_reset_deletes_everything(store: TaskStore) -> None:
     assert ids(store.claim_due(Q, now=1000.0, limit=5)) == ["a"]
 
 
+POLICY = {
+    "version": 1,
+    "bindings": [{"role": "roles/cloudtasks.enqueuer", "members": ["user:dev@example.com"]}],
+}
+
+
+def test_iam_policy_is_stored_per_queue_replaced_and_deleted_with_its_queue(store: TaskStore) -> None:
+    store.put_queue(Queue(name=Q))
+    store.put_queue(Queue(name=Q2))
+    assert store.get_iam_policy(Q) is None
+    assert store.put_iam_policy(Q, POLICY) is True
+    assert store.get_iam_policy(Q) == POLICY
+    assert store.get_iam_policy(Q2) is None
+    read = store.get_iam_policy(Q)
+    assert read is not None
+    read["bindings"].clear()  # a copy: the stored policy is unchanged
+    assert store.get_iam_policy(Q) == POLICY
+    assert store.put_iam_policy(Q, {"version": 3}) is True
+    assert store.get_iam_policy(Q) == {"version": 3}
+    assert store.delete_queue(Q, tombstone_until=10.0)
+    store.put_queue(Queue(name=Q))  # the same name again: a new queue, no policy
+    assert store.get_iam_policy(Q) is None
+
+
+def test_iam_policy_of_a_missing_queue_is_not_stored(store: TaskStore) -> None:
+    assert store.put_iam_policy(Q, POLICY) is False
+    store.put_queue(Queue(name=Q))
+    assert store.get_iam_policy(Q) is None
+
+
+def test_reset_deletes_iam_policies(store: TaskStore) -> None:
+    store.put_queue(Queue(name=Q))
+    store.put_iam_policy(Q, POLICY)
+    store.reset()
+    store.put_queue(Queue(name=Q))
+    assert store.get_iam_policy(Q) is None
+
+
 def test_every_task_field_round_trips(store: TaskStore) -> None:
     full = Task(
         name=name("full"),
@@ -658,6 +696,30 @@ def test_sqlite_data_survives_reopen(db_path: Path) -> None:
         assert s.recover_in_flight() == 1
         s.insert_task(task("tie-0", schedule_time=5.0), now=0.0)  # same time, inserted later
         assert ids(s.claim_due(Q, now=10.0, limit=10)) == ["busy", "tie-1", "tie-0"]
+    finally:
+        s.close()
+
+
+def test_sqlite_iam_policy_survives_reopen_and_an_older_store_gains_the_table(db_path: Path) -> None:
+    s = open_sqlite(db_path)
+    try:
+        s.put_queue(Queue(name=Q))
+        assert s.put_iam_policy(Q, POLICY)
+    finally:
+        s.close()
+    with sqlite3.connect(db_path) as conn:  # a store written before the table existed
+        conn.execute("DROP TABLE iam_policies")
+    conn.close()
+    s = open_sqlite(db_path)
+    try:
+        assert s.get_queue(Q) == Queue(name=Q)
+        assert s.get_iam_policy(Q) is None
+        assert s.put_iam_policy(Q, POLICY)
+    finally:
+        s.close()
+    s = open_sqlite(db_path)
+    try:
+        assert s.get_iam_policy(Q) == POLICY
     finally:
         s.close()
 
