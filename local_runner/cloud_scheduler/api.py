@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from local_runner.api.request import Call, JsonObject, parse_int
+from local_runner.api.request import Call, parse_int
 from local_runner.api.routing import LOCATION, Router
 from local_runner.api.views import make_view
 from local_runner.cloud_scheduler.service import JobsService
+from local_runner.codec import JsonObject
 
 PREFIX = "/v1/"
 JOB = LOCATION + r"/jobs/[^/:]+"

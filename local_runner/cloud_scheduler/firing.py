@@ -15,7 +15,7 @@ from local_runner.model import Attempt, RetryConfig
 from local_runner.oidc import TokenIssuer
 
 #: target.proto ``HttpTarget.headers``: "User-Agent: This will be set to "Google-Cloud-Scheduler"".
-USER_AGENT = "Google-Cloud-Scheduler"
+SCHEDULER_USER_AGENT = "Google-Cloud-Scheduler"
 #: Headers of a job that are never sent: computed (target.proto: Host, Content-Length, User-Agent),
 #: reserved (``X-Google-*``, ``X-AppEngine-*``, ``X-CloudScheduler*``) or framing the message.
 _COMPUTED = frozenset({"host", "content-length", "user-agent", "transfer-encoding", "connection", "te"})
@@ -142,7 +142,7 @@ def build_request(job: Job, issuer: TokenIssuer | None, now: float) -> OutboundR
     execution = job.execution
     fire_time = execution.fire_time if execution is not None else now
     headers = _sendable(target.headers)
-    headers["User-Agent"] = USER_AGENT
+    headers["User-Agent"] = SCHEDULER_USER_AGENT
     headers["X-CloudScheduler"] = "true"
     headers["X-CloudScheduler-JobName"] = job.job_id
     headers["X-CloudScheduler-ScheduleTime"] = format_timestamp(fire_time)

@@ -14,12 +14,18 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from local_runner.api.request import camel
 from local_runner.cloud_scheduler.cron import check_schedule
-from local_runner.codec import format_duration, format_timestamp, parse_duration, parse_timestamp
+from local_runner.codec import (
+    JsonObject,
+    format_duration,
+    format_timestamp,
+    parse_duration,
+    parse_timestamp,
+    snake,
+)
 from local_runner.errors import InvalidArgument
 from local_runner.model import DEFAULT_OAUTH_SCOPE, OAuthToken, OidcToken, RpcStatus, check_headers
-
-JsonObject = dict[str, Any]
 
 #: ``projects/P/locations/L/jobs/J``; JOB_ID: letters, digits, ``-`` and ``_``, at most 500 (job.proto).
 JOB_NAME = re.compile(r"projects/([A-Za-z0-9\-:.]+)/locations/([A-Za-z0-9\-]+)/jobs/([A-Za-z0-9\-_]{1,500})")
@@ -139,21 +145,12 @@ class Job:
 # -- JSON in ------------------------------------------------------------------------------------
 
 
-def _camel(key: str) -> str:
-    return re.sub(r"_([a-z0-9])", lambda m: m.group(1).upper(), key)
-
-
-def _snake(key: str) -> str:
-    """``retryCount`` -> ``retry_count``: the service names fields in snake_case in its messages."""
-    return re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), key)
-
-
 def _object(value: object, path: str, known: tuple[str, ...]) -> JsonObject:
     if not isinstance(value, dict):
         raise InvalidArgument(f"Invalid value at '{path}': expected an object, got {value!r}")
     out: JsonObject = {}
     for key, item in value.items():
-        name = _camel(str(key))
+        name = camel(str(key))
         if name not in known:
             raise InvalidArgument(
                 f"Invalid JSON payload received. Unknown name \"{key}\" at '{path}': Cannot find field."
@@ -166,7 +163,7 @@ def _object(value: object, path: str, known: tuple[str, ...]) -> JsonObject:
 def _string(data: JsonObject, key: str, path: str, default: str = "") -> str:
     value = data.get(key, default)
     if not isinstance(value, str):
-        raise InvalidArgument(f"Invalid value at '{path}.{_snake(key)}' (TYPE_STRING), {value!r}")
+        raise InvalidArgument(f"Invalid value at '{path}.{snake(key)}' (TYPE_STRING), {value!r}")
     return value
 
 
@@ -175,14 +172,14 @@ def _int(data: JsonObject, key: str, path: str, default: int) -> int:
     if isinstance(value, str) and re.fullmatch(r"-?\d+", value):
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
-        raise InvalidArgument(f"Invalid value at '{path}.{_snake(key)}' (TYPE_INT32), {value!r}")
+        raise InvalidArgument(f"Invalid value at '{path}.{snake(key)}' (TYPE_INT32), {value!r}")
     return value
 
 
 def _duration(data: JsonObject, key: str, path: str, default: float) -> float:
     if key not in data:
         return default
-    return parse_duration(data[key], f"{path}.{_snake(key)}")
+    return parse_duration(data[key], f"{path}.{snake(key)}")
 
 
 def retry_config_from_json(value: object, path: str = "job.retry_config") -> JobRetryConfig:

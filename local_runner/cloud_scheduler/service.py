@@ -10,19 +10,19 @@ import binascii
 import secrets
 from collections.abc import Callable, Iterable
 
+from local_runner.api.request import camel
 from local_runner.clock import Clock
 from local_runner.cloud_scheduler import firing
 from local_runner.cloud_scheduler.model import (
     Job,
     JobState,
-    JsonObject,
     check_job_name,
     job_fields_from_json,
     job_from_fields,
     job_to_json,
 )
 from local_runner.cloud_scheduler.store import JobStore
-from local_runner.codec import attempt_to_stored_json
+from local_runner.codec import JsonObject, attempt_to_stored_json
 from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 
 JOB_NOT_FOUND = "Job not found."
@@ -31,12 +31,6 @@ JOB_EXISTS = "Job already exists."
 MAX_PAGE_SIZE = 500
 #: Fields an update mask may name (lowerCamelCase or snake_case; nested paths keep their top field).
 _MASKABLE = ("description", "schedule", "timeZone", "httpTarget", "retryConfig", "attemptDeadline")
-
-
-def _camel(path: str) -> str:
-    head = path.split(".", 1)[0]
-    parts = head.split("_")
-    return parts[0] + "".join(part.title() for part in parts[1:])
 
 
 class JobsService:
@@ -122,7 +116,7 @@ class JobsService:
         if update_mask is None:
             changed = set(fields)
         else:
-            changed = {_camel(path) for path in update_mask if path}
+            changed = {camel(path.split(".", 1)[0]) for path in update_mask if path}
             unknown = sorted(path for path in changed if path not in _MASKABLE)
             if unknown:
                 raise InvalidArgument(f"Invalid update_mask: {', '.join(unknown)} cannot be updated.")
