@@ -54,8 +54,10 @@ def normalize_endpoint(endpoint: str) -> str:
 class RunnerClient:
     """Calls ``{endpoint}/v2/{path}`` and returns the decoded JSON answer."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, version: str = "v2") -> None:
         self.endpoint = normalize_endpoint(endpoint)
+        #: The API's path prefix: ``v2`` (Cloud Tasks) or ``v1`` (Cloud Scheduler).
+        self.version = version
 
     def call(
         self,
@@ -72,7 +74,7 @@ class RunnerClient:
             UnreachableError: the runner could not be reached.
             ClientError: the answer was not the API's JSON.
         """
-        url = f"{self.endpoint}/v2/{quote(path, safe='/:')}"
+        url = f"{self.endpoint}/{self.version}/{quote(path, safe='/:')}"
         try:
             response = requests.request(method, url, params=params, json=body, timeout=TIMEOUT)
         except requests.Timeout:
