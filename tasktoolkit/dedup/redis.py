@@ -143,7 +143,11 @@ class RedisDedupStore(DedupStore):
         value = record.to_json()
         ttl_ms = _ttl_ms(record.expires_at, now)
         current = self._run(self._claim_script, name, value, repr(now), ttl_ms)
-        return DedupRecord.from_json(record.key, current) if current else None
+        if not current:
+            return None
+        existing = DedupRecord.from_json(record.key, current)
+        # Our own record: the first EVALSHA stored it, its reply was lost and the retry found it.
+        return None if existing.owner == record.owner else existing
 
     def _replace(self, record: DedupRecord, now: float) -> bool:
         ttl_ms = _ttl_ms(record.expires_at, now)

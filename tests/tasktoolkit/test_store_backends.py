@@ -252,3 +252,39 @@ def test_memory_store_sweeps_expired_records_before_evicting_live_ones() -> None
     store.claim("long-4", "fp", lease_s=600)  # full of live records: the least recently used goes
     assert store.get("long-2") is None
     assert all(store.get(key) for key in ("long-1", "long-3", "long-4"))
+
+
+def test_redis_claim_whose_reply_is_lost_is_still_acquired(redis_server: Any) -> None:
+    """The first EVALSHA runs on the server but its reply times out; the client's retry finds our record."""
+    import redis
+    from redis.connection import Connection
+
+    from tasktoolkit.dedup import RedisDedupStore
+
+    lost = {"replies": 0}
+
+    class LosesFirstScriptReply(Connection):
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            self.last_command = args[0]
+            super().send_command(*args, **kwargs)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            response = super().read_response(*args, **kwargs)  # the command ran: its reply has arrived
+            if getattr(self, "last_command", None) == "EVALSHA" and lost["replies"] == 0:
+                lost["replies"] += 1
+                raise redis.TimeoutError("Timeout reading from socket")
+            return response
+
+    store = RedisDedupStore.from_url(
+        redis_server.url, prefix="lost-reply:", connection_class=LosesFirstScriptReply
+    )
+    try:
+        claim = store.claim("k", "fp")
+        assert lost["replies"] == 1
+        assert claim.acquired
+        assert store.complete(claim.record, StoredResponse(200, b"done"))
+        duplicate = store.claim("k", "fp")
+        assert not duplicate.acquired and duplicate.record.response == StoredResponse(200, b"done")
+    finally:
+        store.client.delete("lost-reply:k")
+        store.close()
