@@ -36,10 +36,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return false
 """
 # KEYS[1] key; ARGV: owner, now, new record, ttl in ms. Acts only on a live IN_PROGRESS record of that owner:
-# replaces it with the new record, or deletes it when the new record is empty. Returns 1 if it acted.
+# replaces it with the new record, or deletes it when the new record is empty. Returns 1 if it acted, or if
+# the key already holds the new record (this replace ran before and its reply was lost).
 _SETTLE = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
+if current == ARGV[3] then return 1 end
 local record = cjson.decode(current)
 if record['owner'] ~= ARGV[1] or record['status'] ~= 'IN_PROGRESS'
    or tonumber(record['expires_at']) <= tonumber(ARGV[2]) then
