@@ -153,15 +153,15 @@ class RunnerServer:
 
     async def close(self) -> None:
         """Stop dispatching, close the API and the store; attempts cut short are re-run after restart."""
+        grace = self.settings.shutdown_grace
+        stopping = [self.cloud_scheduler.stop(grace)]  # job attempts in flight get the same grace
         if self.scheduler is not None:
             if self.scheduler.in_flight:
                 log.info(
-                    "stopping: waiting up to %gs for %d attempt(s) in flight",
-                    self.settings.shutdown_grace,
-                    self.scheduler.in_flight,
+                    "stopping: waiting up to %gs for %d attempt(s) in flight", grace, self.scheduler.in_flight
                 )
-            await self.scheduler.stop(self.settings.shutdown_grace)
-        await self.cloud_scheduler.stop()
+            stopping.append(self.scheduler.stop(grace))
+        await asyncio.gather(*stopping)
         if self._port is not None:
             await self._port.close()
         if self._runner is not None:

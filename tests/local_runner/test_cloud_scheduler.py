@@ -433,3 +433,38 @@ def test_an_attempt_the_store_cannot_record_is_tried_again_a_second_later_not_in
     clock.advance(1)  # REST_AFTER_ERROR
     eventually(lambda: recorder.count() == 1)
     assert len(calls) <= 3  # the failed start, the retried start, its outcome
+
+
+def test_a_fire_answered_during_the_shutdown_grace_is_recorded_and_not_fired_again(
+    tmp_path: Path, clock: VirtualClock, threaded_httpserver: HTTPServer
+) -> None:
+    release = threading.Event()
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.headers["X-CloudScheduler-ScheduleTime"])
+        release.wait(10)  # held until the runner has begun to stop
+        return Response("ok")
+
+    threaded_httpserver.expect_request("/held").respond_with_handler(handler)
+    settings = RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=10)
+    first = RunnerServer(settings, clock=clock).start()
+    create(first, threaded_httpserver.url_for("/held"), "held")
+    clock.advance(60)
+    eventually(lambda: len(seen) == 1)
+    stopping = threading.Thread(target=first.stop)
+    stopping.start()
+    job_loop = first.cloud_scheduler._loop
+    assert job_loop is not None and job_loop._main is not None
+    main = job_loop._main
+    eventually(main.done)  # firing has stopped: before the fix, the attempt was cancelled with it
+    release.set()  # the target answers during the grace
+    stopping.join()
+
+    with RunnerServer(settings, clock=clock) as second:
+        job = api(second, "GET", f"{JOBS}/held").json()
+        attempts = api(second, "GET", f"{JOBS}/held:attempts").json()["attempts"]
+    assert job["status"] == {} and job["lastAttemptTime"] is not None
+    assert [attempt.get("httpStatus") for attempt in attempts] == [200]
+    assert job["scheduleTime"] > seen[0]  # the next minute: the answered fire time is not fired again
+    assert len(seen) == 1
