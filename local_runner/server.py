@@ -57,30 +57,34 @@ class RunnerServer:
         # One runner per data directory: a second one would re-queue this one's attempts in flight.
         data_dir = settings.data_dir
         self._data_dir_lock = DataDirLock.acquire(data_dir) if data_dir is not None else None
+        # Set-up that fails past this point must not leave the directory locked for this process.
+        opened: list[Callable[[], None]] = []
         try:
             self.store = open_store(settings.data_dir)
+            opened.append(self.store.close)
+            self.service = TasksService(
+                self.store,
+                self.clock,
+                task_tombstone=settings.task_tombstone,
+                queue_tombstone=settings.queue_tombstone,
+            )
+            self.service.location_id = settings.location
+            self.cloud_scheduler = CloudScheduler(self.store, self.clock, job_specs)
+            opened.append(self.cloud_scheduler.store.close)
+            for spec in queue_specs:
+                queue = self.service.upsert_queue(spec.queue)
+                if spec.state is not None and spec.state is not queue.state:
+                    self.store.put_queue(queue.replace(state=spec.state))
+            self.signing_key = (
+                SigningKey.load_or_create(settings.data_dir)
+                if settings.data_dir is not None
+                else SigningKey.generate()
+            )
+            limits = connection_limits(open_file_limit(), settings.max_connections_per_host)
+            self.dispatcher = Dispatcher(self.clock, limits)
         except BaseException:
-            self._release_data_dir()
+            self._close_stores(*reversed(opened))
             raise
-        self.service = TasksService(
-            self.store,
-            self.clock,
-            task_tombstone=settings.task_tombstone,
-            queue_tombstone=settings.queue_tombstone,
-        )
-        self.service.location_id = settings.location
-        self.cloud_scheduler = CloudScheduler(self.store, self.clock, job_specs)
-        for spec in queue_specs:
-            queue = self.service.upsert_queue(spec.queue)
-            if spec.state is not None and spec.state is not queue.state:
-                self.store.put_queue(queue.replace(state=spec.state))
-        self.signing_key = (
-            SigningKey.load_or_create(settings.data_dir)
-            if settings.data_dir is not None
-            else SigningKey.generate()
-        )
-        limits = connection_limits(open_file_limit(), settings.max_connections_per_host)
-        self.dispatcher = Dispatcher(self.clock, limits)
         self.issuer: TokenIssuer | None = None
         self.scheduler: Scheduler | None = None
         self.base_url = ""
@@ -149,28 +153,34 @@ class RunnerServer:
 
     async def close(self) -> None:
         """Stop dispatching, close the API and the store; attempts cut short are re-run after restart."""
+        grace = self.settings.shutdown_grace
+        stopping = [self.cloud_scheduler.stop(grace)]  # job attempts in flight get the same grace
         if self.scheduler is not None:
             if self.scheduler.in_flight:
                 log.info(
-                    "stopping: waiting up to %gs for %d attempt(s) in flight",
-                    self.settings.shutdown_grace,
-                    self.scheduler.in_flight,
+                    "stopping: waiting up to %gs for %d attempt(s) in flight", grace, self.scheduler.in_flight
                 )
-            await self.scheduler.stop(self.settings.shutdown_grace)
-        await self.cloud_scheduler.stop()
+            stopping.append(self.scheduler.stop(grace))
+        await asyncio.gather(*stopping)
         if self._port is not None:
             await self._port.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.close()
-        try:
-            self.store.close()
-        finally:
-            self._release_data_dir()
+        self._close_stores(self.store.close)
 
-    def _release_data_dir(self) -> None:
-        if self._data_dir_lock is not None:
-            self._data_dir_lock.release()
+    def _close_stores(self, *closers: Callable[[], None]) -> None:
+        """Run ``closers`` (store ``close`` methods), then release the data directory whatever they raise."""
+        try:
+            for close in closers:
+                close()
+        finally:
+            if self._data_dir_lock is not None:
+                self._data_dir_lock.release()
+
+    def _close_after_failed_open(self) -> None:
+        """Free what ``__init__`` took when :meth:`open` fails: the stores and the data directory lock."""
+        self._close_stores(self.cloud_scheduler.store.close, self.store.close)
 
     async def run(self, stop_signals: Sequence[signal.Signals] = ()) -> None:
         """Serve until cancelled or one of ``stop_signals`` arrives, then close cleanly.
@@ -183,7 +193,11 @@ class RunnerServer:
         for signum in stop_signals:
             loop.add_signal_handler(signum, _stop_on, signum, stop)
         try:
-            await self.open()
+            try:
+                await self.open()
+            except BaseException:
+                self._close_after_failed_open()
+                raise
             try:
                 await stop.wait()
             finally:
@@ -207,8 +221,11 @@ class RunnerServer:
                 loop.run_until_complete(self.open())
             except BaseException as error:
                 failure.append(error)
-                ready.set()
-                loop.close()
+                try:
+                    self._close_after_failed_open()
+                finally:
+                    ready.set()
+                    loop.close()
                 return
             ready.set()
             try:

@@ -72,12 +72,16 @@ class OnePortServer:
         return bound
 
     async def close(self) -> None:
-        """Stop accepting, let in-flight gRPC calls finish briefly, then close every piped connection."""
+        """Stop accepting, let in-flight gRPC calls finish briefly, then close every open connection.
+
+        aiohttp closes the REST connections (``AppRunner.cleanup``); this closes the ones still being
+        sniffed and the ones piped to the gRPC server.
+        """
         if self._listener is not None:
             self._listener.close()
         if self._grpc is not None:
             await self._grpc.stop(GRPC_STOP_GRACE_S)
         if self._sniffer is not None:
-            self._sniffer.close_piped()
+            await self._sniffer.close()
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)

@@ -18,6 +18,8 @@ log = logging.getLogger("local_runner.api")
 HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: The first byte of a TLS record carrying a handshake (a ClientHello).
 _TLS_HANDSHAKE = 0x16
+#: Seconds a connection may take to send the bytes that tell its protocol apart before it is closed.
+SNIFF_DEADLINE_S = 10.0
 
 ProtocolFactory = Callable[[], asyncio.Protocol]
 #: Opens a connection to the gRPC server with the given protocol; returns its transport.
@@ -25,23 +27,47 @@ Connector = Callable[[ProtocolFactory], Awaitable[asyncio.BaseTransport]]
 
 
 class ProtocolSniffer:
-    """Creates one :class:`_Sniffing` protocol per accepted connection and tracks the piped ones."""
+    """Creates one :class:`_Sniffing` protocol per accepted connection and tracks them until closed.
 
-    def __init__(self, http_factory: ProtocolFactory, connect_grpc: Connector) -> None:
+    A connection that has not told its protocol apart within ``sniff_deadline`` seconds (silent, or
+    stopped inside the HTTP/2 preface) is closed, so idle clients cannot hold file descriptors forever.
+    """
+
+    def __init__(
+        self, http_factory: ProtocolFactory, connect_grpc: Connector, sniff_deadline: float = SNIFF_DEADLINE_S
+    ) -> None:
         self._http_factory = http_factory
         self._connect_grpc = connect_grpc
+        self.sniff_deadline = sniff_deadline
+        self._sniffing: set[asyncio.BaseTransport] = set()
         self._piped: set[asyncio.BaseTransport] = set()
-        self._connecting: set[asyncio.Task[None]] = set()
+        #: Connections that sent the HTTP/2 preface, by the task connecting them to the gRPC server.
+        self._connecting: dict[asyncio.Task[None], asyncio.BaseTransport] = {}
         self._hinted: set[str] = set()
 
     def __call__(self) -> asyncio.Protocol:
         """The protocol factory for ``loop.create_server``."""
         return _Sniffing(self)
 
-    def close_piped(self) -> None:
-        """Close every connection piped to the gRPC server (both ends)."""
+    async def close(self) -> None:
+        """Close every connection still being sniffed or being piped to the gRPC server (both ends)."""
+        for transport in list(self._sniffing):
+            transport.close()
+        connecting = dict(self._connecting)
+        for task, transport in connecting.items():
+            task.cancel()  # a task cancelled before it runs never reaches its own clean-up
+            transport.close()
+        await asyncio.gather(*connecting, return_exceptions=True)
         for transport in list(self._piped):
             transport.close()
+
+    def sniffing(self, transport: asyncio.BaseTransport) -> None:
+        """Track a connection whose protocol is not known yet."""
+        self._sniffing.add(transport)
+
+    def sniffed(self, transport: asyncio.BaseTransport) -> None:
+        """Stop tracking a connection that was handed over or closed."""
+        self._sniffing.discard(transport)
 
     def hint(self, kind: str, message: str) -> None:
         """Log ``message`` once per ``kind``: what a client that cannot be served should change."""
@@ -65,8 +91,11 @@ class ProtocolSniffer:
     def start_pipe(self, transport: asyncio.Transport, first: bytes) -> None:
         """Start :meth:`to_grpc` (the connection to the gRPC server is opened asynchronously)."""
         task = asyncio.get_running_loop().create_task(self.to_grpc(transport, first))
-        self._connecting.add(task)
-        task.add_done_callback(self._connecting.discard)
+        self._connecting[task] = transport
+        task.add_done_callback(self._connected)
+
+    def _connected(self, task: asyncio.Task[None]) -> None:
+        del self._connecting[task]
 
     async def to_grpc(self, transport: asyncio.Transport, first: bytes) -> None:
         """Pipe the connection to the gRPC server, starting with the bytes read so far."""
@@ -97,10 +126,13 @@ class _Sniffing(asyncio.Protocol):
         self._sniffer = sniffer
         self._buffer = b""
         self._transport: asyncio.Transport | None = None
+        self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._sniffer.sniffing(transport)
+        self._deadline = asyncio.get_running_loop().call_later(self._sniffer.sniff_deadline, transport.close)
 
     def data_received(self, data: bytes) -> None:
         transport = self._transport
@@ -110,6 +142,7 @@ class _Sniffing(asyncio.Protocol):
         if len(first) < len(HTTP2_PREFACE) and HTTP2_PREFACE.startswith(first):
             return  # could still be the preface
         self._buffer = b""
+        self._handed_over()
         if first.startswith(HTTP2_PREFACE):
             transport.pause_reading()
             self._sniffer.start_pipe(transport, first)
@@ -125,6 +158,16 @@ class _Sniffing(asyncio.Protocol):
 
     def eof_received(self) -> bool | None:
         return None  # close: nothing was said that could be answered
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._handed_over()
+
+    def _handed_over(self) -> None:
+        """The sniffing is over: disarm the deadline and stop tracking the connection here."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self._transport is not None:
+            self._sniffer.sniffed(self._transport)
 
 
 class _Pump(asyncio.Protocol):

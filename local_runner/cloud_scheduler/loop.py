@@ -48,13 +48,21 @@ class JobLoop:
         """Start firing (on the running loop)."""
         self._main = asyncio.ensure_future(self._run())
 
-    async def stop(self) -> None:
-        """Stop firing; attempts in flight are cancelled and their fire is attempted again after restart."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop firing, give attempts in flight ``grace`` seconds to be answered and recorded, then cancel.
+
+        An attempt cancelled here was stored as started: its fire is attempted again after a restart.
+        """
         self.service.on_change = lambda: None
-        tasks = [task for task in (self._main, *self._in_flight.values()) if task is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._main is not None:
+            self._main.cancel()  # no new fire from here on
+            await asyncio.gather(self._main, return_exceptions=True)
+        in_flight = set(self._in_flight.values())
+        if in_flight:
+            _, still_running = await asyncio.wait(in_flight, timeout=grace)
+            for attempt in still_running:
+                attempt.cancel()
+            await asyncio.gather(*still_running, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:

@@ -37,8 +37,8 @@ class CloudScheduler:
         self._loop = JobLoop(self.service, dispatcher, issuer, self.clock)
         await self._loop.start()
 
-    async def stop(self) -> None:
-        """Stop firing and close the store."""
+    async def stop(self, grace: float = 0.0) -> None:
+        """Stop firing, give attempts in flight ``grace`` seconds, then close the store."""
         if self._loop is not None:
-            await self._loop.stop()
+            await self._loop.stop(grace)
         self.store.close()

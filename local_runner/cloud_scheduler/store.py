@@ -11,7 +11,6 @@ import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
 from pathlib import Path
 
 from local_runner.cloud_scheduler.model import Job, job_from_stored_json, job_to_stored_json
@@ -19,6 +18,7 @@ from local_runner.codec import attempt_from_json, attempt_to_stored_json
 from local_runner.errors import InvalidArgument, StoreError
 from local_runner.model import Attempt
 from local_runner.store import MemoryTaskStore, SQLiteTaskStore, TaskStore
+from local_runner.store.sqlite import write_transaction
 
 log = logging.getLogger("local_runner.cloud_scheduler")
 
@@ -102,7 +102,7 @@ class SQLiteJobStore(JobStore):
 
     def __init__(self, path: Path | str) -> None:
         self._path = str(path)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # held across a write and the cache update after its COMMIT
         self._jobs: dict[str, Job] | None = None
         try:
             self._conn = sqlite3.connect(self._path, check_same_thread=False, isolation_level=None)
@@ -110,28 +110,17 @@ class SQLiteJobStore(JobStore):
         except sqlite3.Error as exc:
             raise StoreError(f"Cannot open the job store {self._path}: {exc}") from exc
 
-    @contextlib.contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    if self._conn.in_transaction:
-                        self._conn.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error | _UNREADABLE):
-                    raise StoreError(f"Job store {self._path} failed: {exc!r}") from exc
-                raise
+    def _transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn, self._lock, f"Job store {self._path}")
 
     def put_job(self, job: Job) -> None:  # noqa: D102
         doc = json.dumps(job_to_stored_json(job))
-        with self._transaction() as conn:
-            conn.execute(
-                "INSERT OR REPLACE INTO cloud_scheduler_jobs (name, parent, doc) VALUES (?, ?, ?)",
-                (job.name, job.parent, doc),
-            )
+        with self._lock:  # the cache follows the committed writes, in their order
+            with self._transaction() as conn:
+                conn.execute(
+                    "INSERT OR REPLACE INTO cloud_scheduler_jobs (name, parent, doc) VALUES (?, ?, ?)",
+                    (job.name, job.parent, doc),
+                )
             if self._jobs is not None:
                 self._jobs[job.name] = job
 
@@ -160,15 +149,17 @@ class SQLiteJobStore(JobStore):
                         name,
                         exc,
                     )
-            self._jobs = jobs
-            return jobs
+        self._jobs = jobs
+        return jobs
 
     def delete_job(self, name: str) -> bool:  # noqa: D102
-        with self._transaction() as conn:
-            conn.execute("DELETE FROM cloud_scheduler_attempts WHERE job_name = ?", (name,))
+        with self._lock:
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM cloud_scheduler_attempts WHERE job_name = ?", (name,))
+                deleted = conn.execute("DELETE FROM cloud_scheduler_jobs WHERE name = ?", (name,)).rowcount
             if self._jobs is not None:
                 self._jobs.pop(name, None)
-            return bool(conn.execute("DELETE FROM cloud_scheduler_jobs WHERE name = ?", (name,)).rowcount)
+        return bool(deleted)
 
     def add_attempt(self, name: str, attempt: Attempt) -> None:  # noqa: D102
         doc = json.dumps(attempt_to_stored_json(attempt))

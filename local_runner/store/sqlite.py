@@ -346,6 +346,46 @@ def _readable(
     return tasks
 
 
+def store_error(store: str, exc: BaseException) -> StoreError:
+    """The error to raise for ``exc`` from ``store`` (e.g. ``"Task store /path"``).
+
+    A full disk or database (``SQLITE_FULL``) is :class:`~local_runner.errors.StoreFull`, which the API
+    answers with RESOURCE_EXHAUSTED; any other failure is a plain :class:`~local_runner.errors.StoreError`.
+    """
+    if isinstance(exc, sqlite3.Error):
+        full = getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
+        name = getattr(exc, "sqlite_errorname", None)
+        detail = f"{exc} ({name})" if name else str(exc)
+        return (StoreFull if full else StoreError)(f"{store} failed: {detail}")
+    return StoreError(f"{store} holds an unreadable record: {exc!r}")
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+@contextlib.contextmanager
+def write_transaction(
+    conn: sqlite3.Connection, lock: contextlib.AbstractContextManager[object], store: str
+) -> Iterator[sqlite3.Connection]:
+    """A write transaction on ``conn`` under ``lock``: committed whole, or rolled back whole on any error.
+
+    SQLite and decoding failures are raised as :func:`store_error` names them.
+    """
+    with lock:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            _rollback(conn)
+            if isinstance(exc, _FAILURES):
+                raise store_error(store, exc) from exc
+            raise
+
+
 class SQLiteTaskStore(TaskStore):
     """Tasks in one SQLite file (or ``":memory:"``); every method is one transaction."""
 
@@ -392,7 +432,7 @@ class SQLiteTaskStore(TaskStore):
             conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
             conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
         except sqlite3.Error as exc:
-            self._rollback()
+            _rollback(self._conn)
             raise StoreError(f"Cannot open the task store {self._path}: {exc}") from exc
 
     @property
@@ -409,32 +449,12 @@ class SQLiteTaskStore(TaskStore):
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _rollback(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-
     def _error(self, exc: BaseException) -> StoreError:
-        if isinstance(exc, sqlite3.Error):
-            full = getattr(exc, "sqlite_errorcode", None) == _SQLITE_FULL
-            name = getattr(exc, "sqlite_errorname", None)
-            detail = f"{exc} ({name})" if name else str(exc)
-            return (StoreFull if full else StoreError)(f"Task store {self._path} failed: {detail}")
-        return StoreError(f"Task store {self._path} holds an unreadable record: {exc!r}")
+        return store_error(f"Task store {self._path}", exc)
 
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A write transaction: committed whole, or rolled back whole on any error."""
-        with self._lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
-                yield self._conn
-                self._conn.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, _FAILURES):
-                    raise self._error(exc) from exc
-                raise
+        return write_transaction(self._conn, self._lock, f"Task store {self._path}")
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import signal
 import sqlite3
 import threading
 import time
@@ -24,7 +27,8 @@ from local_runner.cloud_scheduler.service import JobsService
 from local_runner.cloud_scheduler.store import SQLiteJobStore
 from local_runner.config import ConfigError, RunnerSettings
 from local_runner.engine.attempts import Outcome
-from local_runner.errors import InvalidArgument, NotFound, StoreError
+from local_runner.errors import InvalidArgument, NotFound, StoreError, StoreFull
+from local_runner.model import Queue
 from local_runner.server import RunnerServer
 from local_runner.store import SQLiteTaskStore
 from tests.local_runner.test_dispatch_http import Recorder, eventually
@@ -350,6 +354,56 @@ def test_sqlite_job_store_skips_a_damaged_row_and_deletes_it(tmp_path: Path) -> 
     tasks.close()
 
 
+@contextlib.contextmanager
+def no_file_may_be_written() -> Iterator[None]:
+    """A file size limit of 0 for this process, as a full disk (nothing may be printed meanwhile)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a fatal signal
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_job_write_whose_commit_fails_changes_nothing_and_fails_like_the_task_store(tmp_path: Path) -> None:
+    tasks = SQLiteTaskStore(tmp_path / "runner.sqlite3")
+    store = SQLiteJobStore(tasks.path)
+    kept = firing.enabled(make_job(schedule="* * * * *"), 0.0)
+    store.put_job(kept)
+    assert [job.name for job in store.list_jobs()] == [kept.name]
+    with no_file_may_be_written():  # statements run in memory; COMMIT cannot write the WAL
+        with pytest.raises(StoreError) as put:
+            store.put_job(kept.replace(name=f"{JOBS}/new"))
+        with pytest.raises(StoreError) as deleted:
+            store.delete_job(kept.name)
+        with pytest.raises(StoreError) as task_store:
+            tasks.put_queue(Queue("projects/p/locations/l/queues/q"))
+    assert [job.name for job in store.list_jobs()] == [kept.name]  # the cache follows what was committed
+    assert [job.name for job in SQLiteJobStore(tasks.path).list_jobs()] == [kept.name]
+    for error in (put.value, deleted.value):
+        assert type(error) is type(task_store.value)
+        assert str(error).removeprefix(f"Job store {tasks.path}") == str(task_store.value).removeprefix(
+            f"Task store {tasks.path}"
+        )
+    store.close()
+    tasks.close()
+
+
+def test_a_full_job_store_is_store_full(tmp_path: Path) -> None:
+    tasks = SQLiteTaskStore(tmp_path / "runner.sqlite3")
+    store = SQLiteJobStore(tasks.path)
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")  # the database may not grow: SQLITE_FULL
+    big = make_job().replace(name=f"{JOBS}/big", description="x" * 100_000)
+    with pytest.raises(StoreFull, match="SQLITE_FULL"):
+        store.put_job(big)
+    assert store.list_jobs() == []
+    store.close()
+    tasks.close()
+
+
 def test_job_without_a_name_gets_one_and_oversize_headers_are_refused(runner: RunnerServer) -> None:
     body = {"schedule": "* * * * *", "httpTarget": {"uri": "http://127.0.0.1:1/"}}
     created = api(runner, "POST", JOBS, json=body).json()
@@ -433,3 +487,38 @@ def test_an_attempt_the_store_cannot_record_is_tried_again_a_second_later_not_in
     clock.advance(1)  # REST_AFTER_ERROR
     eventually(lambda: recorder.count() == 1)
     assert len(calls) <= 3  # the failed start, the retried start, its outcome
+
+
+def test_a_fire_answered_during_the_shutdown_grace_is_recorded_and_not_fired_again(
+    tmp_path: Path, clock: VirtualClock, threaded_httpserver: HTTPServer
+) -> None:
+    release = threading.Event()
+    seen: list[str] = []
+
+    def handler(request: Request) -> Response:
+        seen.append(request.headers["X-CloudScheduler-ScheduleTime"])
+        release.wait(10)  # held until the runner has begun to stop
+        return Response("ok")
+
+    threaded_httpserver.expect_request("/held").respond_with_handler(handler)
+    settings = RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=10)
+    first = RunnerServer(settings, clock=clock).start()
+    create(first, threaded_httpserver.url_for("/held"), "held")
+    clock.advance(60)
+    eventually(lambda: len(seen) == 1)
+    stopping = threading.Thread(target=first.stop)
+    stopping.start()
+    job_loop = first.cloud_scheduler._loop
+    assert job_loop is not None and job_loop._main is not None
+    main = job_loop._main
+    eventually(main.done)  # firing has stopped: before the fix, the attempt was cancelled with it
+    release.set()  # the target answers during the grace
+    stopping.join()
+
+    with RunnerServer(settings, clock=clock) as second:
+        job = api(second, "GET", f"{JOBS}/held").json()
+        attempts = api(second, "GET", f"{JOBS}/held:attempts").json()["attempts"]
+    assert job["status"] == {} and job["lastAttemptTime"] is not None
+    assert [attempt.get("httpStatus") for attempt in attempts] == [200]
+    assert job["scheduleTime"] > seen[0]  # the next minute: the answered fire time is not fired again
+    assert len(seen) == 1

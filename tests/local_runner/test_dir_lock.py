@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
 
 from local_runner.config import RunnerSettings
+from local_runner.engine.slots import ConnectionLimitError
 from local_runner.errors import StoreError
 from local_runner.server import RunnerServer
 from local_runner.store import LOCK_FILENAME, DataDirInUse, DataDirLock
@@ -46,3 +49,30 @@ def test_server_holds_its_data_directory_until_stopped(tmp_path: Path) -> None:
         RunnerServer(RunnerSettings(port=0, data_dir=None)),
     ):
         pass  # in memory: nothing to share, nothing locked
+
+
+def _bound_port() -> tuple[socket.socket, int]:
+    blocker = socket.socket()
+    blocker.bind(("127.0.0.1", 0))
+    blocker.listen()
+    port: int = blocker.getsockname()[1]
+    return blocker, port
+
+
+def test_failed_start_or_run_releases_the_data_directory(tmp_path: Path) -> None:
+    blocker, port = _bound_port()
+    with blocker:
+        busy = RunnerSettings(host="127.0.0.1", port=port, data_dir=tmp_path, shutdown_grace=0.5)
+        with pytest.raises(OSError):
+            RunnerServer(busy).start()
+        with pytest.raises(OSError):
+            asyncio.run(RunnerServer(busy).run())
+    with RunnerServer(RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=0.5)):
+        pass
+
+
+def test_failed_set_up_releases_the_data_directory(tmp_path: Path) -> None:
+    with pytest.raises(ConnectionLimitError, match="max connections per host"):
+        RunnerServer(RunnerSettings(port=0, data_dir=tmp_path, max_connections_per_host=10**9))
+    with RunnerServer(RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=0.5)):
+        pass
