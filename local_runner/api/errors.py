@@ -38,12 +38,12 @@ def api_error_response(error: ApiError) -> web.Response:
 
 
 def store_error_status(error: StoreError) -> tuple[Code, str]:
-    """The answer when the task store fails: RESOURCE_EXHAUSTED if its disk is full, else UNAVAILABLE.
+    """The answer when a store of the runner fails: RESOURCE_EXHAUSTED if its disk is full, else UNAVAILABLE.
 
     Nothing was changed by the request (every store method is one transaction), so it may be retried.
     """
     code = Code.RESOURCE_EXHAUSTED if isinstance(error, StoreFull) else Code.UNAVAILABLE
-    return code, f"The runner cannot use its task store; nothing was changed. {error}"
+    return code, f"The runner cannot use its database; nothing was changed. {error}"
 
 
 def store_error_response(error: StoreError) -> web.Response:
