@@ -66,7 +66,7 @@ def test_full_disk_refuses_clearly_keeps_attempts_in_flight_and_recovers(
         for response in refusals:
             error = response.json()["error"]
             assert (error["code"], error["status"]) in STORE_ERRORS, response.text
-            assert "task store" in error["message"] and DB_FILENAME in error["message"]
+            assert "cannot use its database" in error["message"] and DB_FILENAME in error["message"]
         gate.open.set()  # the handler answers 200; the runner cannot record it yet
         eventually(lambda: sum("recording attempt 1 of" in line for line in runner.log) == IN_FLIGHT)
         stuck = api.call("POST", "runner/v1/waitIdle", {"timeout": "0.2s"})
