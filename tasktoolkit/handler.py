@@ -44,7 +44,9 @@ from tasktoolkit.headers import (
     parse_task_context,
 )
 from tasktoolkit.routes import remember
+from tasktoolkit.spans import consumer_span
 from tasktoolkit.taskspec import CreatedTask, check_queue_id
+from tasktoolkit.tracing import trace_from_environ
 
 log = logging.getLogger("tasktoolkit")
 
@@ -307,13 +309,16 @@ def _deliver(func: TaskFunction, options: HandlerOptions, view_args: dict[str, A
     return answer, situation, task
 
 
+def _status(response: Response | HTTPException) -> int:
+    return response.status_code if isinstance(response, Response) else response.code or 500
+
+
 def _log_delivery(answer: Delivered, started: float, clock: Callable[[], float], dedup: bool) -> None:
     response, situation, task = answer
-    status = response.status_code if isinstance(response, Response) else response.code or 500
     logging_json.log_delivery(
         logging_json.DeliveryLog(
             situation=situation,
-            status=status,
+            status=_status(response),
             latency_s=clock() - started,
             path=request.path,
             queue=task.queue_name if task else None,
@@ -328,10 +333,18 @@ def _log_delivery(answer: Delivered, started: float, clock: Callable[[], float],
 def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> ResponseReturnValue:
     clock = logging_json.clock
     started = clock()
-    answer = _deliver(func, options, view_args)
-    request.environ.pop(_SITUATION_KEY, None)
-    _log_delivery(answer, started, clock, options.dedup_key is not None)
-    response = answer[0]
+    with consumer_span(trace_from_environ(request.environ)) as span:
+        answer = _deliver(func, options, view_args)
+        request.environ.pop(_SITUATION_KEY, None)
+        _log_delivery(answer, started, clock, options.dedup_key is not None)
+        response, situation, task = answer
+        status = _status(response)
+        if task is not None:
+            span.update(
+                f"process {task.queue_name}", destination_name=task.queue_name, message_id=task.task_name
+            )
+        if status >= 500 or situation is Situation.PAYLOAD_MISMATCH:
+            span.failed(situation.name.lower())
     if isinstance(response, HTTPException):
         raise response  # Flask renders it, through the app's error handlers
     return response

@@ -92,3 +92,10 @@ def trace_from_environ(environ: Mapping[str, object]) -> TraceContext | None:
 def cloud_trace_name(project: str, trace: TraceContext) -> str:
     """The ``logging.googleapis.com/trace`` value: ``projects/PROJECT/traces/TRACE_ID``."""
     return f"projects/{project}/traces/{trace.trace_id}"
+
+
+def with_trace_header(headers: Mapping[str, str] | None, trace: TraceContext | None) -> dict[str, str] | None:
+    """A task's headers with :data:`PROPAGATION_HEADER` set to ``trace`` (unless the caller set one)."""
+    if trace is None or any(name.lower() == PROPAGATION_HEADER.lower() for name in headers or {}):
+        return None if headers is None else dict(headers)
+    return {**(headers or {}), PROPAGATION_HEADER: trace.traceparent}
