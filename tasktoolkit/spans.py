@@ -101,20 +101,35 @@ class Span:
             self._span.set_status(Status(StatusCode.ERROR, description))
 
 
-@contextmanager
-def _span(name: str, kind: str, operation: str, parent: Any) -> Iterator[Span]:
+def _tracer() -> tuple[ModuleType, Any] | None:
+    """``opentelemetry.trace`` and the toolkit's tracer, or ``None`` without OpenTelemetry or its SDK."""
     otel = _otel()
     if otel is None:
+        return None
+    provider = tracer_provider or otel.get_tracer_provider()
+    if isinstance(provider, otel.ProxyTracerProvider | otel.NoOpTracerProvider):
+        return None  # no SDK configured: skip the cost of no-op spans on every delivery
+    return otel, provider.get_tracer(INSTRUMENTATION_NAME)
+
+
+@contextmanager
+def _span(name: str, kind: str, operation: str, parent: TraceContext | None, current: bool) -> Iterator[Span]:
+    """A span; its parent is the current span when ``current`` and one is active, else ``parent``."""
+    found = _tracer()
+    if found is None:
         yield Span()
         return
-    tracer = otel.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
+    otel, tracer = found
+    context = None
+    if not (current and otel.get_current_span().get_span_context().is_valid):
+        context = _remote_parent(otel, parent)
     attributes = {
         "messaging.system": MESSAGING_SYSTEM,
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
     }
     with tracer.start_as_current_span(
-        name, context=parent, kind=getattr(otel.SpanKind, kind), attributes=attributes
+        name, context=context, kind=getattr(otel.SpanKind, kind), attributes=attributes
     ) as span:
         yield Span(span)
 
@@ -122,11 +137,7 @@ def _span(name: str, kind: str, operation: str, parent: Any) -> Iterator[Span]:
 @contextmanager
 def producer_span(queue: str) -> Iterator[Span]:
     """The span of creating a task in ``queue``: a child of the current span, else of the request trace."""
-    otel = _otel()
-    parent = None
-    if otel is not None and not otel.get_current_span().get_span_context().is_valid:
-        parent = _remote_parent(otel, _request_trace())
-    with _span(f"send {queue}", "PRODUCER", "send", parent) as span:
+    with _span(f"send {queue}", "PRODUCER", "send", _request_trace(), current=True) as span:
         span.update(destination_name=queue)
         yield span
 
@@ -134,7 +145,5 @@ def producer_span(queue: str) -> Iterator[Span]:
 @contextmanager
 def consumer_span(trace: TraceContext | None) -> Iterator[Span]:
     """The span of handling one delivery, a child of the trace that travelled with the task (if any)."""
-    otel = _otel()
-    parent = _remote_parent(otel, trace) if otel is not None else None
-    with _span("process", "CONSUMER", "process", parent) as span:
+    with _span("process", "CONSUMER", "process", trace, current=False) as span:
         yield span
