@@ -8,7 +8,7 @@ import logging
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -21,6 +21,7 @@ from opentelemetry.trace import SpanKind
 from tasktoolkit import TaskContext, TaskToolkit, spans, task_handler
 from tasktoolkit.dedup import MemoryDedupStore
 from tasktoolkit.logging_json import CloudRunFormatter
+from tasktoolkit.pytest_plugin import LocalRunner
 from tasktoolkit.testing import FakeQueue
 from tasktoolkit.tracing import PROPAGATION_HEADER
 
@@ -80,9 +81,16 @@ def _traces(stream: io.StringIO) -> set[str | None]:
     return {json.loads(line).get("logging.googleapis.com/trace") for line in stream.getvalue().splitlines()}
 
 
-def test_the_handler_logs_in_the_enqueuing_requests_trace(log_lines: io.StringIO) -> None:
-    app = make_app()
-    fake = FakeQueue(app)
+@pytest.fixture
+def tasktoolkit_app() -> Flask:
+    """The app of the package's ``fake_queue`` fixture."""
+    return make_app()
+
+
+def test_the_handler_logs_in_the_enqueuing_requests_trace(
+    log_lines: io.StringIO, tasktoolkit_app: Flask, fake_queue: FakeQueue
+) -> None:
+    app, fake = tasktoolkit_app, fake_queue
     assert app.test_client().post("/signup", headers={"traceparent": TRACEPARENT}).status_code == 200
     [task] = fake.created
     assert task.headers[PROPAGATION_HEADER].split("-")[1] == TRACE_ID
@@ -93,9 +101,10 @@ def test_the_handler_logs_in_the_enqueuing_requests_trace(log_lines: io.StringIO
     assert len(log_lines.getvalue().splitlines()) == 2
 
 
-def test_a_cloud_trace_context_request_is_carried_as_a_traceparent() -> None:
-    app = make_app()
-    fake = FakeQueue(app)
+def test_a_cloud_trace_context_request_is_carried_as_a_traceparent(
+    tasktoolkit_app: Flask, fake_queue: FakeQueue
+) -> None:
+    app, fake = tasktoolkit_app, fake_queue
     app.test_client().post("/signup", headers={"X-Cloud-Trace-Context": f"{TRACE_ID}/12345;o=1"})
     [task] = fake.created
     assert task.headers[PROPAGATION_HEADER] == f"00-{TRACE_ID}-0000000000003039-01"
@@ -112,9 +121,10 @@ def test_an_untraced_request_adds_no_header_and_a_callers_header_is_kept() -> No
     assert [task.headers.get(PROPAGATION_HEADER) for task in fake.created] == [None, "mine"]
 
 
-def test_spans_for_enqueue_and_handling_share_the_trace(exporter: InMemorySpanExporter) -> None:
-    app = make_app()
-    fake = FakeQueue(app)
+def test_spans_for_enqueue_and_handling_share_the_trace(
+    exporter: InMemorySpanExporter, tasktoolkit_app: Flask, fake_queue: FakeQueue
+) -> None:
+    app, fake = tasktoolkit_app, fake_queue
     app.test_client().post("/signup", headers={"traceparent": TRACEPARENT})
     fake.run_until_idle()
     [send] = [span for span in exporter.get_finished_spans() if span.kind is SpanKind.PRODUCER]
@@ -154,6 +164,32 @@ def test_a_failing_handler_marks_its_span_as_an_error(exporter: InMemorySpanExpo
     fake.advance(seconds=0.2)  # the first attempt only
     process = next(span for span in exporter.get_finished_spans() if span.kind is SpanKind.CONSUMER)
     assert not process.status.is_ok and process.status.description == "handler_raised"
+
+
+def test_through_a_real_runner_the_handler_logs_in_the_same_trace(
+    log_lines: io.StringIO,
+    local_runner: LocalRunner,
+    serve: Callable[[Flask], Any],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLOUD_TASKS_EMULATOR_HOST", local_runner.url.removeprefix("http://"))
+    app = make_app()  # trusts the runner's tokens: the variable is set before TaskToolkit(app)
+    app.config.update(
+        TASKTOOLKIT_BASE_URL=serve(app).url,
+        TASKTOOLKIT_PROJECT="local-project",
+        TASKTOOLKIT_LOCATION="us-central1",
+    )
+    local_runner.client.ensure_queue("emails")
+    assert app.test_client().post("/signup", headers={"traceparent": TRACEPARENT}).status_code == 200
+    local_runner.wait_idle()
+    delivered = [json.loads(line) for line in log_lines.getvalue().splitlines()]
+    assert [line["message"].split(":")[0] for line in delivered[-2:]] == [
+        "sending to 42",
+        "task emails/" + delivered[-1]["logging.googleapis.com/labels"]["task"],
+    ]
+    assert {line.get("logging.googleapis.com/trace") for line in delivered[-2:]} == {
+        f"projects/local-project/traces/{TRACE_ID}"
+    }
 
 
 def test_importing_tasktoolkit_imports_no_opentelemetry() -> None:
