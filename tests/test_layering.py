@@ -202,7 +202,17 @@ def test_every_tasktoolkit_setting_is_named_in_config_only() -> None:
 
 
 #: Small shared definitions: one per half (the halves never import each other, so each may hold one).
-SHARED_NAMES = ("JsonObject", "snake", "camel", "USER_AGENT", "ApiError", "EMULATOR_HOST_ENV")
+SHARED_NAMES = (
+    "JsonObject",
+    "snake",
+    "camel",
+    "USER_AGENT",
+    "ApiError",
+    "EMULATOR_HOST_ENV",
+    "PROPAGATION_HEADER",
+    "TRACE_FIELD",
+    "LABELS_FIELD",
+)
 
 
 @pytest.mark.parametrize("package", ["tasktoolkit", "local_runner"])
