@@ -12,6 +12,7 @@ import click
 
 from local_runner.cli_queues import queues
 from local_runner.cli_tasks import tasks
+from local_runner.cli_test_aids import attempts, replay, reset, wait_idle
 from local_runner.clock import VirtualClock
 from local_runner.config import RunnerSettings
 from local_runner.engine.slots import ConnectionLimitError, connection_limits
@@ -160,6 +161,10 @@ def _check_connection_cap(value: int | None) -> int | None:
 
 main.add_command(queues)
 main.add_command(tasks)
+tasks.add_command(attempts)
+tasks.add_command(replay)
+main.add_command(reset)
+main.add_command(wait_idle)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -64,15 +64,16 @@ class RunnerClient:
         *,
         params: Mapping[str, str | int] | None = None,
         body: JsonObject | None = None,
+        api: str = "v2",
     ) -> JsonObject:
-        """One API call; ``path`` is a resource name plus an optional ``:verb``.
+        """One API call; ``path`` is a resource name plus an optional ``:verb`` (below ``/{api}/``).
 
         Raises:
             CallRefused: the runner refused the call.
             UnreachableError: the runner could not be reached.
             ClientError: the answer was not the API's JSON.
         """
-        url = f"{self.endpoint}/v2/{quote(path, safe='/:')}"
+        url = f"{self.endpoint}/{api}/{quote(path, safe='/:')}"
         try:
             response = requests.request(method, url, params=params, json=body, timeout=TIMEOUT)
         except requests.Timeout:
@@ -84,13 +85,13 @@ class RunnerClient:
         return _decode(response)
 
     def list_all(
-        self, path: str, key: str, params: Mapping[str, str | int] | None = None
+        self, path: str, key: str, params: Mapping[str, str | int] | None = None, api: str = "v2"
     ) -> Iterator[JsonObject]:
         """Every item of a List method, following ``nextPageToken`` until the last page."""
         query: dict[str, str | int] = dict(params or {})
         seen: set[str] = set()
         while True:
-            page = self.call("GET", path, params=query)
+            page = self.call("GET", path, params=query, api=api)
             yield from page.get(key, [])
             token = page.get("nextPageToken", "")
             if not token or token in seen:
