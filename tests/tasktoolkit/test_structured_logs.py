@@ -6,12 +6,13 @@ import io
 import json
 import logging
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
 
 from tasktoolkit import ConfigurationError, logging_json
-from tasktoolkit.dedup import MemoryDedupStore
+from tasktoolkit.dedup import MemoryDedupStore, RedisDedupStore
 from tasktoolkit.logging_json import CloudRunFormatter, configure_logging
 from tasktoolkit.tracing import parse_cloud_trace_context, parse_traceparent, trace_from_headers
 
@@ -174,3 +175,49 @@ def test_an_unknown_log_format_names_the_key_and_the_choices(make_app: Any) -> N
 
     with pytest.raises(ConfigurationError, match=r"TASKTOOLKIT_LOG_FORMAT must be one of json, text"):
         TaskToolkit(make_app(TASKTOOLKIT_LOG_FORMAT="yaml", TASKTOOLKIT_STORE="memory://"))
+
+
+def test_a_duplicate_while_the_first_runs_is_labelled_in_progress(
+    lines: Lines, make_worker: Any, tokens: Any, task_headers: Any
+) -> None:
+    worker = make_worker(MemoryDedupStore(), TASKTOOLKIT_PROJECT="my-proj")
+    headers = task_headers(tokens.google())
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            worker.app.test_client().post, "/tasks/work", json={"action": "block"}, headers=headers
+        )
+        assert worker.started.wait(10)
+        assert (
+            worker.app.test_client()
+            .post("/tasks/work", json={"action": "block"}, headers=headers)
+            .status_code
+            == 409
+        )
+        worker.unblock.set()
+        assert first.result(10).status_code == 200
+    found = [
+        (line["severity"], line["logging.googleapis.com/labels"]["dedup"]) for line in lines.deliveries()
+    ]
+    assert found == [("INFO", "in_progress"), ("INFO", "ran")]
+
+
+def test_an_unreachable_store_is_one_error_labelled_unavailable(
+    lines: Lines, own_redis_server: Any, make_worker: Any, tokens: Any, task_headers: Any
+) -> None:
+    store = RedisDedupStore.from_url(own_redis_server.url)
+    try:
+        worker = make_worker(store)
+        own_redis_server.kill()
+        response = worker.app.test_client().post(
+            "/tasks/work", json={}, headers=task_headers(tokens.google())
+        )
+        assert response.status_code == 503
+    finally:
+        store.close()
+    [line] = lines.deliveries()
+    labels = line["logging.googleapis.com/labels"]
+    assert (line["severity"], labels["dedup"], labels["outcome"]) == (
+        "ERROR",
+        "unavailable",
+        "store_unavailable",
+    )
