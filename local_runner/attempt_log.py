@@ -57,7 +57,7 @@ class AttemptLog:
         window = self._windows.get(queue_id)
         if window is None or now >= window.start + SUMMARY_INTERVAL:
             if window is not None:
-                _summarize(queue_id, window)
+                _summarize(queue_id, window, SUMMARY_INTERVAL)
             window = self._windows[queue_id] = _Window(now)
         if window.logged < FULL_SUCCESS_LINES:
             window.logged += 1
@@ -75,24 +75,25 @@ class AttemptLog:
 
     async def _summarize_at(self, queue_id: str, window: _Window) -> None:
         await self.clock.sleep_until(window.start + SUMMARY_INTERVAL)
-        _summarize(queue_id, window)
+        _summarize(queue_id, window, SUMMARY_INTERVAL)
 
     async def close(self) -> None:
         """Write the summaries still open (the runner is stopping)."""
         for flush in list(self._flushes):
             flush.cancel()
+        now = self.clock.now()
         for queue_id, window in self._windows.items():
-            _summarize(queue_id, window)
+            _summarize(queue_id, window, min(SUMMARY_INTERVAL, max(0.0, now - window.start)))
 
 
-def _summarize(queue_id: str, window: _Window) -> None:
-    """The window's summary line, once (nothing if no success was summed up)."""
+def _summarize(queue_id: str, window: _Window, elapsed: float) -> None:
+    """The window's summary line, once (none if no success was summed up); ``elapsed``: its length."""
     if window.summed:
         log.info(
             "%s: %d more attempt(s) succeeded in %s (latency mean %s, max %s)",
             queue_id,
             window.summed,
-            format_latency(SUMMARY_INTERVAL),
+            format_latency(elapsed),
             format_latency(window.latency_sum / window.summed),
             format_latency(window.latency_max),
         )

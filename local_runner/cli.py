@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from local_runner.cli_jobs import jobs
 from local_runner.cli_queues import queues
 from local_runner.cli_tasks import tasks
 from local_runner.cli_test_aids import attempts, replay, reset, wait_idle
@@ -52,6 +53,12 @@ def main() -> None:
     "queues_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="YAML file of queues, in the REST field names `gcloud tasks queues describe` prints.",
+)
+@click.option(
+    "--jobs",
+    "jobs_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="YAML file of Cloud Scheduler jobs, as `gcloud scheduler jobs describe` prints them.",
 )
 @click.option(
     "--task-tombstone",
@@ -100,6 +107,7 @@ def serve(
     project: str,
     location: str,
     queues_file: Path | None,
+    jobs_file: Path | None,
     task_tombstone: float,
     no_test_aids: bool,
     max_connections_per_host: int | None,
@@ -126,6 +134,7 @@ def serve(
         project=project,
         location=location,
         queues_file=queues_file,
+        jobs_file=jobs_file,
         task_tombstone=task_tombstone,
         test_aids=not no_test_aids,
         max_connections_per_host=max_connections_per_host,
@@ -161,6 +170,7 @@ def _check_connection_cap(value: int | None) -> int | None:
 
 main.add_command(queues)
 main.add_command(tasks)
+main.add_command(jobs)
 tasks.add_command(attempts)
 tasks.add_command(replay)
 main.add_command(reset)

@@ -54,8 +54,10 @@ def normalize_endpoint(endpoint: str) -> str:
 class RunnerClient:
     """Calls ``{endpoint}/v2/{path}`` and returns the decoded JSON answer."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, version: str = "v2") -> None:
         self.endpoint = normalize_endpoint(endpoint)
+        #: The API's path prefix: ``v2`` (Cloud Tasks) or ``v1`` (Cloud Scheduler).
+        self.version = version
 
     def call(
         self,
@@ -64,16 +66,18 @@ class RunnerClient:
         *,
         params: Mapping[str, str | int] | None = None,
         body: JsonObject | None = None,
-        api: str = "v2",
+        api: str | None = None,
     ) -> JsonObject:
-        """One API call; ``path`` is a resource name plus an optional ``:verb`` (below ``/{api}/``).
+        """One API call; ``path`` is a resource name plus an optional ``:verb``.
+
+        ``api`` is the path prefix when it is not :attr:`version` (the runner's extensions: ``runner/v1``).
 
         Raises:
             CallRefused: the runner refused the call.
             UnreachableError: the runner could not be reached.
             ClientError: the answer was not the API's JSON.
         """
-        url = f"{self.endpoint}/{api}/{quote(path, safe='/:')}"
+        url = f"{self.endpoint}/{api or self.version}/{quote(path, safe='/:')}"
         try:
             response = requests.request(method, url, params=params, json=body, timeout=TIMEOUT)
         except requests.Timeout:
@@ -85,7 +89,7 @@ class RunnerClient:
         return _decode(response)
 
     def list_all(
-        self, path: str, key: str, params: Mapping[str, str | int] | None = None, api: str = "v2"
+        self, path: str, key: str, params: Mapping[str, str | int] | None = None, api: str | None = None
     ) -> Iterator[JsonObject]:
         """Every item of a List method, following ``nextPageToken`` until the last page."""
         query: dict[str, str | int] = dict(params or {})

@@ -76,7 +76,7 @@ def list_(target: Target, queue: str, page_size: int | None, exhausted: bool) ->
             last_attempt_status(task),
         )
         for task in target.client.list_all(
-            f"{target.queue(queue)}/tasks", "tasks", params, api="runner/v1" if exhausted else "v2"
+            f"{target.queue(queue)}/tasks", "tasks", params, api="runner/v1" if exhausted else None
         )
     ]
     headers = ("TASK_NAME", "SCHEDULE_TIME", "DISPATCH_COUNT", "RESPONSE_COUNT", "LAST_ATTEMPT_STATUS")

@@ -32,6 +32,8 @@ class RunnerSettings:
     project: str = "local-project"
     location: str = "us-central1"
     queues_file: Path | None = None
+    #: Cloud Scheduler jobs to create or update at start (``runner serve --jobs``).
+    jobs_file: Path | None = None
     #: How long a completed or deleted task's name stays blocked, in seconds.
     task_tombstone: float = 3600.0
     #: How long a deleted queue's name stays blocked, in seconds.
@@ -64,19 +66,21 @@ class QueueSpec:
     duplicate_deliveries: float | None = None
 
 
-def _documents(path: Path) -> Iterable[object]:
+def yaml_items(path: Path, key: str = "queues") -> Iterable[object]:
+    """The items of a YAML file of ``key`` (queues, jobs): a ``key:`` list, a list, or one per document."""
+    noun = key.removesuffix("s")
     try:
         text = path.read_text(encoding="utf-8")
         docs = [doc for doc in yaml.safe_load_all(text) if doc is not None]
     except OSError as error:
-        raise ConfigError(f"cannot read queue file {path}: {error.strerror}") from error
+        raise ConfigError(f"cannot read {noun} file {path}: {error.strerror}") from error
     except yaml.YAMLError as error:
-        raise ConfigError(f"queue file {path} is not valid YAML: {error}") from error
+        raise ConfigError(f"{noun} file {path} is not valid YAML: {error}") from error
     for doc in docs:
-        if isinstance(doc, dict) and set(doc) == {"queues"}:
-            if not isinstance(doc["queues"], list):
-                raise ConfigError(f"queue file {path}: 'queues' must be a list of queues")
-            yield from doc["queues"]
+        if isinstance(doc, dict) and set(doc) == {key}:
+            if not isinstance(doc[key], list):
+                raise ConfigError(f"{noun} file {path}: '{key}' must be a list of {key}")
+            yield from doc[key]
         elif isinstance(doc, list):
             yield from doc
         else:
@@ -89,7 +93,7 @@ def load_queue_file(path: Path, parent: str) -> list[QueueSpec]:
     A short ``name`` is placed under ``parent``. Errors name the file, the queue and the field.
     """
     specs: list[QueueSpec] = []
-    for index, doc in enumerate(_documents(path)):
+    for index, doc in enumerate(yaml_items(path)):
         if not isinstance(doc, dict) or not isinstance(doc.get("name"), str):
             raise ConfigError(f"queue file {path}: queue #{index + 1} needs a 'name'")
         data = dict(doc)

@@ -15,6 +15,8 @@ from local_runner.api import browser_guard, views
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
+from local_runner.cloud_scheduler.jobs_file import load_jobs_file
+from local_runner.cloud_scheduler.runtime import CloudScheduler
 from local_runner.config import RunnerSettings, load_queue_file
 from local_runner.console import Console
 from local_runner.dispatch import Dispatcher
@@ -51,6 +53,7 @@ class RunnerServer:
             settings.duplicate_deliveries,
             {s.queue.name: s.duplicate_deliveries for s in queue_specs if s.duplicate_deliveries is not None},
         )
+        job_specs = load_jobs_file(settings.jobs_file, settings.parent) if settings.jobs_file else []
         # One runner per data directory: a second one would re-queue this one's attempts in flight.
         data_dir = settings.data_dir
         self._data_dir_lock = DataDirLock.acquire(data_dir) if data_dir is not None else None
@@ -66,6 +69,7 @@ class RunnerServer:
             queue_tombstone=settings.queue_tombstone,
         )
         self.service.location_id = settings.location
+        self.cloud_scheduler = CloudScheduler(self.store, self.clock, job_specs)
         for spec in queue_specs:
             queue = self.service.upsert_queue(spec.queue)
             if spec.state is not None and spec.state is not queue.state:
@@ -98,6 +102,7 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         api_router = views.register(app, self.service, self.settings.test_aids)
+        self.cloud_scheduler.register(app)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
             console.register(app)
@@ -118,6 +123,7 @@ class RunnerServer:
         if console is not None:
             console.attach(self.scheduler)
         await self.scheduler.start()
+        await self.cloud_scheduler.start(self.dispatcher, self.issuer)
         if not is_loopback(self.settings.host):
             log.warning(
                 "listening on %s: anyone who can reach this address can create and run tasks",
@@ -151,6 +157,7 @@ class RunnerServer:
                     self.scheduler.in_flight,
                 )
             await self.scheduler.stop(self.settings.shutdown_grace)
+        await self.cloud_scheduler.stop()
         if self._port is not None:
             await self._port.close()
         if self._runner is not None:

@@ -83,10 +83,10 @@ _STATUS_BY_HTTP = {
 }
 #: How the service (and the runner) says that a queue is missing (reference §4.2).
 QUEUE_MISSING = "Queue does not exist"
-#: Refused before processing: safe to retry any request.
-_RETRY_ALWAYS = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
-#: May have been processed: retried only when repeating the request is harmless.
-_RETRY_IF_IDEMPOTENT = frozenset({"DEADLINE_EXCEEDED"})
+#: Transient answers, retried only when repeating the request is harmless: none of them proves that the
+#: request was not processed (a 503 may come from a proxy after the service created the task), and Google's
+#: own clients never retry CreateTask (reference §1, client-side retry settings).
+_RETRY_IF_IDEMPOTENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
 
 
 def error_from_answer(http_status: int, payload: Any) -> CloudTasksError:
@@ -141,10 +141,10 @@ class HttpTransport:
     The one place that decides what a failure means: retries, backoff and the mapping of answers to typed
     errors live here, above the wire.
 
-    * UNAVAILABLE and RESOURCE_EXHAUSTED answers, and requests that surely never left (connection refused),
-      are retried for every call.
-    * Timeouts, resets and DEADLINE_EXCEEDED answers may follow a request the server processed, so they are
-      retried only when repeating is harmless (``idempotent``: reads, deletes, named creates).
+    * Requests that surely never left (connection refused) are retried for every call.
+    * UNAVAILABLE, RESOURCE_EXHAUSTED and DEADLINE_EXCEEDED answers, timeouts and resets may follow a request
+      the server processed, so they are retried only when repeating is harmless (``idempotent``: reads,
+      deletes, named creates).
     * A kept-alive connection that the server dropped while the request was sent is reopened at once, once,
       under the same rule.
 
@@ -164,7 +164,7 @@ class HttpTransport:
     def __call__(
         self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
     ) -> dict[str, Any]:
-        """Performs the call, retrying UNAVAILABLE (and, if idempotent, timeouts and resets)."""
+        """Performs the call, retrying refused connections (and, if idempotent, transient errors)."""
         path = f"/v2/{path}"
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         reopened = False
@@ -185,9 +185,7 @@ class HttpTransport:
                 if 200 <= status < 300:
                     return payload if isinstance(payload, dict) else {}
                 error = error_from_answer(status, payload)
-                retryable = error.status in _RETRY_ALWAYS or (
-                    idempotent and error.status in _RETRY_IF_IDEMPOTENT
-                )
+                retryable = idempotent and error.status in _RETRY_IF_IDEMPOTENT
                 if last or not retryable:
                     raise error
             self._sleep(self.retry.wait_s(attempt))

@@ -99,6 +99,13 @@ CREATE TABLE IF NOT EXISTS attempts (
     task_name TEXT NOT NULL, seq INTEGER NOT NULL, {", ".join(_ATTEMPT_FIELDS)},
     PRIMARY KEY (task_name, seq)
 ) WITHOUT ROWID;
+-- Cloud Scheduler jobs and their recent attempts (local_runner.cloud_scheduler.store), as JSON documents.
+CREATE TABLE IF NOT EXISTS cloud_scheduler_jobs (
+    name TEXT PRIMARY KEY, parent TEXT NOT NULL, doc TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cloud_scheduler_attempts (
+    job_name TEXT NOT NULL, seq INTEGER NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (job_name, seq)
+) WITHOUT ROWID;
 PRAGMA user_version = {SCHEMA_VERSION};
 """
 

@@ -131,15 +131,24 @@ class FirestoreDedupStore(DedupStore):
         self.collection = collection
         self.database = database
         self.timeout_s = _check_duration("timeout_s", timeout_s)
-        self._retry = Retry(
-            predicate=if_transient_error, initial=0.01, maximum=0.2, multiplier=2.0, timeout=timeout_s
-        )
+        self._retry = self._transient_retry()
         self._given_client = client
         self._client: firestore.Client | None = client
         self._client_pid = os.getpid()
         self._lock = threading.Lock()
         #: owner token -> (update time of the claim's write, end of its lease)
         self._claims: OrderedDict[str, tuple[Any, float]] = OrderedDict()
+
+    def _transient_retry(self, on_error: Callable[[Exception], None] | None = None) -> Retry:
+        """Retries transient errors within the operation's budget, telling ``on_error`` of each one."""
+        return Retry(
+            predicate=if_transient_error,
+            initial=0.01,
+            maximum=0.2,
+            multiplier=2.0,
+            timeout=self.timeout_s,
+            on_error=on_error,
+        )
 
     def _remember(self, record: DedupRecord, update_time: Any) -> None:
         with self._lock:
@@ -199,33 +208,43 @@ class FirestoreDedupStore(DedupStore):
     def _settle(self, key: str, owner: str, now: float, record: DedupRecord | None) -> bool:
         """Replaces (or deletes, when ``record`` is None) the live IN_PROGRESS record of ``owner``."""
         claimed = self._recall(owner)
+        retried: list[Exception] = []  # transient errors of our writes: each may hide a write that landed
         if claimed is not None and now < claimed[1]:
             # Unchanged since our claim wrote it: still ours, still IN_PROGRESS, lease not over.
             try:
-                self._write(self._collection().document(document_id(key)), claimed[0], record)
+                self._write(self._collection().document(document_id(key)), claimed[0], record, retried)
                 return True
             except (api_exceptions.FailedPrecondition, api_exceptions.NotFound):
                 pass  # changed since (or our own write landed and a retry saw it): read and decide
         for _ in range(_MAX_RACES):
             snapshot, current = self._read(key)
-            if current is None or current.owner != owner:
+            if current is None:
+                # Gone after a delete of ours that was retried: it landed, its answer was lost.
+                return record is None and bool(retried)
+            if current.owner != owner:
                 return False
             if current.status is not DedupStatus.IN_PROGRESS or now >= current.expires_at:
                 return record is not None and current == record  # our own write whose answer was lost
             try:
-                self._write(snapshot.reference, snapshot.update_time, record)
+                self._write(snapshot.reference, snapshot.update_time, record, retried)
                 return True
             except (api_exceptions.FailedPrecondition, api_exceptions.NotFound):
                 continue
         raise DedupStoreUnavailable(f"settling {key!r} lost {_MAX_RACES} races in a row")
 
-    def _write(self, ref: Any, update_time: Any, record: DedupRecord | None) -> None:
-        """Updates (or deletes, when ``record`` is None) ``ref`` if it was last written at ``update_time``."""
+    def _write(
+        self, ref: Any, update_time: Any, record: DedupRecord | None, retried: list[Exception]
+    ) -> None:
+        """Updates (or deletes, when ``record`` is None) ``ref`` if it was last written at ``update_time``.
+
+        Appends to ``retried`` each transient error that was retried.
+        """
         option = firestore.Client.write_option(last_update_time=update_time)
+        options = {"retry": self._transient_retry(retried.append), "timeout": self.timeout_s}
         if record is None:
-            ref.delete(option=option, **self._call_options())
+            ref.delete(option=option, **options)
         else:
-            ref.update(_fields(record), option=option, **self._call_options())
+            ref.update(_fields(record), option=option, **options)
 
     def _replace(self, record: DedupRecord, now: float) -> bool:
         return self._settle(record.key, record.owner, now, record)

@@ -36,10 +36,12 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 return false
 """
 # KEYS[1] key; ARGV: owner, now, new record, ttl in ms. Acts only on a live IN_PROGRESS record of that owner:
-# replaces it with the new record, or deletes it when the new record is empty. Returns 1 if it acted.
+# replaces it with the new record, or deletes it when the new record is empty. Returns 1 if it acted, or if
+# the key already holds the new record (this replace ran before and its reply was lost).
 _SETTLE = """
 local current = redis.call('GET', KEYS[1])
 if not current then return 0 end
+if current == ARGV[3] then return 1 end
 local record = cjson.decode(current)
 if record['owner'] ~= ARGV[1] or record['status'] ~= 'IN_PROGRESS'
    or tonumber(record['expires_at']) <= tonumber(ARGV[2]) then
@@ -143,7 +145,11 @@ class RedisDedupStore(DedupStore):
         value = record.to_json()
         ttl_ms = _ttl_ms(record.expires_at, now)
         current = self._run(self._claim_script, name, value, repr(now), ttl_ms)
-        return DedupRecord.from_json(record.key, current) if current else None
+        if not current:
+            return None
+        existing = DedupRecord.from_json(record.key, current)
+        # Our own record: the first EVALSHA stored it, its reply was lost and the retry found it.
+        return None if existing.owner == record.owner else existing
 
     def _replace(self, record: DedupRecord, now: float) -> bool:
         ttl_ms = _ttl_ms(record.expires_at, now)

@@ -34,6 +34,15 @@ def gcloud_runner(runner_url: str, config: Path) -> tuple[str, dict[str, str]]:
     return gcloud, env
 
 
+def run_gcloud(command: list[str], env: dict[str, str], ok: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``command --location=LOCATION``; assert it succeeded (or, with ``ok=False``, failed)."""
+    done = subprocess.run(
+        [*command, f"--location={LOCATION}"], capture_output=True, text=True, env=env, timeout=60, check=False
+    )
+    assert (done.returncode == 0) is ok, done.stderr
+    return done
+
+
 @pytest.mark.timeout(120)
 def test_queue_and_task_lifecycle(runner_url: str, httpserver: HTTPServer, tmp_path: Path) -> None:
     gcloud, env = gcloud_runner(runner_url, tmp_path / "gcloud")
@@ -46,16 +55,7 @@ def test_queue_and_task_lifecycle(runner_url: str, httpserver: HTTPServer, tmp_p
     httpserver.expect_request("/from-gcloud", method="POST").respond_with_handler(handler)
 
     def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run(
-            [gcloud, "tasks", *args, f"--location={LOCATION}"],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        assert (done.returncode == 0) is ok, done.stderr
-        return done
+        return run_gcloud([gcloud, "tasks", *args], env, ok)
 
     run("queues", "create", "from-gcloud")
     run("queues", "pause", "from-gcloud")

@@ -264,8 +264,22 @@ def broken_requests(draw: st.DrawFn) -> tuple[str, str, dict[str, str], Any, tup
 
 
 def short_wait(path: str, body: Any) -> Any:
-    """A waitIdle body that would wait (the API has no dispatcher: never idle) gets a short timeout."""
-    if path == "runner/v1/waitIdle" and isinstance(body, dict):
+    """A waitIdle body that would wait (the API has no dispatcher: never idle) gets a short timeout.
+
+    An empty body, or raw bytes that read as a JSON object, would wait the default 30 s, as long as the
+    client's own timeout: those are sent as the object with a short timeout too.
+    """
+    if path != "runner/v1/waitIdle":
+        return body
+    if body is None or body == b"":
+        return {"timeout": "0.01s"}
+    if isinstance(body, bytes):
+        try:
+            decoded = json.loads(body)
+        except ValueError:
+            return body
+        return short_wait(path, decoded) if isinstance(decoded, dict) else body
+    if isinstance(body, dict):
         try:
             long_wait = parse_duration(body.get("timeout"), "timeout") > 0.05
         except InvalidArgument:

@@ -152,9 +152,29 @@ def test_unavailable_is_retried_with_backoff(
         error("UNAVAILABLE", 503, "The service is currently unavailable.")
     )
     httpserver.expect_ordered_request(f"{PARENT}/tasks", method="POST").respond_with_json(task_answer())
-    task = client.enqueue("emails", url="https://w.example/x")
+    task = client.enqueue("emails", url="https://w.example/x", name="n1")
     assert task is not None and len(httpserver.log) == 2
     assert len(waits) == 1 and 0 <= waits[0] <= 0.5
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        Response("<html>503 Service Temporarily Unavailable</html>", status=503, content_type="text/html"),
+        error("RESOURCE_EXHAUSTED", 429, "Quota exceeded."),
+    ],
+    ids=["proxy-503", "429"],
+)
+def test_an_unnamed_task_is_not_sent_again_after_a_transient_answer(
+    httpserver: HTTPServer, client: TasksClient, waits: list[float], answer: Response
+) -> None:
+    """A 503 or 429 may follow a create the service performed: a repeat could create a second task."""
+    httpserver.expect_ordered_request(f"{PARENT}/tasks", method="POST").respond_with_response(answer)
+    httpserver.expect_ordered_request(f"{PARENT}/tasks", method="POST").respond_with_json(task_answer())
+    with pytest.raises(ServiceUnavailable):
+        client.enqueue("emails", url="https://w.example/x")
+    assert len(httpserver.log) == 1 and waits == []
+    assert client.enqueue("emails", url="https://w.example/x", name="n1") is not None  # the next answer
 
 
 def test_retries_stop_after_the_policy_and_raise_unavailable(

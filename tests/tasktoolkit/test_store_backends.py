@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -252,3 +253,62 @@ def test_memory_store_sweeps_expired_records_before_evicting_live_ones() -> None
     store.claim("long-4", "fp", lease_s=600)  # full of live records: the least recently used goes
     assert store.get("long-2") is None
     assert all(store.get(key) for key in ("long-1", "long-3", "long-4"))
+
+
+def losing_script_replies(url: str, *lose: int) -> tuple[DedupStore, list[int]]:
+    """A Redis store whose EVALSHAs numbered ``lose`` (from 1) run on the server but whose replies time out.
+
+    Returns the store and the numbers of the replies lost so far; redis-py's retry sends each such one again.
+    """
+    import redis
+    from redis.connection import Connection
+
+    from tasktoolkit.dedup import RedisDedupStore
+
+    scripts_run: list[int] = []
+    lost: list[int] = []
+
+    class LosesScriptReplies(Connection):
+        def send_command(self, *args: Any, **kwargs: Any) -> None:
+            if args[0] == "EVALSHA":
+                scripts_run.append(len(scripts_run) + 1)
+            super().send_command(*args, **kwargs)
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            response = super().read_response(*args, **kwargs)  # the command ran: its reply has arrived
+            if scripts_run and scripts_run[-1] in lose and scripts_run[-1] not in lost:
+                lost.append(scripts_run[-1])
+                raise redis.TimeoutError("Timeout reading from socket")
+            return response
+
+    store = RedisDedupStore.from_url(
+        url, prefix=f"lost:{uuid.uuid4().hex}:", connection_class=LosesScriptReplies
+    )
+    return store, lost
+
+
+def test_redis_claim_whose_reply_is_lost_is_still_acquired(redis_server: Any) -> None:
+    """The first EVALSHA runs on the server but its reply times out; the client's retry finds our record."""
+    store, lost = losing_script_replies(redis_server.url, 1)
+    try:
+        claim = store.claim("k", "fp")
+        assert lost == [1]
+        assert claim.acquired
+        assert store.complete(claim.record, StoredResponse(200, b"done"))
+        duplicate = store.claim("k", "fp")
+        assert not duplicate.acquired and duplicate.record.response == StoredResponse(200, b"done")
+    finally:
+        store.close()
+
+
+def test_redis_complete_whose_reply_is_lost_still_counts_as_held(redis_server: Any) -> None:
+    """The completing EVALSHA stores the response but its reply times out; the retry finds that record."""
+    store, lost = losing_script_replies(redis_server.url, 2)
+    try:
+        claim = store.claim("k", "fp")
+        assert store.complete(claim.record, StoredResponse(200, b"done"))
+        assert lost == [2]
+        duplicate = store.claim("k", "fp")
+        assert not duplicate.acquired and duplicate.record.response == StoredResponse(200, b"done")
+    finally:
+        store.close()

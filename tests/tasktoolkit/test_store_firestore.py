@@ -115,6 +115,39 @@ def test_a_claim_made_elsewhere_is_settled_after_a_read(firestore_emulator: Fire
         other.close()
 
 
+def test_a_release_whose_answer_is_lost_still_counts_as_released(
+    firestore_emulator: FirestoreEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The delete lands but its answer is lost; the retry finds the document gone: released, not refused."""
+    from google.api_core import exceptions as api_exceptions
+
+    client = firestore_emulator.client()
+    store = FirestoreDedupStore(collection=f"dedup-{uuid.uuid4().hex}", client=client)
+    try:
+        claim = store.claim("k", "fp").record
+        transport = client._firestore_api._transport
+        commit = transport._wrapped_methods[transport.commit]  # what the retry wraps
+        send = commit._target
+        lost: list[Any] = []
+
+        def lands_then_answer_is_lost(*args: Any, **kwargs: Any) -> Any:
+            answer = send(*args, **kwargs)
+            if not lost:
+                lost.append(answer)
+                raise api_exceptions.ServiceUnavailable("connection reset after the write")
+            return answer
+
+        monkeypatch.setattr(commit, "_target", lands_then_answer_is_lost)
+        assert store.release(claim)
+        assert len(lost) == 1 and store.get("k") is None
+        monkeypatch.undo()
+        assert store.claim("k", "fp").acquired
+        assert not store.release(claim)  # a second release of a released claim: nothing of ours to delete
+    finally:
+        store.close()
+        client.close()  # type: ignore[no-untyped-call]
+
+
 def test_a_response_too_large_for_a_document_is_refused_before_any_write(
     firestore_emulator: FirestoreEmulator,
 ) -> None:
