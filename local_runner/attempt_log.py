@@ -14,6 +14,7 @@ import logging
 from local_runner.clock import Clock
 from local_runner.dispatch import format_latency
 from local_runner.engine.attempts import FinishedAttempt, Outcome
+from local_runner.log_format import FIELDS_ATTRIBUTE, trace_name
 from local_runner.model import Task
 
 log = logging.getLogger("local_runner.dispatch")
@@ -49,7 +50,7 @@ class AttemptLog:
     ) -> None:
         """Log an attempt that ended: a failure always in full, a success in full or summed up."""
         if not outcome.succeeded:
-            log.warning(_line(task, outcome, finished, latency, recorded))
+            _write(logging.WARNING, task, outcome, finished, latency, recorded)
             return
         queue_id = task.queue_name.rpartition("/")[2]
         now = self.clock.now()
@@ -60,7 +61,7 @@ class AttemptLog:
             window = self._windows[queue_id] = _Window(now)
         if window.logged < FULL_SUCCESS_LINES:
             window.logged += 1
-            log.info(_line(task, outcome, finished, latency, recorded))
+            _write(logging.INFO, task, outcome, finished, latency, recorded)
             return
         window.summed += 1
         window.latency_sum += latency
@@ -70,7 +71,7 @@ class AttemptLog:
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug(_line(task, outcome, finished, latency, recorded))
+            _write(logging.DEBUG, task, outcome, finished, latency, recorded)
 
     async def _summarize_at(self, queue_id: str, window: _Window) -> None:
         await self.clock.sleep_until(window.start + SUMMARY_INTERVAL)
@@ -99,18 +100,46 @@ def _summarize(queue_id: str, window: _Window, elapsed: float) -> None:
         window.summed = 0
 
 
-def _line(task: Task, outcome: Outcome, finished: FinishedAttempt, latency: float, recorded: bool) -> str:
+def _after(task: Task, finished: FinishedAttempt, recorded: bool) -> tuple[str, str]:
+    """What follows the attempt: its ``outcome`` label and its words."""
+    if not recorded:
+        return "gone", "task was deleted or purged meanwhile"
+    if finished.deletes:
+        return "done", "done"
+    if finished.next_retry_in is None:
+        return "exhausted", f"retries exhausted after {task.dispatch_count} attempt(s)"
+    return "retry", f"next retry in {finished.next_retry_in:g}s"
+
+
+def _write(
+    level: int, task: Task, outcome: Outcome, finished: FinishedAttempt, latency: float, recorded: bool
+) -> None:
+    """The attempt's line, with its fields for ``--log-format json``."""
     queue_id = task.queue_name.rpartition("/")[2]
     result = (
         f"HTTP {outcome.http_status}" if outcome.http_status is not None else f"no response, {outcome.detail}"
     )
-    if not recorded:
-        after = "task was deleted or purged meanwhile"
-    elif finished.deletes:
-        after = "done"
-    elif finished.next_retry_in is None:
-        after = f"retries exhausted after {task.dispatch_count} attempt(s)"
-    else:
-        after = f"next retry in {finished.next_retry_in:g}s"
+    label, after = _after(task, finished, recorded)
     took = format_latency(latency)
-    return f"{queue_id}/{task.task_id} attempt {task.dispatch_count}: {result} in {took}; {after}"
+    labels = {
+        "queue": queue_id,
+        "task": task.task_id,
+        "attempt": str(task.dispatch_count),
+        "retry_count": str(task.dispatch_count - 1),
+        "outcome": label,
+        "latency_ms": f"{latency * 1000:.1f}",
+    }
+    if outcome.http_status is not None:
+        labels["status"] = str(outcome.http_status)
+    fields = {"labels": labels, "trace": trace_name(task.name, task.http_request.headers)}
+    log.log(
+        level,
+        "%s/%s attempt %d: %s in %s; %s",
+        queue_id,
+        task.task_id,
+        task.dispatch_count,
+        result,
+        took,
+        after,
+        extra={FIELDS_ATTRIBUTE: fields},
+    )

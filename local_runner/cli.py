@@ -13,11 +13,13 @@ import click
 from local_runner.cli_jobs import jobs
 from local_runner.cli_queues import queues
 from local_runner.cli_tasks import tasks
+from local_runner.cli_test_aids import attempts, replay, reset, wait_idle
 from local_runner.clock import VirtualClock
 from local_runner.config import RunnerSettings
 from local_runner.engine.slots import ConnectionLimitError, connection_limits
 from local_runner.errors import RunnerError
 from local_runner.http_client import open_file_limit
+from local_runner.log_format import LOG_FORMATS, JsonFormatter
 from local_runner.server import RunnerServer
 
 
@@ -90,6 +92,13 @@ def main() -> None:
     help="Run on a virtual clock from this instant, moved by POST /runner/v1/clock:advance (a test aid).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log every attempt and API detail at DEBUG level.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default="text",
+    show_default=True,
+    help="json: one Cloud Logging JSON object per line, an attempt's with its trace and labels.",
+)
 def serve(
     host: str,
     port: int,
@@ -106,6 +115,7 @@ def serve(
     duplicate_deliveries: float,
     virtual_clock: float | None,
     verbose: bool,
+    log_format: str,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
     logging.basicConfig(
@@ -113,6 +123,9 @@ def serve(
         format="%(asctime)s %(levelname)-7s %(message)s",
         datefmt="%H:%M:%S",
     )
+    if log_format == "json":
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     settings = RunnerSettings(
         host=host,
@@ -158,6 +171,10 @@ def _check_connection_cap(value: int | None) -> int | None:
 main.add_command(queues)
 main.add_command(tasks)
 main.add_command(jobs)
+tasks.add_command(attempts)
+tasks.add_command(replay)
+main.add_command(reset)
+main.add_command(wait_idle)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -66,15 +66,18 @@ class RunnerClient:
         *,
         params: Mapping[str, str | int] | None = None,
         body: JsonObject | None = None,
+        api: str | None = None,
     ) -> JsonObject:
         """One API call; ``path`` is a resource name plus an optional ``:verb``.
+
+        ``api`` is the path prefix when it is not :attr:`version` (the runner's extensions: ``runner/v1``).
 
         Raises:
             CallRefused: the runner refused the call.
             UnreachableError: the runner could not be reached.
             ClientError: the answer was not the API's JSON.
         """
-        url = f"{self.endpoint}/{self.version}/{quote(path, safe='/:')}"
+        url = f"{self.endpoint}/{api or self.version}/{quote(path, safe='/:')}"
         try:
             response = requests.request(method, url, params=params, json=body, timeout=TIMEOUT)
         except requests.Timeout:
@@ -86,13 +89,13 @@ class RunnerClient:
         return _decode(response)
 
     def list_all(
-        self, path: str, key: str, params: Mapping[str, str | int] | None = None
+        self, path: str, key: str, params: Mapping[str, str | int] | None = None, api: str | None = None
     ) -> Iterator[JsonObject]:
         """Every item of a List method, following ``nextPageToken`` until the last page."""
         query: dict[str, str | int] = dict(params or {})
         seen: set[str] = set()
         while True:
-            page = self.call("GET", path, params=query)
+            page = self.call("GET", path, params=query, api=api)
             yield from page.get(key, [])
             token = page.get("nextPageToken", "")
             if not token or token in seen:

@@ -60,10 +60,13 @@ def tasks() -> None:
 @tasks.command(name="list")
 @click.argument("queue")
 @click.option("--page-size", type=click.IntRange(1, 1000), help="Tasks per API call (all pages are read).")
+@click.option("--exhausted", is_flag=True, help="Also list tasks whose retries ran out (a runner extension).")
 @api_command
-def list_(target: Target, queue: str, page_size: int | None) -> None:
+def list_(target: Target, queue: str, page_size: int | None, exhausted: bool) -> None:
     """List the tasks of QUEUE."""
-    params = {"pageSize": page_size} if page_size else {}
+    params: dict[str, str | int] = {"pageSize": page_size} if page_size else {}
+    if exhausted:
+        params["exhausted"] = "true"
     rows = [
         (
             short_id(task["name"]),
@@ -72,7 +75,9 @@ def list_(target: Target, queue: str, page_size: int | None) -> None:
             task.get("responseCount", 0),
             last_attempt_status(task),
         )
-        for task in target.client.list_all(f"{target.queue(queue)}/tasks", "tasks", params)
+        for task in target.client.list_all(
+            f"{target.queue(queue)}/tasks", "tasks", params, api="runner/v1" if exhausted else None
+        )
     ]
     headers = ("TASK_NAME", "SCHEDULE_TIME", "DISPATCH_COUNT", "RESPONSE_COUNT", "LAST_ATTEMPT_STATUS")
     echo_table(headers, rows)

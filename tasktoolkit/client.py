@@ -32,6 +32,7 @@ from tasktoolkit.errors import (
     TaskAlreadyExists,
     TaskToolkitError,
 )
+from tasktoolkit.spans import current_trace, producer_span
 from tasktoolkit.taskspec import (
     CreatedTask,
     QueueInfo,
@@ -41,6 +42,7 @@ from tasktoolkit.taskspec import (
     invalid,
     queue_update,
 )
+from tasktoolkit.tracing import with_trace_header
 from tasktoolkit.transport import PooledWire, RequestsWire, SendFailed, Wire, proxy_for, settle_environment
 
 __all__ = [
@@ -407,22 +409,33 @@ class TasksClient:
             CloudTasksError: Any other refusal, with the service's status and message.
         """
         parent = self.queue_path(queue)
-        task = build_task(
-            parent,
-            url=url,
-            now=self.clock(),
-            json=json,
-            body=body,
-            headers=headers,
-            method=method,
-            name=name,
-            dedup_key=dedup_key,
-            delay=delay,
-            schedule_time=schedule_time,
-            dispatch_deadline=dispatch_deadline,
-            service_account=service_account,
-            audience=audience,
-        )
+        with producer_span(queue) as span:
+            created = self._create(
+                parent,
+                queue,
+                ignore_existing,
+                url=url,
+                now=self.clock(),
+                json=json,
+                body=body,
+                # The current trace travels in a header Cloud Run does not rewrite (tasktoolkit.tracing).
+                headers=with_trace_header(headers, current_trace()),
+                method=method,
+                name=name,
+                dedup_key=dedup_key,
+                delay=delay,
+                schedule_time=schedule_time,
+                dispatch_deadline=dispatch_deadline,
+                service_account=service_account,
+                audience=audience,
+            )
+            if created is not None:
+                span.update(message_id=created.id)
+            return created
+
+    def _create(self, parent: str, queue: str, ignore_existing: bool, **options: Any) -> CreatedTask | None:
+        """Builds the task and creates it (see :meth:`enqueue`)."""
+        task = build_task(parent, **options)
         try:
             # A named task is safe to resend: a duplicate comes back ALREADY_EXISTS.
             created = self._call(

@@ -34,6 +34,8 @@ CLOCK_SKEW_S = "TASKTOOLKIT_CLOCK_SKEW_S"
 STORE = "TASKTOOLKIT_STORE"
 LEASE_S = "TASKTOOLKIT_LEASE_S"
 RESULT_TTL_S = "TASKTOOLKIT_RESULT_TTL_S"
+#: ``json``, ``text``, or unset (JSON on Cloud Run): read by the extension, see ``logging_json``.
+LOG_FORMAT = "TASKTOOLKIT_LOG_FORMAT"
 # Read by ``handler.enqueue``: where tasks go and whose token they carry.
 PROJECT = "TASKTOOLKIT_PROJECT"
 LOCATION = "TASKTOOLKIT_LOCATION"
@@ -52,6 +54,7 @@ DEFAULTS: Mapping[str, Any] = {
     STORE: None,
     LEASE_S: DEFAULT_LEASE_S,
     RESULT_TTL_S: DEFAULT_TTL_S,
+    LOG_FORMAT: None,
 }
 
 

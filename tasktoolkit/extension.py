@@ -31,6 +31,7 @@ from tasktoolkit.config import (
 from tasktoolkit.dedup.base import DedupStore
 from tasktoolkit.enqueue import Enqueuer, client_for, install_client
 from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.logging_json import configure_logging
 from tasktoolkit.oidc import OidcVerifier
 from tasktoolkit.routes import watch
 
@@ -133,6 +134,7 @@ class TaskToolkit:
         watch(app)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, list(value) if isinstance(value, list) else value)
+        configure_logging(app.config, os.environ)
         state = build_state(app.config, store or self._store, os.environ)
         previous = app.extensions.get(EXTENSION_KEY)
         if isinstance(previous, ToolkitState):

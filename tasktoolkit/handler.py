@@ -16,6 +16,7 @@ from flask import Response, jsonify, make_response, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from tasktoolkit import logging_json
 from tasktoolkit.answers import RecordEffect, Situation
 from tasktoolkit.dedup.base import DedupRecord, DedupStatus, StoredResponse
 from tasktoolkit.enqueue import enqueue_route
@@ -43,7 +44,9 @@ from tasktoolkit.headers import (
     parse_task_context,
 )
 from tasktoolkit.routes import remember
+from tasktoolkit.spans import consumer_span
 from tasktoolkit.taskspec import CreatedTask, check_queue_id
+from tasktoolkit.tracing import trace_from_environ
 
 log = logging.getLogger("tasktoolkit")
 
@@ -59,6 +62,8 @@ MAX_SCOPE_LENGTH = 200
 REPLAYED_HEADER = Situation.DUPLICATE_DONE.answer.headers[0]
 #: WSGI environ key of a list that collects the exceptions a task function raised (the fake queue sets it).
 EXCEPTION_SINK_KEY = "tasktoolkit.exception_sink"
+#: WSGI environ key of the situation of the answer made last (read back for the delivery's log line).
+_SITUATION_KEY = "tasktoolkit.situation"
 
 DedupKey = Callable[[Any, TaskContext], str]
 TaskFunction = Callable[..., ResponseReturnValue]
@@ -95,6 +100,7 @@ def _json(situation: Situation, body: dict[str, Any], headers: dict[str, str] | 
     """The answer the table gives ``situation``, with this JSON body and the values of its headers."""
     answer = situation.answer
     assert answer.status is not None and tuple(headers or ()) == answer.headers, situation
+    request.environ[_SITUATION_KEY] = situation
     response = jsonify(body)
     response.status_code = answer.status
     response.headers.update(headers or {})
@@ -115,6 +121,7 @@ def _stored(response: Response) -> StoredResponse:
 
 
 def _replay(stored: StoredResponse) -> Response:
+    request.environ[_SITUATION_KEY] = Situation.DUPLICATE_DONE
     response = Response(stored.body, status=stored.status)
     if stored.content_type is not None:
         response.headers["Content-Type"] = stored.content_type
@@ -184,7 +191,7 @@ def _execute(
     try:
         response = make_response(func(task.payload, task, **view_args))
     except RetryTask as exc:
-        log.info("task %s/%s asked to be retried in %gs", task.queue_name, task.task_name, exc.delay_s)
+        log.debug("task %s/%s asked to be retried in %gs", task.queue_name, task.task_name, exc.delay_s)
         return _retry_after(
             Situation.RETRY_REQUESTED, "retry requested", exc.delay_s
         ), Situation.RETRY_REQUESTED
@@ -212,14 +219,14 @@ def _duplicate(record: DedupRecord, fingerprint: str, state: ToolkitState, task:
         return _acknowledge(Situation.PAYLOAD_MISMATCH, "payload_mismatch")
     if record.status is DedupStatus.IN_PROGRESS:
         remaining = record.expires_at - state.store.clock()
-        log.info("dedup key %r is in progress; asking Cloud Tasks to retry", record.key)
+        log.debug("dedup key %r is in progress; asking Cloud Tasks to retry", record.key)
         return _retry_after(
             Situation.DUPLICATE_RUNNING,
             "task already in progress",
             min(remaining, IN_PROGRESS_RETRY_AFTER_MAX_S),
         )
     assert record.response is not None, "a finished record stores its response"
-    log.info("dedup key %r is %s; replaying the stored response", record.key, record.status.value.lower())
+    log.debug("dedup key %r is %s; replaying the stored response", record.key, record.status.value.lower())
     return _replay(record.response)
 
 
@@ -275,14 +282,23 @@ def _claim(
     return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, task)
 
 
-def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> ResponseReturnValue:
+Delivered = tuple[Response | HTTPException, Situation, TaskContext | None]
+
+
+def _answered(answer: Response, task: TaskContext | None) -> Delivered:
+    """An answer made before the task function ran, with the situation :func:`_json` recorded."""
+    situation: Situation = request.environ.pop(_SITUATION_KEY)
+    return answer, situation, task
+
+
+def _deliver(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> Delivered:
     state = TaskToolkit.state()
     task = _admit(options, state)
     if isinstance(task, Response):
-        return task
+        return _answered(task, None)
     claim = _claim(options, state, task, _scope(options, func)) if options.dedup_key is not None else None
     if isinstance(claim, Response):
-        return claim
+        return _answered(claim, task)
     answer, situation = _execute(func, task, view_args)
     if claim is not None:
         effect = situation.answer.record
@@ -290,9 +306,48 @@ def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, 
             _stored(answer) if isinstance(answer, Response) and effect is not RecordEffect.RELEASED else None
         )
         _record(state, claim, effect, stored, options.ttl_s or state.ttl_s)
-    if isinstance(answer, HTTPException):
-        raise answer  # Flask renders it, through the app's error handlers
-    return answer
+    return answer, situation, task
+
+
+def _status(response: Response | HTTPException) -> int:
+    return response.status_code if isinstance(response, Response) else response.code or 500
+
+
+def _log_delivery(answer: Delivered, started: float, clock: Callable[[], float], dedup: bool) -> None:
+    response, situation, task = answer
+    logging_json.log_delivery(
+        logging_json.DeliveryLog(
+            situation=situation,
+            status=_status(response),
+            latency_s=clock() - started,
+            path=request.path,
+            queue=task.queue_name if task else None,
+            task=task.task_name if task else None,
+            retry_count=task.retry_count if task else None,
+            execution_count=task.execution_count if task else None,
+            dedup=logging_json.dedup_outcome(situation, dedup),
+        )
+    )
+
+
+def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> ResponseReturnValue:
+    clock = logging_json.clock
+    started = clock()
+    with consumer_span(trace_from_environ(request.environ)) as span:
+        answer = _deliver(func, options, view_args)
+        request.environ.pop(_SITUATION_KEY, None)
+        _log_delivery(answer, started, clock, options.dedup_key is not None)
+        response, situation, task = answer
+        status = _status(response)
+        if task is not None:
+            span.update(
+                f"process {task.queue_name}", destination_name=task.queue_name, message_id=task.task_name
+            )
+        if status >= 500 or situation is Situation.PAYLOAD_MISMATCH:
+            span.failed(situation.name.lower())
+    if isinstance(response, HTTPException):
+        raise response  # Flask renders it, through the app's error handlers
+    return response
 
 
 class TaskHandler:

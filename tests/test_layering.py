@@ -55,6 +55,8 @@ FAKE_MAY_IMPORT = (
     "local_runner.api.routing",
     "local_runner.api.task_inserts",
 )
+#: What the pytest plugin's ``local_runner`` fixture imports, inside the fixture (a test aid, like FakeQueue).
+PLUGIN_MAY_IMPORT = ("local_runner.server", "local_runner.config", "local_runner.clock")
 #: Never loaded by ``import tasktoolkit.testing`` (``click`` comes with Flask; the runner's CLI must not).
 NOT_IN_THE_CORE = (
     "aiohttp",
@@ -80,14 +82,36 @@ NOT_IN_THE_CORE = (
 )
 def test_halves_never_import_each_other(package: str, forbidden: tuple[str, ...]) -> None:
     allowed = FAKE_MAY_IMPORT if package == "tasktoolkit" else ()
+    plugin_allowed = PLUGIN_MAY_IMPORT if package == "tasktoolkit" else ()
     bad = [
         line
         for line in offenders(package, forbidden)
         if not (
             line.startswith("tasktoolkit/testing.py imports ") and line.rpartition(" ")[2].startswith(allowed)
         )
+        and not (
+            line.startswith("tasktoolkit/pytest_plugin.py imports ")
+            and line.rpartition(" ")[2] in plugin_allowed
+        )
     ]
     assert bad == []
+
+
+def test_the_pytest_plugin_imports_the_runner_only_inside_its_fixture() -> None:
+    """pytest loads the plugin for every run: the module itself must not load the runner or the fake."""
+    tree = ast.parse((ROOT / "tasktoolkit/pytest_plugin.py").read_text(encoding="utf-8"))
+    top_level = {
+        node.module
+        for node in tree.body
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("local_runner")
+    }
+    assert top_level == set()
+    code = "import sys, tasktoolkit.pytest_plugin; print(' '.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout.split()
+    assert "tasktoolkit.pytest_plugin" in loaded
+    assert [m for m in loaded if m.startswith(("local_runner", "tasktoolkit.testing"))] == []
 
 
 def test_the_fake_queue_loads_only_the_runners_pure_core() -> None:
@@ -178,7 +202,17 @@ def test_every_tasktoolkit_setting_is_named_in_config_only() -> None:
 
 
 #: Small shared definitions: one per half (the halves never import each other, so each may hold one).
-SHARED_NAMES = ("JsonObject", "snake", "camel", "USER_AGENT", "ApiError", "EMULATOR_HOST_ENV")
+SHARED_NAMES = (
+    "JsonObject",
+    "snake",
+    "camel",
+    "USER_AGENT",
+    "ApiError",
+    "EMULATOR_HOST_ENV",
+    "PROPAGATION_HEADER",
+    "TRACE_FIELD",
+    "LABELS_FIELD",
+)
 
 
 @pytest.mark.parametrize("package", ["tasktoolkit", "local_runner"])

@@ -26,6 +26,8 @@ from local_runner.service import TasksService
 #: Largest request body the API accepts (a task may be up to 1 MiB; JSON and base64 add a third).
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 API_PREFIX = "/v2/"
+#: Answers 200 ``{"status": "ok"}`` while the runner serves (a container's health check).
+HEALTH_PATH = "/healthz"
 #: Everything after a prefix, newlines included (``%0A`` in a path must reach the JSON 404, too).
 _ANY_TAIL = r"{tail:[\s\S]*}"
 #: How far the drain of an oversize body goes before the connection is simply dropped.
@@ -42,6 +44,7 @@ def register(app: web.Application, service: TasksService, test_aids: bool = True
     Returns the ``/v2/`` router, which the gRPC front shares.
     """
     api = CloudTasksApi(service)
+    app.router.add_get(HEALTH_PATH, _healthz)
     app.router.add_route("*", API_PREFIX + _ANY_TAIL, make_view(api.router, API_PREFIX))
     app.router.add_route(
         "*",
@@ -49,6 +52,10 @@ def register(app: web.Application, service: TasksService, test_aids: bool = True
         make_view(runner_ext.routes(service, test_aids), runner_ext.PREFIX),
     )
     return api.router
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
 
 
 def make_view(router: Router, prefix: str) -> View:
