@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
-import pytest
 from reliability.sink import Gate, Sink
 
 from local_runner.clock import VirtualClock
@@ -15,19 +13,6 @@ from local_runner.server import RunnerServer
 from tests.local_runner.test_dispatch_http import eventually
 
 PARENT = "projects/test-proj/locations/us-central1"
-
-
-@pytest.fixture
-def gate() -> Gate:
-    return Gate()
-
-
-@pytest.fixture
-def sink(gate: Gate) -> Iterator[Sink]:
-    target = Sink(gate.respond).start()
-    yield target
-    gate.open.set()
-    target.close()
 
 
 def start_runner(per_host: int, clock: VirtualClock | None = None) -> RunnerServer:
@@ -53,29 +38,29 @@ def all_done(runner: RunnerServer, *queues: str) -> bool:
     )
 
 
-def test_tasks_that_cannot_be_sent_yet_stay_queued(sink: Sink, gate: Gate) -> None:
+def test_tasks_that_cannot_be_sent_yet_stay_queued(held_sink: Sink, gate: Gate) -> None:
     runner = start_runner(per_host=2)
     try:
-        queue = fill(runner, "q", f"{sink.url}/t", 10, paused=False)
-        eventually(lambda: sink.in_flight == 2)
+        queue = fill(runner, "q", f"{held_sink.url}/t", 10, paused=False)
+        eventually(lambda: held_sink.in_flight == 2)
         eventually(lambda: runner.scheduler is not None and runner.scheduler.waits_for_slot(queue))
         assert runner.store.count_tasks(queue) == {"QUEUED": 8, "DISPATCHING": 2, "EXHAUSTED": 0}
         gate.open.set()
         eventually(lambda: all_done(runner, queue))
     finally:
         runner.stop()
-    assert sink.count() == 10
-    assert sink.peak_in_flight == 2
-    assert set(sink.per_task().values()) == {1}
+    assert held_sink.count() == 10
+    assert held_sink.peak_in_flight == 2
+    assert set(held_sink.per_task().values()) == {1}
 
 
-def test_a_hot_queue_does_not_starve_the_others(sink: Sink, gate: Gate) -> None:
+def test_a_hot_queue_does_not_starve_the_others(held_sink: Sink, gate: Gate) -> None:
     runner = start_runner(per_host=2)
     try:
-        hot = fill(runner, "hot", f"{sink.url}/t", 60)
-        cold = fill(runner, "cold", f"{sink.url}/t", 6)
+        hot = fill(runner, "hot", f"{held_sink.url}/t", 60)
+        cold = fill(runner, "cold", f"{held_sink.url}/t", 6)
         runner.service.resume_queue(hot)
-        eventually(lambda: sink.in_flight == 2)  # the hot queue holds every slot...
+        eventually(lambda: held_sink.in_flight == 2)  # the hot queue holds every slot...
         runner.service.resume_queue(cold)
         scheduler = runner.scheduler
         assert scheduler is not None
@@ -87,42 +72,42 @@ def test_a_hot_queue_does_not_starve_the_others(sink: Sink, gate: Gate) -> None:
         eventually(lambda: all_done(runner, hot, cold))
     finally:
         runner.stop()
-    order = [delivery.queue for delivery in sink.snapshot()]
+    order = [delivery.queue for delivery in held_sink.snapshot()]
     assert order.count("cold") == 6 and order.count("hot") == 60
     # Turns alternate while both wait: the cold queue is through after about twice its own tasks.
     last_cold = max(index for index, queue in enumerate(order) if queue == "cold")
     assert last_cold < 2 + 2 * 6 + 2, order
 
 
-def test_run_task_waits_for_a_connection_slot_instead_of_failing(sink: Sink, gate: Gate) -> None:
+def test_run_task_waits_for_a_connection_slot_instead_of_failing(held_sink: Sink, gate: Gate) -> None:
     runner = start_runner(per_host=1)
     try:
-        busy = fill(runner, "busy", f"{sink.url}/t", 1, paused=False)
-        eventually(lambda: sink.in_flight == 1)
-        paused = fill(runner, "paused", f"{sink.url}/t", 1)
+        busy = fill(runner, "busy", f"{held_sink.url}/t", 1, paused=False)
+        eventually(lambda: held_sink.in_flight == 1)
+        paused = fill(runner, "paused", f"{held_sink.url}/t", 1)
         runner.service.run_task(f"{paused}/tasks/paused-0")
         scheduler = runner.scheduler
         assert scheduler is not None
         eventually(lambda: len(scheduler.slots.waiting) == 1)  # the RunTask attempt waits for the slot
-        assert sink.count() == 0
+        assert held_sink.count() == 0
         gate.open.set()
         eventually(lambda: all_done(runner, busy, paused))
         attempts = [runner.store.attempts(f"{q}/tasks/{q.rpartition('/')[2]}-0") for q in (busy, paused)]
     finally:
         runner.stop()
     assert [[a.http_status for a in history] for history in attempts] == [[200], [200]]
-    assert sink.peak_in_flight == 1
+    assert held_sink.peak_in_flight == 1
 
 
-def test_the_dispatch_deadline_starts_when_the_request_is_sent(sink: Sink, gate: Gate) -> None:
+def test_the_dispatch_deadline_starts_when_the_request_is_sent(held_sink: Sink, gate: Gate) -> None:
     clock = VirtualClock(start=float(int(time.time())))
     runner = start_runner(per_host=1, clock=clock)
     try:
-        busy = fill(runner, "busy", f"{sink.url}/t", 1, paused=False)
-        eventually(lambda: sink.in_flight == 1)
-        paused = fill(runner, "paused", f"{sink.url}/t", 0)
+        busy = fill(runner, "busy", f"{held_sink.url}/t", 1, paused=False)
+        eventually(lambda: held_sink.in_flight == 1)
+        paused = fill(runner, "paused", f"{held_sink.url}/t", 0)
         waiting = runner.service.create_task(
-            paused, NewTask(HttpRequest(url=f"{sink.url}/t"), dispatch_deadline=15)
+            paused, NewTask(HttpRequest(url=f"{held_sink.url}/t"), dispatch_deadline=15)
         )
         runner.service.run_task(waiting.name)
         scheduler = runner.scheduler

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from reliability.figures import Figures
+from reliability.sink import gate, held_sink
 from testsupport.runner_process import runner_process
 
 from tests.tasktoolkit.conftest import (
@@ -34,8 +35,10 @@ from tests.tasktoolkit.conftest import (
 __all__ = [
     "_no_emulator_env",
     "firestore_emulator",
+    "gate",
     "google_certs_url",
     "google_key",
+    "held_sink",
     "make_worker",
     "other_key",
     "own_firestore_emulator",

@@ -9,9 +9,10 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import pytest
 from aiohttp import web
 
 Respond = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -162,3 +163,18 @@ class Sink:
         """Deliveries per task id."""
         with self._lock:
             return Counter(delivery.task for delivery in self.deliveries)
+
+
+@pytest.fixture
+def gate() -> Gate:
+    """A gate that holds the requests of :func:`held_sink` until it opens."""
+    return Gate()
+
+
+@pytest.fixture
+def held_sink(gate: Gate) -> Iterator[Sink]:
+    """A target that holds every request until the gate opens (opened at the end of the test)."""
+    target = Sink(gate.respond).start()
+    yield target
+    gate.open.set()
+    target.close()

@@ -14,10 +14,9 @@ import sqlite3
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from reliability.api import RunnerApi
 from reliability.figures import Figures, Row
 from reliability.polling import eventually
@@ -37,27 +36,18 @@ def short(name: str) -> str:
     return name.rpartition("/")[2]
 
 
-@pytest.fixture
-def gate() -> Gate:
-    return Gate()
-
-
-@pytest.fixture
-def sink(gate: Gate) -> Iterator[Sink]:
-    """A target that holds every request until the gate opens."""
-    target = Sink(gate.respond).start()
-    yield target
-    target.close()
-
-
 def test_second_runner_on_a_data_directory_in_use_is_refused(
-    tmp_path: Path, runner_process: Callable[..., RunnerProcess], gate: Gate, sink: Sink, figures: Figures
+    tmp_path: Path,
+    runner_process: Callable[..., RunnerProcess],
+    gate: Gate,
+    held_sink: Sink,
+    figures: Figures,
 ) -> None:
     first = runner_process(tmp_path)
     api = RunnerApi(first.url)
     queue = api.create_queue("locked")
-    api.create_task(queue, sink.url + "/w", task_id="held")
-    eventually(lambda: sink.in_flight == 1)
+    api.create_task(queue, held_sink.url + "/w", task_id="held")
+    eventually(lambda: held_sink.in_flight == 1)
     second = subprocess.run(
         [sys.executable, "-m", "local_runner", "serve", "--port", "0", "--data-dir", str(tmp_path)],
         capture_output=True,
@@ -71,7 +61,7 @@ def test_second_runner_on_a_data_directory_in_use_is_refused(
     ]
     gate.open.set()
     api.wait_idle(queue=queue)
-    assert sink.per_task() == Counter({"held": 1})  # the refused runner re-queued nothing
+    assert held_sink.per_task() == Counter({"held": 1})  # the refused runner re-queued nothing
     first.kill()  # the kernel drops a killed runner's lock: the next one starts on the same data
     again = runner_process(tmp_path)
     assert RunnerApi(again.url).ok("GET", f"v2/{queue}")["name"] == queue
@@ -87,22 +77,27 @@ def test_second_runner_on_a_data_directory_in_use_is_refused(
 
 
 def test_sigterm_waits_for_attempts_in_flight_stores_them_and_exits_0(
-    tmp_path: Path, runner_process: Callable[..., RunnerProcess], gate: Gate, sink: Sink, figures: Figures
+    tmp_path: Path,
+    runner_process: Callable[..., RunnerProcess],
+    gate: Gate,
+    held_sink: Sink,
+    figures: Figures,
 ) -> None:
     runner = runner_process(tmp_path)
     api = RunnerApi(runner.url)
     queue = api.create_queue("term", rateLimits={"maxConcurrentDispatches": IN_FLIGHT})
     names = [
-        api.create_task(queue, sink.url + "/w", task_id=f"t-{i}") for i in range(IN_FLIGHT + QUEUED_BEHIND)
+        api.create_task(queue, held_sink.url + "/w", task_id=f"t-{i}")
+        for i in range(IN_FLIGHT + QUEUED_BEHIND)
     ]
-    eventually(lambda: sink.in_flight == IN_FLIGHT)
+    eventually(lambda: held_sink.in_flight == IN_FLIGHT)
     os.kill(runner.pid, signal.SIGTERM)
     eventually(lambda: any(f"for {IN_FLIGHT} attempt(s) in flight" in line for line in runner.log))
     gate.open.set()  # the handlers answer after the runner began to stop
     assert runner.wait() == 0
-    assert sink.count() == IN_FLIGHT
+    assert held_sink.count() == IN_FLIGHT
 
-    answered = set(sink.per_task())
+    answered = set(held_sink.per_task())
     store = SQLiteTaskStore(tmp_path / DB_FILENAME)
     try:
         for name in names:
@@ -117,7 +112,7 @@ def test_sigterm_waits_for_attempts_in_flight_stores_them_and_exits_0(
 
     again = runner_process(tmp_path)
     RunnerApi(again.url).wait_idle(queue=queue)
-    assert sink.per_task() == Counter({short(name): 1 for name in names})  # none lost, none re-sent
+    assert held_sink.per_task() == Counter({short(name): 1 for name in names})  # none lost, none re-sent
     figures.record(
         Row(
             "SIGTERM while attempts are in flight, then restart",
@@ -130,14 +125,14 @@ def test_sigterm_waits_for_attempts_in_flight_stores_them_and_exits_0(
 
 
 def test_attempt_still_running_after_the_grace_is_sent_again_after_restart(
-    tmp_path: Path, gate: Gate, sink: Sink
+    tmp_path: Path, gate: Gate, held_sink: Sink
 ) -> None:
     settings = RunnerSettings(port=0, data_dir=tmp_path, shutdown_grace=0.2)  # in process: a short grace
     with RunnerServer(settings) as runner:
         api = RunnerApi(runner.base_url)
         queue = api.create_queue("grace")
-        name = api.create_task(queue, sink.url + "/w", task_id="slow")
-        eventually(lambda: sink.in_flight == 1)
+        name = api.create_task(queue, held_sink.url + "/w", task_id="slow")
+        eventually(lambda: held_sink.in_flight == 1)
     store = SQLiteTaskStore(tmp_path / DB_FILENAME)
     try:
         task = store.get_task(name)
@@ -148,18 +143,22 @@ def test_attempt_still_running_after_the_grace_is_sent_again_after_restart(
     gate.open.set()
     with RunnerServer(settings) as runner:
         RunnerApi(runner.base_url).wait_idle(queue=queue)
-    assert [(d.retry_count, d.status) for d in sink.snapshot()] == [(0, None), (1, 200)]
+    assert [(d.retry_count, d.status) for d in held_sink.snapshot()] == [(0, None), (1, 200)]
 
 
 def test_damaged_task_row_is_set_aside_and_its_queue_keeps_flowing(
-    tmp_path: Path, runner_process: Callable[..., RunnerProcess], gate: Gate, sink: Sink, figures: Figures
+    tmp_path: Path,
+    runner_process: Callable[..., RunnerProcess],
+    gate: Gate,
+    held_sink: Sink,
+    figures: Figures,
 ) -> None:
     gate.open.set()
     runner = runner_process(tmp_path)
     api = RunnerApi(runner.url)
     queue = api.create_queue("damaged")
     api.ok("POST", f"v2/{queue}:pause")
-    names = [api.create_task(queue, sink.url + "/w", task_id=f"t-{i}") for i in range(10)]
+    names = [api.create_task(queue, held_sink.url + "/w", task_id=f"t-{i}") for i in range(10)]
     damaged = names[3]
     conn = sqlite3.connect(tmp_path / DB_FILENAME)  # while the runner has the file open
     try:
@@ -169,11 +168,11 @@ def test_damaged_task_row_is_set_aside_and_its_queue_keeps_flowing(
         conn.close()
     api.ok("POST", f"v2/{queue}:resume")
     api.wait_idle(queue=queue)
-    api.create_task(queue, sink.url + "/w", task_id="after")
+    api.create_task(queue, held_sink.url + "/w", task_id="after")
     api.wait_idle(queue=queue)
 
     expected = Counter({short(name): 1 for name in names if name != damaged} | {"after": 1})
-    assert sink.per_task() == expected
+    assert held_sink.per_task() == expected
     errors = [line for line in runner.log if " ERROR " in line]
     assert len(errors) == 1 and damaged in errors[0], errors  # loud, once
     listed = api.ok("GET", f"v2/{queue}/tasks")
