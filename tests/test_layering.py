@@ -125,6 +125,38 @@ def test_the_fake_queue_loads_only_the_runners_pure_core() -> None:
     ] == []
 
 
+#: Never loaded by the runner's management commands (``runner queues ...``): they only speak HTTP.
+NOT_IN_THE_MANAGEMENT_COMMANDS = ("aiohttp", "grpc", "local_runner.server", "local_runner.scheduler")
+
+
+def test_the_management_commands_do_not_load_the_server() -> None:
+    """``runner queues list`` starts without the server; only the body of ``runner serve`` imports it."""
+    code = (
+        "import sys, click, local_runner.cli as cli\n"
+        "ctx = click.Context(cli.main)\n"
+        "assert cli.main.get_command(ctx, 'queues').get_command(ctx, 'list') is not None\n"
+        "assert 'max_connections_per_host' in [p.name for p in cli.main.get_command(ctx, 'serve').params]\n"
+        "cli.main(['queues', 'list', '--help'], standalone_mode=False)\n"
+        "print('LOADED', ' '.join(sorted(sys.modules)))"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    loaded = output.rpartition("LOADED ")[2].split()
+    assert "local_runner.cli.queues" in loaded  # the check sees the command
+    prefixes = tuple(f"{name}." for name in NOT_IN_THE_MANAGEMENT_COMMANDS)
+    assert [m for m in loaded if m in NOT_IN_THE_MANAGEMENT_COMMANDS or m.startswith(prefixes)] == []
+    importers = [
+        path
+        for path, names in imported_packages("local_runner/cli").items()
+        if "local_runner.server" in names
+    ]
+    assert importers == ["local_runner/cli/serve.py"]
+    serve_tree = ast.parse((ROOT / "local_runner/cli/serve.py").read_text(encoding="utf-8"))
+    top_level = {node.module for node in serve_tree.body if isinstance(node, ast.ImportFrom)}
+    assert "local_runner.server" not in top_level
+
+
 def test_engine_imports_only_model_errors_and_codec() -> None:
     """The engine is sans-IO; it may format times with the (stdlib-only) codec."""
     allowed_local = ("local_runner.model", "local_runner.errors", "local_runner.engine", "local_runner.codec")
@@ -233,7 +265,7 @@ def test_small_shared_definitions_are_defined_once_per_half(package: str) -> Non
 
 
 def test_the_runner_has_one_exception_root() -> None:
-    from local_runner.cli_client import ClientError
+    from local_runner.cli.client import ClientError
     from local_runner.errors import RunnerError
 
     assert issubclass(ClientError, RunnerError)

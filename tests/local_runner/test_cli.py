@@ -21,9 +21,9 @@ from pytest_httpserver import HTTPServer
 from testsupport.runner_process import RunnerProcess
 from werkzeug import Request, Response
 
-from local_runner import cli_client
+from local_runner.cli import client as cli_client
 from local_runner.cli import main
-from local_runner.cli_common import parse_duration
+from local_runner.cli.common import parse_duration
 from local_runner.codec import parse_timestamp
 from local_runner.errors import QUEUE_NOT_FOUND
 

@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 
 import click
 
-from local_runner.cli_client import JsonObject, RunnerClient
-from local_runner.cli_common import Target, api_command, duration_flag, echo_table, echo_yaml, short_id
+from local_runner.cli.client import JsonObject, RunnerClient
+from local_runner.cli.common import Target, api_command, duration_flag, echo_table, echo_yaml, short_id
 from local_runner.codec import format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])

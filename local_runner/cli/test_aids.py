@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from local_runner.cli_common import Target, api_command, echo_table, short_id
-from local_runner.cli_tasks import queue_option
+from local_runner.cli.common import Target, api_command, echo_table, short_id
+from local_runner.cli.tasks import queue_option
 
 #: Where the runner's extensions live (local_runner/api/runner_ext.py).
 EXTENSIONS = "runner/v1"

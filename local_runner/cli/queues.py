@@ -6,8 +6,8 @@ from typing import Any
 
 import click
 
-from local_runner.cli_client import JsonObject
-from local_runner.cli_common import Target, api_command, duration_flag, echo_table, echo_yaml, short_id
+from local_runner.cli.client import JsonObject
+from local_runner.cli.common import Target, api_command, duration_flag, echo_table, echo_yaml, short_id
 from local_runner.codec import format_duration
 
 #: Flag (as a Python name) -> (message, field, is a duration) of the Queue it sets.

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from local_runner.cli_client import JsonObject
-from local_runner.cli_common import (
+from local_runner.cli.client import JsonObject
+from local_runner.cli.common import (
     Target,
     api_command,
     duration_flag,

@@ -1,35 +1,23 @@
-"""``runner``: the local Cloud Tasks runner's command line."""
+"""``runner serve``: run the local Cloud Tasks runner until Ctrl-C.
+
+The server and its dependencies (aiohttp, grpc, ...) are imported inside the command, so the other
+commands and ``runner serve --help`` start without them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-import sys
 from pathlib import Path
 
 import click
 
-from local_runner.cli_jobs import jobs
-from local_runner.cli_queues import queues
-from local_runner.cli_tasks import tasks
-from local_runner.cli_test_aids import attempts, replay, reset, wait_idle
-from local_runner.clock import VirtualClock
-from local_runner.config import RunnerSettings
-from local_runner.engine.slots import ConnectionLimitError, connection_limits
 from local_runner.errors import RunnerError
-from local_runner.http_client import open_file_limit
 from local_runner.log_format import LOG_FORMATS, JsonFormatter
-from local_runner.server import RunnerServer
 
 
-@click.group()
-@click.version_option(package_name="tasktoolkit")
-def main() -> None:
-    """A local Google Cloud Tasks: the REST v2 API and faithful dispatch, persisted in SQLite."""
-
-
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
     "--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free)."
@@ -118,6 +106,10 @@ def serve(
     log_format: str,
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
+    from local_runner.clock import VirtualClock
+    from local_runner.config import RunnerSettings
+    from local_runner.server import RunnerServer
+
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(message)s",
@@ -160,21 +152,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _check_connection_cap(value: int | None) -> int | None:
     """Refuse a cap the open-file limit cannot hold, naming the allowed range."""
+    from local_runner.engine.slots import ConnectionLimitError, connection_limits
+    from local_runner.http_client import open_file_limit
+
     if value is not None:
         try:
             connection_limits(open_file_limit(), value)
         except ConnectionLimitError as error:
             raise click.BadParameter(str(error)) from error
     return value
-
-
-main.add_command(queues)
-main.add_command(tasks)
-main.add_command(jobs)
-tasks.add_command(attempts)
-tasks.add_command(replay)
-main.add_command(reset)
-main.add_command(wait_idle)
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

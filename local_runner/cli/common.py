@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import click
 import yaml
 
-from local_runner.cli_client import ClientError, JsonObject, RunnerClient, default_endpoint
+from local_runner.cli.client import ClientError, JsonObject, RunnerClient, default_endpoint
 from local_runner.codec import MAX_DURATION_SECONDS, parse_timestamp
 from local_runner.errors import InvalidArgument
 
@@ -103,7 +103,7 @@ class Target:
 def api_command(func: F) -> F:
     """Add ``--endpoint``, ``--project`` and ``--location``; pass a :class:`Target` as ``target``.
 
-    A :class:`~local_runner.cli_client.ClientError` in the command becomes a :class:`CliError`.
+    A :class:`~local_runner.cli.client.ClientError` in the command becomes a :class:`CliError`.
     """
 
     @click.option(
