@@ -124,6 +124,28 @@ def api_command(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def verb_command(
+    group: click.Group,
+    kind: str,
+    resolve: Callable[[Target, str], tuple[RunnerClient, str]],
+    verb: str,
+    done: str,
+    doc: str,
+) -> None:
+    """Register ``group verb ID``: POSTs ``{name}:{verb}`` and prints ``<done> <kind> [id].``.
+
+    ``resolve`` turns the target and the id (short or full) into the client to call and the full name.
+    """
+
+    @group.command(name=verb, help=doc)
+    @click.argument("resource", metavar=kind.upper())
+    @api_command
+    def command(target: Target, resource: str) -> None:
+        client, name = resolve(target, resource)
+        client.call("POST", f"{name}:{verb}", body={})
+        click.echo(f"{done} {kind} [{short_id(name)}].")
+
+
 def short_id(name: str) -> str:
     """The last segment of a resource name."""
     return name.rpartition("/")[2]

@@ -9,7 +9,15 @@ from typing import Any, TypeVar
 import click
 
 from local_runner.cli.client import JsonObject, RunnerClient
-from local_runner.cli.common import Target, api_command, duration_flag, echo_table, echo_yaml, short_id
+from local_runner.cli.common import (
+    Target,
+    api_command,
+    duration_flag,
+    echo_table,
+    echo_yaml,
+    short_id,
+    verb_command,
+)
 from local_runner.codec import format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -155,21 +163,13 @@ def list_(target: Target) -> None:
     echo_table(("ID", "SCHEDULE", "TIME_ZONE", "STATE", "NEXT_RUN", "LAST_ATTEMPT"), rows)
 
 
-def _job_verb(verb: str, done: str, doc: str) -> None:
-    """Register a command that POSTs ``{job}:{verb}`` and prints ``<done> job [id].``."""
-
-    @jobs.command(name=verb, help=doc)
-    @click.argument("job")
-    @api_command
-    def command(target: Target, job: str) -> None:
-        name = _job(target, job)
-        _client(target).call("POST", f"{name}:{verb}", body={})
-        click.echo(f"{done} job [{short_id(name)}].")
+def _resolve(target: Target, job: str) -> tuple[RunnerClient, str]:
+    return _client(target), _job(target, job)
 
 
-_job_verb("pause", "Paused", "Pause JOB: it does not fire until resumed.")
-_job_verb("resume", "Resumed", "Resume a paused JOB from its next scheduled fire.")
-_job_verb("run", "Ran", "Fire JOB now, even if paused.")
+verb_command(jobs, "job", _resolve, "pause", "Paused", "Pause JOB: it does not fire until resumed.")
+verb_command(jobs, "job", _resolve, "resume", "Resumed", "Resume a paused JOB from its next scheduled fire.")
+verb_command(jobs, "job", _resolve, "run", "Ran", "Fire JOB now, even if paused.")
 
 
 @jobs.command()

@@ -6,8 +6,16 @@ from typing import Any
 
 import click
 
-from local_runner.cli.client import JsonObject
-from local_runner.cli.common import Target, api_command, duration_flag, echo_table, echo_yaml, short_id
+from local_runner.cli.client import JsonObject, RunnerClient
+from local_runner.cli.common import (
+    Target,
+    api_command,
+    duration_flag,
+    echo_table,
+    echo_yaml,
+    short_id,
+    verb_command,
+)
 from local_runner.codec import format_duration
 
 #: Flag (as a Python name) -> (message, field, is a duration) of the Queue it sets.
@@ -112,21 +120,14 @@ def _attempts(value: object) -> object:
     return "unlimited" if value == -1 else ("" if value is None else value)
 
 
-def _queue_verb(verb: str, done: str, doc: str) -> None:
-    """Register a command that POSTs ``{queue}:{verb}`` and prints ``<done> queue [id].``."""
-
-    @queues.command(name=verb, help=doc)
-    @click.argument("queue")
-    @api_command
-    def command(target: Target, queue: str) -> None:
-        name = target.queue(queue)
-        target.client.call("POST", f"{name}:{verb}", body={})
-        click.echo(f"{done} queue [{short_id(name)}].")
+def _resolve(target: Target, queue: str) -> tuple[RunnerClient, str]:
+    return target.client, target.queue(queue)
 
 
-_queue_verb("pause", "Paused", "Pause QUEUE: it keeps accepting tasks but dispatches none.")
-_queue_verb("resume", "Resumed", "Resume a paused QUEUE.")
-_queue_verb("purge", "Purged", "Delete every task created in QUEUE so far.")
+_PAUSE_DOC = "Pause QUEUE: it keeps accepting tasks but dispatches none."
+verb_command(queues, "queue", _resolve, "pause", "Paused", _PAUSE_DOC)
+verb_command(queues, "queue", _resolve, "resume", "Resumed", "Resume a paused QUEUE.")
+verb_command(queues, "queue", _resolve, "purge", "Purged", "Delete every task created in QUEUE so far.")
 
 
 @queues.command()
