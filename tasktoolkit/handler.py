@@ -315,10 +315,13 @@ def _status(response: Response | HTTPException) -> int:
 
 def _log_delivery(answer: Delivered, started: float, clock: Callable[[], float], dedup: bool) -> None:
     response, situation, task = answer
+    status = _status(response)
+    if not logging_json.delivery_logged(situation, status):
+        return
     logging_json.log_delivery(
         logging_json.DeliveryLog(
             situation=situation,
-            status=_status(response),
+            status=status,
             latency_s=clock() - started,
             path=request.path,
             queue=task.queue_name if task else None,

@@ -147,9 +147,17 @@ class DeliveryLog:
         return {key: str(value) for key, value in fields.items() if value is not None}
 
 
+_delivery_logger = logging.getLogger(DELIVERY_LOGGER)
+
+
+def delivery_logged(situation: Situation, status: int) -> bool:
+    """Whether a delivery with this outcome is written at all (skip building its line when not)."""
+    return _delivery_logger.isEnabledFor(delivery_level(situation, status))
+
+
 def log_delivery(entry: DeliveryLog) -> None:
     """Writes the delivery's one line to :data:`DELIVERY_LOGGER`."""
-    logging.getLogger(DELIVERY_LOGGER).log(entry.level, entry.message, extra={DELIVERY_ATTRIBUTE: entry})
+    _delivery_logger.log(entry.level, entry.message, extra={DELIVERY_ATTRIBUTE: entry})
 
 
 def _project(default: str | None) -> str | None:
