@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import resource
 import socket
 import ssl
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from local_runner.errors import RunnerError
+from local_runner.model import breaks_header_line, is_header_name
 
 #: An idle connection is closed rather than reused after this many seconds. Servers drop idle
 #: keep-alive connections after a few seconds (gunicorn 2 s, uvicorn 5 s); a request written while
@@ -31,8 +31,6 @@ IDLE_TIMEOUT = 1.0
 MAX_RESPONSE_BYTES = 64 * 1024
 #: How much of a response body is kept (the console shows it next to the attempt).
 EXCERPT_BYTES = 1024
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_FORBIDDEN_IN_VALUE = re.compile(r"[\r\n\x00]")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
@@ -116,9 +114,9 @@ def _encode_head(method: str, target: _Target, headers: Mapping[str, str], body_
     """
     lines = [f"{method} {target.path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
     for name, value in headers.items():
-        if not _TOKEN.fullmatch(name):
+        if not is_header_name(name):
             raise InvalidRequest(f"invalid header name {name!r}")
-        if _FORBIDDEN_IN_VALUE.search(value):
+        if breaks_header_line(value):
             raise InvalidRequest(f"invalid value of header {name}: it holds a line break or NUL")
         lines.append(f"{name}: {value}\r\n")
     if body_length or method in ("POST", "PUT", "PATCH"):

@@ -244,7 +244,12 @@ class RetryConfig:
 _HEADER_NAME_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
-def _breaks_header_line(value: str) -> bool:
+def is_header_name(name: str) -> bool:
+    """Whether ``name`` is an HTTP header name (an RFC 9110 token)."""
+    return _HEADER_NAME_RE.fullmatch(name) is not None
+
+
+def breaks_header_line(value: str) -> bool:
     """Whether a header value holds what would end or split its line (CR, LF) or what servers refuse (NUL)."""
     return "\r" in value or "\n" in value or "\x00" in value
 
@@ -263,12 +268,12 @@ def check_headers(headers: Iterable[tuple[str, str]], field_name: str) -> None:
             characters) or a value holding CR, LF or NUL; the message names the field and the header.
     """
     for name, value in headers:
-        if not _HEADER_NAME_RE.fullmatch(name):
+        if not is_header_name(name):
             raise InvalidArgument(
                 f"{field_name}: {_quoted(name)} is not a valid HTTP header name; a name is one or more "
                 "letters, digits or !#$%&'*+-.^_`|~ (no spaces, colons or control characters)."
             )
-        if _breaks_header_line(value):
+        if breaks_header_line(value):
             raise InvalidArgument(
                 f"{field_name}: the value of header {_quoted(name)} contains CR, LF or NUL, which an HTTP "
                 f"header value cannot hold; got {_quoted(value)}."
@@ -277,7 +282,7 @@ def check_headers(headers: Iterable[tuple[str, str]], field_name: str) -> None:
 
 def is_sendable_header(name: str, value: str) -> bool:
     """Whether the header passes :func:`check_headers`."""
-    return _HEADER_NAME_RE.fullmatch(name) is not None and not _breaks_header_line(value)
+    return is_header_name(name) and not breaks_header_line(value)
 
 
 @dataclass(frozen=True)
