@@ -21,6 +21,7 @@ from local_runner.engine.delivery import build_request
 from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import StoreError
+from local_runner.grace import finish_or_cancel
 from local_runner.http_client import HttpError, Origin, origin_of
 from local_runner.loop_batch import LoopBatch, Retry
 from local_runner.model import Queue, QueueState, Task
@@ -175,10 +176,7 @@ class Scheduler:
         pending = [w.task for w in self._workers.values() if w.task] + self._background
         await asyncio.gather(*pending, return_exceptions=True)
         if self._attempts:
-            _, still_running = await asyncio.wait(set(self._attempts), timeout=grace)
-            for attempt in still_running:
-                attempt.cancel()
-            await asyncio.gather(*still_running, return_exceptions=True)
+            await finish_or_cancel(self._attempts, grace)
             self._attempts = {attempt for attempt in self._attempts if not attempt.done()}  # never started
         await self._attempt_log.close()
 

@@ -10,6 +10,7 @@ from local_runner.cloud_scheduler import firing
 from local_runner.cloud_scheduler.service import JobsService
 from local_runner.dispatch import Dispatcher
 from local_runner.errors import StoreError
+from local_runner.grace import finish_or_cancel
 from local_runner.oidc import TokenIssuer
 
 log = logging.getLogger("local_runner.cloud_scheduler")
@@ -57,12 +58,7 @@ class JobLoop:
         if self._main is not None:
             self._main.cancel()  # no new fire from here on
             await asyncio.gather(self._main, return_exceptions=True)
-        in_flight = set(self._in_flight.values())
-        if in_flight:
-            _, still_running = await asyncio.wait(in_flight, timeout=grace)
-            for attempt in still_running:
-                attempt.cancel()
-            await asyncio.gather(*still_running, return_exceptions=True)
+        await finish_or_cancel(self._in_flight.values(), grace)
 
     async def _run(self) -> None:
         while True:
