@@ -228,7 +228,7 @@ class _Reader:
         return member
 
     def bytes_(self, key: str) -> bytes | None:
-        return self._get(key, _as_bytes, "TYPE_BYTES")
+        return self._get(key, decode_bytes, "TYPE_BYTES")
 
     def message(self, key: str, known: tuple[str, ...]) -> _Reader | None:
         if key not in self._values:
@@ -291,7 +291,8 @@ def _as_enum(value: object, kind: type[E]) -> E | None:
     return None
 
 
-def _as_bytes(value: object) -> bytes | None:
+def decode_bytes(value: object) -> bytes | None:
+    """Proto3 JSON bytes: standard or URL-safe base64, padding optional (``None`` if not that)."""
     if not isinstance(value, str):
         return None
     text = value.replace("-", "+").replace("_", "/")

@@ -8,8 +8,6 @@ methods included). Runner-only extensions live under ``/runner/v1/`` (:mod:`loca
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +23,14 @@ from local_runner.api.request import (
 )
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
 from local_runner.api.task_inserts import Inserts, TaskInserts
-from local_runner.codec import JsonObject, new_task_from_json, queue_from_json, queue_to_json, task_to_json
+from local_runner.codec import (
+    JsonObject,
+    decode_bytes,
+    new_task_from_json,
+    queue_from_json,
+    queue_to_json,
+    task_to_json,
+)
 from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 from local_runner.model import TaskView, check_headers, parse_queue_name
 from local_runner.service import TasksService
@@ -260,11 +265,8 @@ class CloudTasksApi:
 
 def _base64(value: Any) -> bytes:
     """Standard or URL-safe base64, padding optional (proto3 JSON bytes)."""
-    if isinstance(value, str):
-        text = value.replace("-", "+").replace("_", "/")
-        try:
-            return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            pass
+    decoded = decode_bytes(value)
+    if decoded is not None:
+        return decoded
     shown = f'"{value[:40]}"' if isinstance(value, str) else repr(value)
     raise InvalidArgument(f"Invalid value at 'body.data' (TYPE_BYTES), {shown}")
