@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import requests
 
@@ -43,6 +44,13 @@ class CloudTasksLike:
                 return
             threading.Event().wait(0.05)
         raise AssertionError(f"{task} was never acknowledged")
+
+
+def google_sender(url: str, tokens: Any, task_headers: Any) -> CloudTasksLike:
+    """A sender whose every copy carries a Google-signed token and the task's Cloud Tasks headers."""
+    return CloudTasksLike(
+        url, lambda task, retry: task_headers(tokens.google(), name=task, retry=min(retry, 1))
+    )
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from reliability.figures import Figures, Row
-from reliability.outage import COPIES, CloudTasksLike, deliver_through_outage
+from reliability.outage import COPIES, deliver_through_outage, google_sender
 from testsupport.firestore_emulator import FirestoreEmulator
 
 from tasktoolkit.dedup import FirestoreDedupStore
@@ -56,9 +56,7 @@ def test_firestore_emulator_stopped_mid_load(
     )
     worker = make_worker(store, TASKTOOLKIT_LEASE_S=LEASE_S)
     url = serve(worker.app).url + "/tasks/work"
-    sender = CloudTasksLike(
-        url, lambda task, retry: task_headers(tokens.google(), name=task, retry=min(retry, 1))
-    )
+    sender = google_sender(url, tokens, task_headers)
     names = [f"task-{index}" for index in range(TASKS)]
 
     def outage_of_the_emulator() -> None:

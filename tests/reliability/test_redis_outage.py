@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from reliability.figures import Figures, Row
-from reliability.outage import COPIES, CloudTasksLike, deliver_through_outage
+from reliability.outage import COPIES, deliver_through_outage, google_sender
 
 from tasktoolkit.dedup import RedisDedupStore
 from tests.tasktoolkit.conftest import RedisServer, _redis_binary, free_port
@@ -45,9 +45,7 @@ def test_redis_killed_and_restarted_mid_load(
     store = RedisDedupStore.from_url(durable_redis.url)
     worker = make_worker(store, TASKTOOLKIT_LEASE_S=LEASE_S)
     url = serve(worker.app).url + "/tasks/work"
-    sender = CloudTasksLike(
-        url, lambda task, retry: task_headers(tokens.google(), name=task, retry=min(retry, 1))
-    )
+    sender = google_sender(url, tokens, task_headers)
     names = [f"task-{index}" for index in range(TASKS)]
 
     def outage() -> None:
