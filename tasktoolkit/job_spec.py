@@ -1,0 +1,185 @@
+"""What an app declares about its Cloud Scheduler jobs, and where Flask serves each one.
+
+A scheduled handler carries a :class:`JobSpec` (the job's settings, from its decorator) as its ``job_spec``
+attribute. :func:`declared_jobs` finds them among an app's routes and pairs each with the route's path and
+method: the input of the command that reconciles Cloud Scheduler with the app, and of the fake scheduler.
+
+Ranges follow ``google/cloud/scheduler/v1/job.proto`` (``RetryConfig``, ``attempt_deadline``, the job id).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask
+
+from tasktoolkit.errors import ConfigurationError
+
+#: Job id: letters, numbers, hyphens or underscores, at most 500 characters (job.proto ``name``).
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
+#: HTTP methods an HttpTarget may use (target.proto ``HttpMethod``), by preference when a route takes several.
+HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
+#: ``attempt_deadline`` range for HTTP targets, seconds (job.proto).
+ATTEMPT_DEADLINE_RANGE_S = (15.0, 1800.0)
+#: Largest ``retry_count`` (job.proto ``RetryConfig.retry_count``).
+MAX_RETRY_COUNT = 5
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The settings of one Cloud Scheduler job an app declares (defaults are the service's)."""
+
+    #: Five unix-cron fields, e.g. ``"0 9 * * 1"``.
+    schedule: str
+    #: IANA time zone the schedule is read in.
+    time_zone: str = "UTC"
+    #: Job id; ``None``: the route's endpoint name, with ``.`` and ``_`` turned into ``-``.
+    job_id: str | None = None
+    description: str = ""
+    retry_count: int = 0
+    #: 0: no limit.
+    max_retry_duration_s: float = 0.0
+    min_backoff_s: float = 5.0
+    max_backoff_s: float = 3600.0
+    max_doublings: int = 5
+    attempt_deadline_s: float = 180.0
+    #: Request body (POST, PUT and PATCH only).
+    body: bytes = b""
+    #: Created or kept paused.
+    paused: bool = False
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.schedule, str) and len(self.schedule.split()) == 5,
+            "schedule",
+            self.schedule,
+            "five unix-cron fields, e.g. '0 9 * * 1'",
+        )
+        _check(_zone_exists(self.time_zone), "time_zone", self.time_zone, "an IANA time zone name")
+        _check(
+            self.job_id is None or bool(_JOB_ID.fullmatch(self.job_id)),
+            "job_id",
+            self.job_id,
+            "1-500 letters, numbers, hyphens or underscores",
+        )
+        _check(
+            _int_in(self.retry_count, 0, MAX_RETRY_COUNT),
+            "retry_count",
+            self.retry_count,
+            f"an integer in [0, {MAX_RETRY_COUNT}]",
+        )
+        _check(
+            _int_in(self.max_doublings, 0, 2**31 - 1), "max_doublings", self.max_doublings, "an integer >= 0"
+        )
+        for field, value in (
+            ("max_retry_duration_s", self.max_retry_duration_s),
+            ("min_backoff_s", self.min_backoff_s),
+            ("max_backoff_s", self.max_backoff_s),
+        ):
+            _check(_seconds(value) and value >= 0, field, value, "a number of seconds >= 0")
+        _check(
+            self.min_backoff_s <= self.max_backoff_s,
+            "min_backoff_s",
+            self.min_backoff_s,
+            f"at most max_backoff_s ({self.max_backoff_s:g})",
+        )
+        low, high = ATTEMPT_DEADLINE_RANGE_S
+        _check(
+            _seconds(self.attempt_deadline_s) and low <= self.attempt_deadline_s <= high,
+            "attempt_deadline_s",
+            self.attempt_deadline_s,
+            f"seconds in [{low:g}, {high:g}]",
+        )
+        _check(isinstance(self.body, bytes), "body", self.body, "bytes")
+
+
+@dataclass(frozen=True)
+class DeclaredJob:
+    """A :class:`JobSpec` with the route that serves it."""
+
+    job_id: str
+    spec: JobSpec
+    #: Flask endpoint of the route.
+    endpoint: str
+    #: The route's path (no variables).
+    path: str
+    #: The HTTP method Cloud Scheduler uses.
+    http_method: str
+
+
+def _check(ok: bool, field: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigurationError(f"scheduled_handler {field} must be {allowed}, got {value!r}")
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _int_in(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _zone_exists(name: Any) -> bool:
+    if not isinstance(name, str) or not name:
+        return False
+    if name.lower() == "utc":
+        return True
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def default_job_id(endpoint: str) -> str:
+    """The job id of a route that names none: its endpoint, ``.`` and ``_`` turned into ``-``."""
+    return endpoint.replace(".", "-").replace("_", "-")
+
+
+def _method(methods: set[str], spec: JobSpec) -> str:
+    served = [method for method in HTTP_METHODS if method in methods and method not in ("HEAD", "OPTIONS")]
+    if not served:
+        raise ConfigurationError(f"a scheduled route must accept one of {', '.join(HTTP_METHODS[:5])}")
+    method = served[0]
+    if spec.body and method not in ("POST", "PUT", "PATCH"):
+        raise ConfigurationError(f"scheduled_handler body needs a POST, PUT or PATCH route, not {method}")
+    return method
+
+
+def declared_jobs(app: Flask) -> list[DeclaredJob]:
+    """The jobs ``app`` declares: one per route whose view carries a :class:`JobSpec`, by job id.
+
+    Raises:
+        ConfigurationError: A scheduled route has URL variables, two routes declare one job id, or a
+            body is declared for a method that cannot carry one.
+    """
+    found: dict[str, DeclaredJob] = {}
+    for rule in app.url_map.iter_rules():
+        spec = getattr(app.view_functions.get(rule.endpoint), "job_spec", None)
+        if not isinstance(spec, JobSpec):
+            continue
+        if rule.arguments:
+            raise ConfigurationError(
+                f"scheduled route {rule.rule} has URL variables ({', '.join(sorted(rule.arguments))}); "
+                "Cloud Scheduler calls one fixed URL"
+            )
+        job_id = spec.job_id or default_job_id(rule.endpoint)
+        _check(
+            bool(_JOB_ID.fullmatch(job_id)),
+            "job_id",
+            job_id,
+            "1-500 letters, numbers, hyphens or underscores",
+        )
+        job = DeclaredJob(job_id, spec, rule.endpoint, rule.rule, _method(set(rule.methods or ()), spec))
+        other = found.get(job_id)
+        if other is not None and other.endpoint != job.endpoint:
+            raise ConfigurationError(
+                f"job id {job_id!r} is declared twice: by {other.path} and {job.path}; give one a job_id"
+            )
+        found.setdefault(job_id, job)
+    return sorted(found.values(), key=lambda job: job.job_id)
