@@ -1,6 +1,7 @@
 """Handler overhead: wrk against gunicorn Flask: a bare route, @task_handler + memory, Redis, Firestore dedup.
 
-Usage: python bench/handler_overhead.py [--seconds 5] [--connections 8] [--runs 3] [--smoke]
+Usage: python bench/handler_overhead.py [--seconds 5] [--connections 8] [--runs 3] [--no-firestore]
+       [--baseline CHECKOUT] [--smoke]
 gunicorn runs 2 sync workers; wrk (1 thread) POSTs a small JSON body with a runner-signed OIDC token and
 the X-CloudTasks-* headers, and a Lua script gives every request its own X-CloudTasks-TaskName, so each
 request is a first delivery (verify, claim, run, complete) and never a duplicate replay. The token is
@@ -12,6 +13,8 @@ signature is checked) and claim + complete alone (memory, and Firestore one call
 The Firestore figures are measured against the Firestore emulator (``gcloud emulators firestore start``) on
 this machine: they show the client's CPU and the round trips, not a production latency (a real Firestore
 commit takes milliseconds, and the emulator is not a database).
+`--baseline` also serves (b) and (c) from another checkout's `tasktoolkit` (e.g. `git worktree add --detach
+DIR main`), alternating with this one's, for a before/after from one invocation.
 Prints one figure per line and writes bench/results/handler_overhead.json.
 """
 
@@ -171,6 +174,8 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=5)
     p.add_argument("--connections", type=int, default=8)
     p.add_argument("--loop", type=int, default=5000, help="iterations of the in-process timing")
+    p.add_argument("--no-firestore", action="store_true", help="skip the Firestore emulator variants")
+    p.add_argument("--baseline", help="another checkout whose (b) and (c) run too, alternating")
     args = benchlib.parse(p, seconds=1, loop=200)
     figures = Figures("handler_overhead", args)
     use_wrk = benchlib.have_wrk(figures)
@@ -201,7 +206,7 @@ def main() -> None:
                 loop["verify_us"] + loop["dedup_us"],
                 "us",
             )
-            firestore = start_firestore_emulator(tmp, figures)
+            firestore = None if args.no_firestore else start_firestore_emulator(tmp, figures)
             if firestore is not None:
                 children.append(firestore[0])
                 figures.add(
@@ -214,8 +219,12 @@ def main() -> None:
                 figures.save()
                 return
             env = {"CLOUD_TASKS_EMULATOR_HOST": runner.host}
+            base_env = {**env, "PYTHONPATH": str(Path(args.baseline).resolve())} if args.baseline else None
             servers = {"memory": Gunicorn(tmp, {**env, "BENCH_STORE": "memory://"})}
             children.append(servers["memory"])
+            if base_env is not None:
+                servers["base_memory"] = Gunicorn(tmp, {**base_env, "BENCH_STORE": "memory://"})
+                children.append(servers["base_memory"])
             if redis_server is not None:
                 redis_port = benchlib.free_port()
                 redis = Child(
@@ -234,8 +243,12 @@ def main() -> None:
                 )
                 children.append(redis)
                 benchlib.wait_for(lambda: benchlib.port_open(redis_port), 30, "redis-server")
-                servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": f"redis://127.0.0.1:{redis_port}/0"})
+                redis_url = f"redis://127.0.0.1:{redis_port}/0"
+                servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": redis_url})
                 children.append(servers["redis"])
+                if base_env is not None:
+                    servers["base_redis"] = Gunicorn(tmp, {**base_env, "BENCH_STORE": redis_url})
+                    children.append(servers["base_redis"])
             if firestore is not None:
                 firestore_store = {**firestore_env(firestore[1]), "BENCH_STORE": "firestore:///bench-handler"}
                 servers["firestore"] = Gunicorn(tmp, {**env, **firestore_store})
@@ -246,6 +259,10 @@ def main() -> None:
             }
             if "redis" in servers:
                 variants["redis"] = (servers["redis"], "/task", "(c) @task_handler, OIDC + Redis dedup")
+            if base_env is not None:
+                variants["base_memory"] = (servers["base_memory"], "/task", "(b) of the baseline")
+                if "base_redis" in servers:
+                    variants["base_redis"] = (servers["base_redis"], "/task", "(c) of the baseline")
             if "firestore" in servers:
                 label = "(d) @task_handler, OIDC + Firestore dedup (emulator)"
                 variants["firestore"] = (servers["firestore"], "/task", label)

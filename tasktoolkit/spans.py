@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import ModuleType
 from typing import Any
 
@@ -36,6 +36,7 @@ def _otel_installed() -> bool:
         return False
 
 
+@functools.cache
 def _otel() -> ModuleType | None:
     """``opentelemetry.trace``, imported on first use, or ``None`` when it is not installed."""
     if not _otel_installed():
@@ -112,13 +113,27 @@ def _tracer() -> tuple[ModuleType, Any] | None:
     return otel, provider.get_tracer(INSTRUMENTATION_NAME)
 
 
-@contextmanager
-def _span(name: str, kind: str, operation: str, parent: TraceContext | None, current: bool) -> Iterator[Span]:
+#: What :func:`_span` gives when nothing records spans: one shared no-op, so a delivery pays for no generator.
+_NO_SPAN = nullcontext(Span())
+
+
+def _span(
+    name: str, kind: str, operation: str, parent: TraceContext | None, current: bool
+) -> AbstractContextManager[Span]:
     """A span; its parent is the current span when ``current`` and one is active, else ``parent``."""
     found = _tracer()
-    if found is None:
-        yield Span()
-        return
+    return _NO_SPAN if found is None else _recording_span(found, name, kind, operation, parent, current)
+
+
+@contextmanager
+def _recording_span(
+    found: tuple[ModuleType, Any],
+    name: str,
+    kind: str,
+    operation: str,
+    parent: TraceContext | None,
+    current: bool,
+) -> Iterator[Span]:
     otel, tracer = found
     context = None
     if not (current and otel.get_current_span().get_span_context().is_valid):
@@ -142,8 +157,6 @@ def producer_span(queue: str) -> Iterator[Span]:
         yield span
 
 
-@contextmanager
-def consumer_span(trace: TraceContext | None) -> Iterator[Span]:
+def consumer_span(trace: TraceContext | None) -> AbstractContextManager[Span]:
     """The span of handling one delivery, a child of the trace that travelled with the task (if any)."""
-    with _span("process", "CONSUMER", "process", trace, current=False) as span:
-        yield span
+    return _span("process", "CONSUMER", "process", trace, current=False)

@@ -86,7 +86,7 @@ _ENVIRON_KEYS = tuple(
 def trace_from_environ(environ: Mapping[str, object]) -> TraceContext | None:
     """:func:`trace_from_headers` of a WSGI request."""
     headers = {name: value for name, key in _ENVIRON_KEYS if isinstance(value := environ.get(key), str)}
-    return trace_from_headers(headers)
+    return trace_from_headers(headers) if headers else None
 
 
 def cloud_trace_name(project: str, trace: TraceContext) -> str:

@@ -114,7 +114,12 @@ class Claim:
     record: DedupRecord
 
 
-def _check_duration(name: str, value: float) -> float:
+def check_duration(name: str, value: float) -> float:
+    """``value`` as a float of seconds.
+
+    Raises:
+        ValueError: ``value`` is not a finite number > 0 (the message names ``name``).
+    """
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number of seconds > 0, got {value!r}")
     return float(value)
@@ -146,7 +151,7 @@ class DedupStore(ABC):
         Raises:
             DedupStoreUnavailable: The store cannot be reached.
         """
-        _check_duration("lease_s", lease_s)
+        check_duration("lease_s", lease_s)
         now = self.clock()
         record = DedupRecord(
             key=key,
@@ -205,7 +210,7 @@ class DedupStore(ABC):
     def _finish(
         self, claim: DedupRecord, status: DedupStatus, response: StoredResponse, ttl_s: float
     ) -> bool:
-        _check_duration("ttl_s", ttl_s)
+        check_duration("ttl_s", ttl_s)
         if claim.status is not DedupStatus.IN_PROGRESS:
             raise ValueError(f"only an IN_PROGRESS claim can be finished, got {claim.status}")
         now = self.clock()

@@ -28,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         "FirestoreDedupStore needs google-cloud-firestore: pip install 'tasktoolkit[firestore]'"
     ) from exc
 
-from tasktoolkit.dedup.base import DedupRecord, DedupStatus, DedupStore, StoredResponse, _check_duration
+from tasktoolkit.dedup.base import DedupRecord, DedupStatus, DedupStore, StoredResponse, check_duration
 from tasktoolkit.errors import DedupStoreUnavailable
 
 DEFAULT_COLLECTION = "tasktoolkit_dedup"
@@ -130,7 +130,7 @@ class FirestoreDedupStore(DedupStore):
         self.project = project
         self.collection = collection
         self.database = database
-        self.timeout_s = _check_duration("timeout_s", timeout_s)
+        self.timeout_s = check_duration("timeout_s", timeout_s)
         self._retry = self._transient_retry()
         self._given_client = client
         self._client: firestore.Client | None = client

@@ -236,6 +236,69 @@ def test_redis_claim_and_complete_are_one_command_each(
             assert commands_sent(lambda: store.complete(first.record, response)) == ["EVALSHA"]
 
 
+def counting_pool_store(url: str) -> tuple[DedupStore, list[Any]]:
+    """A Redis store on a pool that lists every connection taken from it (and the thread that took it)."""
+    import redis
+
+    from tasktoolkit.dedup import RedisDedupStore
+
+    taken: list[Any] = []
+
+    class CountingPool(redis.ConnectionPool):
+        def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+            connection = super().get_connection(*args, **kwargs)
+            taken.append((threading.get_ident(), connection))
+            return connection
+
+    client = redis.Redis(connection_pool=CountingPool.from_url(url))
+    return RedisDedupStore(client, prefix=f"held:{uuid.uuid4().hex}:"), taken
+
+
+def test_redis_thread_keeps_one_connection_and_returns_it_when_it_ends(redis_server: Any) -> None:
+    """A thread's claims and completions share one connection, back in the pool once the thread ends."""
+    store, taken = counting_pool_store(redis_server.url)
+    response = StoredResponse(200, b"ok")
+
+    def deliver(keys: list[str]) -> None:
+        for key in keys:
+            claim = store.claim(key, "fp")
+            assert claim.acquired and store.complete(claim.record, response)
+
+    try:
+        for keys in (["a", "b", "c"], ["d"]):
+            worker = threading.Thread(target=deliver, args=(keys,))
+            worker.start()
+            worker.join()
+        assert len(taken) == 2  # one per thread, not one per command
+        assert taken[0][0] != taken[1][0] and taken[1][1] is taken[0][1]  # the second thread reused it
+    finally:
+        store.close()
+
+
+def test_redis_forked_child_uses_its_own_connection(redis_server: Any) -> None:
+    """A child forked after its parent used the store claims on its own connection; the parent's works on."""
+    import os
+
+    store, taken = counting_pool_store(redis_server.url)
+    response = StoredResponse(200, b"ok")
+    try:
+        assert store.claim("parent-1", "fp").acquired
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            claim = store.claim("child", "fp")
+            held = claim.acquired and store.complete(claim.record, response)
+            os._exit(0 if held and taken[-1][1] is not taken[0][1] else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        claim = store.claim("parent-2", "fp")
+        assert claim.acquired and store.complete(claim.record, response)
+        duplicate = store.claim("child", "fp")
+        assert not duplicate.acquired and duplicate.record.response == response
+        assert len(taken) == 1
+    finally:
+        store.close()
+
+
 def test_memory_store_sweeps_expired_records_before_evicting_live_ones() -> None:
     now = [1000.0]
     store = MemoryDedupStore(max_records=3, clock=lambda: now[0])
@@ -269,10 +332,10 @@ def losing_script_replies(url: str, *lose: int) -> tuple[DedupStore, list[int]]:
     lost: list[int] = []
 
     class LosesScriptReplies(Connection):
-        def send_command(self, *args: Any, **kwargs: Any) -> None:
-            if args[0] == "EVALSHA":
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            if b"\r\nEVALSHA\r\n" in b"".join([command] if isinstance(command, bytes) else command)[:32]:
                 scripts_run.append(len(scripts_run) + 1)
-            super().send_command(*args, **kwargs)
+            super().send_packed_command(command, check_health)
 
         def read_response(self, *args: Any, **kwargs: Any) -> Any:
             response = super().read_response(*args, **kwargs)  # the command ran: its reply has arrived
