@@ -113,6 +113,16 @@ def _ttl_ms(expires_at: float, now: float) -> int:
 class RedisDedupStore(DedupStore):
     """Dedup records as Redis strings (JSON) with a TTL: one round trip (a Lua script) per operation.
 
+    A first delivery makes two round trips, the claim and the completion, and waits for both replies. The
+    completion's reply could be read later (after the answer) without letting a duplicate run while the lease
+    lasts: a duplicate that comes first finds the IN_PROGRESS record and is asked to retry. But if that write
+    were lost (the connection breaking after its bytes left, then the process ending before it could send it
+    again), the task would be acknowledged with its key still IN_PROGRESS, and a duplicate after the lease
+    would run it a second time. Waiting for the reply narrows that gap to an outage: a write lost with its
+    connection is sent again (the client's retry policy) before the answer leaves, and only when Redis stays
+    unreachable does the answer go out with the key in progress, logged as an error. Holding the completion
+    back to send it with the next claim would widen the gap to every idle worker.
+
     Args:
         client: A ``redis.Redis`` client (bytes or decoded responses).
         prefix: Prepended to every dedup key.
