@@ -23,6 +23,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -162,6 +164,37 @@ def firestore_in_process(host: str, count: int) -> float:
         store.close()
 
 
+REDIS_LOOP = """
+import sys, time, uuid
+from tasktoolkit.dedup.base import StoredResponse
+from tasktoolkit.dedup.redis import RedisDedupStore
+store = RedisDedupStore.from_url(sys.argv[1], prefix=f"loop:{uuid.uuid4().hex}:")
+response, count = StoredResponse(200, b"ok", "text/plain"), int(sys.argv[2])
+store.claim("warm-up", "fingerprint")
+started = time.process_time()
+for i in range(count):
+    store.complete(store.claim(f"bench/t{i}", "fingerprint", lease_s=600).record, response, ttl_s=600)
+print((time.process_time() - started) / count * 1e6)
+store.close()
+"""
+
+
+def redis_in_process(url: str, count: int, checkout: str | None = None) -> float:
+    """Client CPU in us per Redis claim + complete, one at a time, in a new interpreter (of ``checkout``)."""
+    env = {**os.environ, **({"PYTHONPATH": str(Path(checkout).resolve())} if checkout else {})}
+    command = [sys.executable, "-c", REDIS_LOOP, url, str(count)]
+    return float(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
+
+
+def warm_up(url: str, token: str, count: int = 4) -> None:
+    """A few deliveries, so each worker has fetched the certificates and connected before it is timed."""
+    for i in range(count):
+        request = urllib.request.Request(url, data=b'{"n": 1}', method="POST", headers=headers(token))
+        request.add_header("X-CloudTasks-TaskName", f"warm-up-{uuid.uuid4().hex}-{i}")
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            answer.read()
+
+
 def measure(server: Gunicorn, path: str, script: Path, args: object) -> dict[str, float]:
     before = server.worker_cpu()
     result = benchlib.wrk(f"{server.url}{path}", script, args.connections, args.seconds)  # type: ignore[attr-defined]
@@ -244,6 +277,16 @@ def main() -> None:
                 children.append(redis)
                 benchlib.wait_for(lambda: benchlib.port_open(redis_port), 30, "redis-server")
                 redis_url = f"redis://127.0.0.1:{redis_port}/0"
+                loops: dict[str, list[float]] = {"new": [], "base": []}
+                for _ in range(args.runs):
+                    loops["new"].append(redis_in_process(redis_url, min(args.loop, 3000)))
+                    if args.baseline:
+                        loops["base"].append(redis_in_process(redis_url, min(args.loop, 3000), args.baseline))
+                label = "in process: Redis claim + complete, client CPU"
+                figures.add("redis_dedup_us", label, median(loops["new"]), "us", loops["new"])
+                if args.baseline:
+                    base_label = f"{label}, baseline"
+                    figures.add("base_redis_dedup_us", base_label, median(loops["base"]), "us", loops["base"])
                 servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": redis_url})
                 children.append(servers["redis"])
                 if base_env is not None:
@@ -266,6 +309,8 @@ def main() -> None:
             if "firestore" in servers:
                 label = "(d) @task_handler, OIDC + Firestore dedup (emulator)"
                 variants["firestore"] = (servers["firestore"], "/task", label)
+            for server, path, _ in variants.values():
+                warm_up(f"{server.url}{path}", token)
             runs: dict[str, list[dict[str, float]]] = {key: [] for key in variants}
             for run in range(args.runs):
                 for key, (server, path, _) in variants.items():
