@@ -181,9 +181,9 @@ store.close()
 
 def redis_in_process(url: str, count: int, checkout: str | None = None) -> float:
     """Client CPU in us per Redis claim + complete, one at a time, in a new interpreter (of ``checkout``)."""
-    env = {**os.environ, **({"PYTHONPATH": str(Path(checkout).resolve())} if checkout else {})}
+    cwd = Path(checkout).resolve() if checkout else benchlib.ROOT  # ``-c`` imports from the working directory
     command = [sys.executable, "-c", REDIS_LOOP, url, str(count)]
-    return float(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
+    return float(subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout)
 
 
 def warm_up(url: str, token: str, count: int = 4) -> None:
