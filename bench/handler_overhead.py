@@ -29,9 +29,10 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import benchlib
-from benchlib import Child, Figures, Gunicorn, Runner, median
+from benchlib import BENCH, Child, Figures, Gunicorn, Runner, median
 
 LUA = """
 counter = 0
@@ -186,6 +187,55 @@ def redis_in_process(url: str, count: int, checkout: str | None = None) -> float
     return float(subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout)
 
 
+WSGI_LOOP = """
+import io, json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+os.environ.update(BENCH_STORE=sys.argv[2], CLOUD_TASKS_EMULATOR_HOST=sys.argv[3])
+from flask_app import app
+headers, count = json.loads(sys.argv[4]), int(sys.argv[5])
+base = {"REQUEST_METHOD": "POST", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "wsgi.url_scheme": "http",
+        "SERVER_PROTOCOL": "HTTP/1.1", "CONTENT_LENGTH": "8"}
+base.update(("HTTP_" + k.upper().replace("-", "_"), v) for k, v in headers.items() if k != "Content-Type")
+base["CONTENT_TYPE"] = headers["Content-Type"]
+
+def start(status, response_headers, exc_info=None):
+    assert status.startswith("200"), status
+
+def timed(path, tag):
+    environs = [{**base, "PATH_INFO": path, "wsgi.input": io.BytesIO(b'{"n": 1}'),
+                 "HTTP_X_CLOUDTASKS_TASKNAME": f"{tag}-{time.time_ns()}-{i}"} for i in range(count)]
+    started = time.process_time()
+    for environ in environs:
+        b"".join(app(environ, start))
+    return (time.process_time() - started) / count * 1e6
+
+timed("/bare", "warm"), timed("/task", "warm")
+bare, task = [], []
+for _ in range(3):
+    bare.append(timed("/bare", "b"))
+    task.append(timed("/task", "t"))
+print(json.dumps({"bare": sorted(bare)[1], "task": sorted(task)[1]}))
+"""
+
+
+def wsgi_in_process(store: str, host: str, token: str, count: int, checkout: str | None) -> float:
+    """CPU in us that ``/task`` costs beyond ``/bare``, WSGI calls in a new interpreter of ``checkout``."""
+    cwd = Path(checkout).resolve() if checkout else benchlib.ROOT
+    command = [
+        sys.executable,
+        "-c",
+        WSGI_LOOP,
+        str(BENCH),
+        store,
+        host,
+        json.dumps(headers(token)),
+        str(count),
+    ]
+    out = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=True).stdout
+    times = json.loads(out)
+    return float(times["task"] - times["bare"])
+
+
 def warm_up(url: str, token: str, count: int = 4) -> None:
     """A few deliveries, so each worker has fetched the certificates and connected before it is timed."""
     for i in range(count):
@@ -193,6 +243,31 @@ def warm_up(url: str, token: str, count: int = 4) -> None:
         request.add_header("X-CloudTasks-TaskName", f"warm-up-{uuid.uuid4().hex}-{i}")
         with urllib.request.urlopen(request, timeout=30) as answer:
             answer.read()
+
+
+def in_process_loops(figures: Figures, args: Any, redis_url: str, host: str, token: str) -> None:
+    """The in-process figures of this checkout and the baseline's, alternating, ``args.runs`` times."""
+    checkouts = {"": None, "base_": args.baseline} if args.baseline else {"": None}
+    found: dict[str, list[float]] = {}
+    for _ in range(args.runs):
+        for prefix, checkout in checkouts.items():
+            count = min(args.loop, 3000)
+            found.setdefault(f"{prefix}redis_dedup_us", []).append(
+                redis_in_process(redis_url, count, checkout)
+            )
+            for store, url in (("memory", "memory://"), ("redis", redis_url)):
+                extra = wsgi_in_process(url, host, token, min(args.loop, 1000), checkout)
+                found.setdefault(f"{prefix}wsgi_{store}_extra_us", []).append(extra)
+    for prefix in checkouts:
+        of = " (baseline)" if prefix else ""
+        labels = {
+            "redis_dedup_us": f"in process{of}: Redis claim + complete, client CPU",
+            "wsgi_memory_extra_us": f"in process{of}: /task minus /bare per WSGI call, memory dedup",
+            "wsgi_redis_extra_us": f"in process{of}: /task minus /bare per WSGI call, Redis dedup",
+        }
+        for key, label in labels.items():
+            values = found[prefix + key]
+            figures.add(prefix + key, label, median(values), "us", values)
 
 
 def measure(server: Gunicorn, path: str, script: Path, args: object) -> dict[str, float]:
@@ -277,16 +352,7 @@ def main() -> None:
                 children.append(redis)
                 benchlib.wait_for(lambda: benchlib.port_open(redis_port), 30, "redis-server")
                 redis_url = f"redis://127.0.0.1:{redis_port}/0"
-                loops: dict[str, list[float]] = {"new": [], "base": []}
-                for _ in range(args.runs):
-                    loops["new"].append(redis_in_process(redis_url, min(args.loop, 3000)))
-                    if args.baseline:
-                        loops["base"].append(redis_in_process(redis_url, min(args.loop, 3000), args.baseline))
-                label = "in process: Redis claim + complete, client CPU"
-                figures.add("redis_dedup_us", label, median(loops["new"]), "us", loops["new"])
-                if args.baseline:
-                    base_label = f"{label}, baseline"
-                    figures.add("base_redis_dedup_us", base_label, median(loops["base"]), "us", loops["base"])
+                in_process_loops(figures, args, redis_url, runner.host, token)
                 servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": redis_url})
                 children.append(servers["redis"])
                 if base_env is not None:
