@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from local_runner import errors
 from local_runner.clock import Clock
-from local_runner.codec import format_timestamp
+from local_runner.codec.scalars import format_timestamp
 from local_runner.engine.delivery import USER_AGENT
 from local_runner.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from local_runner.model import (
