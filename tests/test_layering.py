@@ -174,6 +174,16 @@ def test_engine_imports_only_model_errors_and_codec_scalars() -> None:
     assert bad == []
 
 
+def test_the_console_reads_the_dispatch_loop_through_a_protocol() -> None:
+    """The console needs a queue's pacing and the recorded attempts, not the scheduler itself."""
+    importers = [
+        path
+        for path, names in imported_packages("local_runner/console").items()
+        if "local_runner.scheduler" in names
+    ]
+    assert importers == []
+
+
 def test_engine_and_store_do_no_network_io() -> None:
     for package in ("local_runner/engine", "local_runner/store"):
         assert offenders(package, ("aiohttp", "httptools", "requests", "socket", "urllib.request")) == []
@@ -188,7 +198,7 @@ def test_library_core_modules_import_no_flask() -> None:
 def test_the_layering_check_sees_imports() -> None:
     """Guard against a vacuous pass: the scan must find the runner's real imports."""
     imports = imported_packages("local_runner")
-    assert "local_runner.model" in imports["local_runner/service.py"]
+    assert "local_runner.model" in imports["local_runner/service/tasks.py"]
     assert "httptools" in imports["local_runner/http_client.py"]
 
 
