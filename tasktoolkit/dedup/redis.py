@@ -92,18 +92,45 @@ class _ThreadConnection:
     ``threading.local`` values when the thread ends, and this object then returns the connection.
     """
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, returned: Callable[[], None]) -> None:
         self.pid = os.getpid()
         self.pool = pool
         self.connection = pool.get_connection()
-        encoder = self.connection.encoder
-        self.encoding: str = encoder.encoding
-        self.errors: str = encoder.encoding_errors
+        self.returned = returned
 
     def __del__(self) -> None:
         if self.pid == os.getpid():  # a forked child does not return its parent's connection
             with contextlib.suppress(Exception):
                 self.pool.release(self.connection)
+                self.returned()
+
+
+def _run_on(connection: AbstractConnection, script: Script, key: str, args: tuple[str | int, ...]) -> Any:
+    """EVALSHA of ``script`` on ``connection``, with the connection's retry policy.
+
+    A first failure goes through the policy as its first failure, so the policy's count and backoff hold.
+    Retrying is safe: both scripts recognise a write of theirs whose reply was lost.
+    """
+    encoder = connection.encoder
+    encoding, errors = encoder.encoding, encoder.encoding_errors
+    command = _command(
+        b"EVALSHA",
+        script.sha.encode(),
+        b"1",
+        key.encode(encoding, errors),
+        *(str(arg).encode(encoding, errors) for arg in args),
+    )
+    try:
+        return _evalsha(connection, command, script)
+    except (redis.ConnectionError, redis.TimeoutError) as error:
+        failed = [error]
+
+        def again() -> Any:
+            if failed:
+                raise failed.pop()
+            return _evalsha(connection, command, script)
+
+        return connection.retry.call_with_retry(again, lambda _error: connection.disconnect())  # type: ignore[no-untyped-call]
 
 
 def _ttl_ms(expires_at: float, now: float) -> int:
@@ -146,6 +173,11 @@ class RedisDedupStore(DedupStore):
         #: The pool whose connections run the scripts directly; None: through redis-py's command layers.
         self._pool = client.connection_pool if _plain(client) else None
         self._local = threading.local()
+        #: Threads keep their own connection while fewer than this many do; the others take one per command.
+        self._holders_max = getattr(self._pool, "max_connections", 0) // 2
+        self._holders = 0
+        self._holders_pid = os.getpid()
+        self._holders_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -167,45 +199,46 @@ class RedisDedupStore(DedupStore):
         }
         return cls(redis.Redis.from_url(url, **options), prefix=prefix, clock=clock)
 
-    def _held(self) -> _ThreadConnection:
-        """This thread's connection (a new one after a fork)."""
+    def _thread_connection(self) -> AbstractConnection | None:
+        """This thread's own connection (a new one after a fork), or None when half the pool is held."""
         held: _ThreadConnection | None = getattr(self._local, "held", None)
-        if held is None or held.pid != os.getpid():
-            held = self._local.held = _ThreadConnection(self._pool)  # type: ignore[arg-type]
-        return held
+        if held is not None and held.pid == os.getpid():
+            return held.connection
+        with self._holders_lock:
+            if self._holders_pid != os.getpid():  # forked: the parent's threads hold nothing here
+                self._holders, self._holders_pid = 0, os.getpid()
+            if self._holders >= self._holders_max:
+                return None
+            self._holders += 1
+        try:
+            held = self._local.held = _ThreadConnection(self._pool, self._returned)  # type: ignore[arg-type]
+        except BaseException:
+            self._returned()
+            raise
+        return held.connection
+
+    def _returned(self) -> None:
+        with self._holders_lock:
+            self._holders -= 1
 
     def _run(self, script: Script, key: str, *args: str | int) -> Any:
         """Runs ``script`` on ``key``: one EVALSHA round trip, with the client's retry policy.
 
-        On a plain client it writes the command itself on its thread's own connection, which costs half the
-        client CPU of redis-py's command path (pool, command encoding, retry wrapper) and reads the reply
-        with redis-py's parser. A first failure goes through the connection's retry policy as its first
-        failure, so the policy's count and backoff hold. Retrying is safe: both scripts recognise a write of
-        theirs whose reply was lost.
+        On a plain client it writes the command itself, on its thread's own connection while fewer than
+        half the pool's connections are kept by threads (else on one taken from the pool for the command),
+        and reads the reply with redis-py's parser. That costs half the client CPU of redis-py's command
+        path (pool, command encoding, retry wrapper).
         """
         if self._pool is None:
             return script(keys=[key], args=list(args))
-        held = self._held()
-        encoding, errors = held.encoding, held.errors
-        command = _command(
-            b"EVALSHA",
-            script.sha.encode(),
-            b"1",
-            key.encode(encoding, errors),
-            *(str(arg).encode(encoding, errors) for arg in args),
-        )
-        connection = held.connection
+        connection = self._thread_connection()
+        if connection is not None:
+            return _run_on(connection, script, key, args)
+        connection = self._pool.get_connection()
         try:
-            return _evalsha(connection, command, script)
-        except (redis.ConnectionError, redis.TimeoutError) as error:
-            failed = [error]
-
-            def again() -> Any:
-                if failed:
-                    raise failed.pop()
-                return _evalsha(connection, command, script)
-
-            return connection.retry.call_with_retry(again, lambda _error: connection.disconnect())  # type: ignore[no-untyped-call]
+            return _run_on(connection, script, key, args)
+        finally:
+            self._pool.release(connection)
 
     def _claim(self, record: DedupRecord, now: float) -> DedupRecord | None:
         name = self.prefix + record.key

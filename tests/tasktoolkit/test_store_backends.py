@@ -275,6 +275,33 @@ def test_redis_thread_keeps_one_connection_and_returns_it_when_it_ends(redis_ser
         store.close()
 
 
+def test_redis_threads_beyond_half_the_pool_share_its_connections(redis_server: Any) -> None:
+    """With a pool of one connection, no thread keeps it: two live threads both get their claims through."""
+    import redis
+
+    from tasktoolkit.dedup import RedisDedupStore
+
+    pool = redis.BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=0.5)
+    store = RedisDedupStore(redis.Redis(connection_pool=pool), prefix=f"small:{uuid.uuid4().hex}:")
+    claimed, finish = threading.Event(), threading.Event()
+
+    def first_thread() -> None:
+        assert store.claim("first", "fp").acquired
+        claimed.set()
+        finish.wait(30)  # alive, and holding nothing
+
+    worker = threading.Thread(target=first_thread)
+    worker.start()
+    try:
+        assert claimed.wait(30)
+        claim = store.claim("second", "fp")  # would wait for the pool's one connection, then fail
+        assert claim.acquired and store.complete(claim.record, StoredResponse(200, b"ok"))
+    finally:
+        finish.set()
+        worker.join()
+        store.close()
+
+
 def test_redis_forked_child_uses_its_own_connection(redis_server: Any) -> None:
     """A child forked after its parent used the store claims on its own connection; the parent's works on."""
     import os
