@@ -378,7 +378,8 @@ class Sink(Child):
 class Gunicorn(Child):
     """``bench/flask_app.py`` under gunicorn with sync workers (keep the load generator's noise low)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], workers: int = 2, checkout: Path = ROOT) -> None:
+        """``checkout``: the code the workers import (gunicorn imports from its working directory first)."""
         port = free_port()
         command = [
             str(VENV_BIN / "gunicorn"),
@@ -394,7 +395,7 @@ class Gunicorn(Child):
             str(BENCH),
             "flask_app:app",
         ]
-        super().__init__(command, workdir / f"gunicorn-{port}.log", env)
+        super().__init__(command, workdir / f"gunicorn-{port}.log", env, cwd=checkout)
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         wait_for(lambda: port_open(port) or not self.alive(), 30, "gunicorn to listen")

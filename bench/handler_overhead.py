@@ -327,11 +327,11 @@ def main() -> None:
                 figures.save()
                 return
             env = {"CLOUD_TASKS_EMULATOR_HOST": runner.host}
-            base_env = {**env, "PYTHONPATH": str(Path(args.baseline).resolve())} if args.baseline else None
+            base = Path(args.baseline).resolve() if args.baseline else None
             servers = {"memory": Gunicorn(tmp, {**env, "BENCH_STORE": "memory://"})}
             children.append(servers["memory"])
-            if base_env is not None:
-                servers["base_memory"] = Gunicorn(tmp, {**base_env, "BENCH_STORE": "memory://"})
+            if base is not None:
+                servers["base_memory"] = Gunicorn(tmp, {**env, "BENCH_STORE": "memory://"}, checkout=base)
                 children.append(servers["base_memory"])
             if redis_server is not None:
                 redis_port = benchlib.free_port()
@@ -355,8 +355,8 @@ def main() -> None:
                 in_process_loops(figures, args, redis_url, runner.host, token)
                 servers["redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": redis_url})
                 children.append(servers["redis"])
-                if base_env is not None:
-                    servers["base_redis"] = Gunicorn(tmp, {**base_env, "BENCH_STORE": redis_url})
+                if base is not None:
+                    servers["base_redis"] = Gunicorn(tmp, {**env, "BENCH_STORE": redis_url}, checkout=base)
                     children.append(servers["base_redis"])
             if firestore is not None:
                 firestore_store = {**firestore_env(firestore[1]), "BENCH_STORE": "firestore:///bench-handler"}
@@ -368,7 +368,7 @@ def main() -> None:
             }
             if "redis" in servers:
                 variants["redis"] = (servers["redis"], "/task", "(c) @task_handler, OIDC + Redis dedup")
-            if base_env is not None:
+            if base is not None:
                 variants["base_memory"] = (servers["base_memory"], "/task", "(b) of the baseline")
                 if "base_redis" in servers:
                     variants["base_redis"] = (servers["base_redis"], "/task", "(c) of the baseline")
