@@ -5,16 +5,20 @@ attribute. :func:`declared_jobs` finds them among an app's routes and pairs each
 method: the input of the command that reconciles Cloud Scheduler with the app, and of the fake scheduler.
 
 Ranges follow ``google/cloud/scheduler/v1/job.proto`` (``RetryConfig``, ``attempt_deadline``, the job id).
+Schedules are read by cronsim when the decorator is applied, in the job's time zone: what cron cannot read
+fails at import, not at the first fire.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
 from flask import Flask
 
 from tasktoolkit.errors import ConfigurationError
@@ -53,13 +57,13 @@ class JobSpec:
     paused: bool = False
 
     def __post_init__(self) -> None:
+        _check(_zone_exists(self.time_zone), "time_zone", self.time_zone, "an IANA time zone name")
         _check(
-            isinstance(self.schedule, str) and len(self.schedule.split()) == 5,
+            _cron_reads(self.schedule, self.time_zone),
             "schedule",
             self.schedule,
-            "five unix-cron fields, e.g. '0 9 * * 1'",
+            "five unix-cron fields with a fire time, e.g. '0 9 * * 1'",
         )
-        _check(_zone_exists(self.time_zone), "time_zone", self.time_zone, "an IANA time zone name")
         _check(
             self.job_id is None or bool(_JOB_ID.fullmatch(self.job_id)),
             "job_id",
@@ -132,6 +136,23 @@ def _zone_exists(name: Any) -> bool:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _cron_reads(schedule: Any, zone: str) -> bool:
+    """Whether cronsim reads ``schedule`` as five fields with at least one fire time in ``zone``.
+
+    cronsim also reads its extensions (``L``, ``W``, ``#``, ``?``), which Cloud Scheduler refuses; that
+    rule is the service's to enforce (the runner and Google both answer ``INVALID_ARGUMENT`` when the job
+    is created or updated), so it is not repeated here.
+    """
+    if not isinstance(schedule, str) or len(schedule.split()) != 5:
+        return False
+    start = dt.datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC" if zone.lower() == "utc" else zone))
+    try:
+        next(iter(CronSim(" ".join(schedule.split()), start)))
+    except (CronSimError, StopIteration):
         return False
     return True
 
