@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from tasktoolkit.client import EnqueueResult
 from tasktoolkit.enqueue import client_for, route_task
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.handler import TaskHandler
 from tasktoolkit.headers import ScheduleContext
+
+if TYPE_CHECKING:
+    from tasktoolkit.client import EnqueueResult
 
 #: Longest item key (the task id is its hash, so only readability limits it).
 MAX_ITEM_KEY_LENGTH = 500

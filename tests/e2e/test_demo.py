@@ -55,6 +55,10 @@ def test_demo_shows_every_scenario_and_stops_both_processes(tmp_path: Path) -> N
         "on time (due",
         "thumbnail 128x96 on attempt 3",
         "rejected on attempt 1 (thumbnails need image/png, got application/pdf)",
+        "job weekly-digest: '0 9 * * 1' Europe/London, next fire ",
+        "weekly digest weekly-digest@",
+        ": 3 email task(s) enqueued, 0 already enqueued",
+        "✓ weekly digest: 3 emails, one per user, from one fire",
     ]:
         assert line in out, f"{line!r} missing from:\n{out}"
     assert "EARLY" not in out
