@@ -31,6 +31,8 @@ HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ATTEMPT_DEADLINE_RANGE_S = (15.0, 1800.0)
 #: Largest ``retry_count`` (job.proto ``RetryConfig.retry_count``).
 MAX_RETRY_COUNT = 5
+#: Longest ``description`` (job.proto).
+MAX_DESCRIPTION = 500
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,12 @@ class JobSpec:
             "job_id",
             self.job_id,
             "1-500 letters, numbers, hyphens or underscores",
+        )
+        _check(
+            isinstance(self.description, str) and len(self.description) <= MAX_DESCRIPTION,
+            "description",
+            self.description,
+            f"a str of at most {MAX_DESCRIPTION} characters",
         )
         _check(
             _int_in(self.retry_count, 0, MAX_RETRY_COUNT),
