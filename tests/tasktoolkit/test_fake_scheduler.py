@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tasktoolkit import TaskContext, TaskToolkit, task_handler
+from tasktoolkit import ConfigurationError, TaskContext, TaskToolkit, task_handler
 from tasktoolkit.fanout import FanOutIncomplete, fan_out
 from tasktoolkit.headers import ScheduleContext
 from tasktoolkit.scheduled import scheduled_handler
@@ -174,3 +174,16 @@ def test_fan_out_failures_fail_the_fire(digest: Callable[..., Digest]) -> None:
         fan_out(app.email, monday, [(user, {}) for user in USERS])
     assert raised.value.result.failed[0][0] == "ada"
     assert fake.created == []
+
+
+def test_a_job_the_service_would_refuse_is_refused_by_the_fake(make_app: Callable[..., Flask]) -> None:
+    app = make_app(TASKTOOLKIT_STORE="memory://")
+    TaskToolkit(app)
+
+    @app.post("/jobs/month-end")
+    @scheduled_handler("0 9 L * *")  # cronsim reads L; Cloud Scheduler does not
+    def month_end(fire: ScheduleContext) -> str:
+        return "ok"
+
+    with pytest.raises(ConfigurationError, match=r"job 'month-end': Schedule or time zone is invalid\."):
+        FakeQueue(app)
