@@ -63,7 +63,8 @@ def test_demo_shows_every_scenario_and_stops_both_processes(tmp_path: Path) -> N
         assert line in out, f"{line!r} missing from:\n{out}"
     assert "EARLY" not in out
     assert (tmp_path / ".runner" / "runner.sqlite3").is_file()  # the runner's embedded SQLite default
-    assert len(list((tmp_path / ".demo" / "outbox").glob("*.eml"))) == 2
+    # The welcome email, the reminder, and one digest per user (the demo's user and two others).
+    assert len(list((tmp_path / ".demo" / "outbox").glob("*.eml"))) == 2 + 3
     assert all(gone(pid) for pid in children(out))
 
 
