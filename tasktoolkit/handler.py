@@ -126,7 +126,7 @@ class Caller(Generic[C]):
     #: ``context -> (span name, destination, message id)``.
     span: Callable[[C], tuple[str, str, str]]
 
-    @property
+    @functools.cached_property
     def environ_keys(self) -> tuple[tuple[str, str], ...]:
         """``(header name in lower case, WSGI environ key)`` of :attr:`header_names`."""
         return tuple((name.lower(), "HTTP_" + name.upper().replace("-", "_")) for name in self.header_names)
@@ -258,12 +258,14 @@ def _execute(
     return response, returned
 
 
-def _duplicate(record: DedupRecord, fingerprint: str, state: ToolkitState, label: str) -> Response:
+def _duplicate(
+    record: DedupRecord, fingerprint: str, state: ToolkitState, caller: Caller[C], context: C
+) -> Response:
     if record.fingerprint != fingerprint:
         log.error(
             "dedup key %r reused with a different payload (%s): acknowledged without running",
             record.key,
-            label,
+            caller.label(context),
         )
         return _acknowledge(Situation.PAYLOAD_MISMATCH, "payload_mismatch")
     if record.status is DedupStatus.IN_PROGRESS:
@@ -316,23 +318,22 @@ def _claim(
     ``body`` is the request's: its digest tells a duplicate from a reuse of the key with another payload.
     """
     assert options.dedup_key is not None
-    label = caller.label(context)
     try:
         user_key = caller.key(options, context)
         if not isinstance(user_key, str) or not 0 < len(user_key) <= MAX_KEY_LENGTH:
             raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {user_key!r}")
         key = store_key(scope, user_key)
     except Exception as exc:
-        log.exception("dedup_key failed for %s", label)
+        log.exception("dedup_key failed for %s", caller.label(context))
         _report(exc)
         return _json(Situation.DEDUP_KEY_FAILED, {"error": "task handler failed"})
     fingerprint = hashlib.sha256(body).hexdigest()
     try:
         claim = state.store.claim(key, fingerprint, lease_s=options.lease_s or state.lease_s)
     except DedupStoreUnavailable as exc:
-        log.error("dedup store unavailable; %s not run: %s", label, exc)
+        log.error("dedup store unavailable; %s not run: %s", caller.label(context), exc)
         return _retry_after(Situation.STORE_UNAVAILABLE, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)
-    return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, label)
+    return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, caller, context)
 
 
 Delivered = tuple[Response | HTTPException, Situation, Any]
