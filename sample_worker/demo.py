@@ -30,13 +30,15 @@ from types import FrameType
 from typing import Any
 
 import requests
+from flask import Flask
 
 from sample_worker.emails import Outbox, User
 from sample_worker.images import solid_png
-from sample_worker.jobs import weekly_digest
+from sample_worker.jobs import jobs as jobs_blueprint
 from sample_worker.launch import ChildProcess, queue_file, start_runner, start_worker
 from sample_worker.users import Users
 from tasktoolkit.client import TasksClient
+from tasktoolkit.job_spec import declared_jobs, job_document
 
 PROJECT, LOCATION = "local-project", "us-central1"
 QUEUES = ("emails", "images")
@@ -127,26 +129,21 @@ def use_the_worker(worker_url: str, user_id: str) -> datetime:
 
 def fire_the_weekly_digest(runner_url: str, worker_url: str) -> None:
     """Creates the digest job as the route declares it (replacing one left by an earlier run) and runs it."""
-    spec = weekly_digest.job_spec
+    routes = Flask("routes")  # the worker's job routes, to read what they declare
+    routes.register_blueprint(jobs_blueprint)
+    [declared] = declared_jobs(routes)
     jobs = f"{runner_url}/v1/projects/{PROJECT}/locations/{LOCATION}/jobs"
-    job_id = spec.job_id or "weekly-digest"
-    job = {
-        "name": f"projects/{PROJECT}/locations/{LOCATION}/jobs/{job_id}",
-        "description": spec.description,
-        "schedule": spec.schedule,
-        "timeZone": spec.time_zone,
-        "httpTarget": {
-            "uri": f"{worker_url}/jobs/{job_id}",
-            "oidcToken": {"serviceAccountEmail": SCHEDULER_ACCOUNT, "audience": worker_url},
-        },
-        "retryConfig": {"retryCount": spec.retry_count},
-    }
-    requests.delete(f"{jobs}/{job_id}", timeout=30)  # NOT_FOUND unless an earlier run left it
+    job = job_document(
+        declared, worker_url + declared.path, service_account=SCHEDULER_ACCOUNT, audience=worker_url
+    )
+    job["name"] = f"projects/{PROJECT}/locations/{LOCATION}/jobs/{declared.job_id}"
+    requests.delete(f"{jobs}/{declared.job_id}", timeout=30)  # NOT_FOUND unless an earlier run left it
     requests.post(jobs, json=job, timeout=30).raise_for_status()
-    created = requests.get(f"{jobs}/{job_id}", timeout=30).json()
-    say("demo", f"job {job_id}: '{spec.schedule}' {spec.time_zone}, next fire {created['scheduleTime']}")
-    requests.post(f"{jobs}/{job_id}:run", json={}, timeout=30).raise_for_status()
-    say("demo", f"job {job_id}: RunJob, one fire now -> one digest email task per user")
+    created = requests.get(f"{jobs}/{declared.job_id}", timeout=30).json()
+    spec, next_fire = declared.spec, created["scheduleTime"]
+    say("demo", f"job {declared.job_id}: '{spec.schedule}' {spec.time_zone}, next fire {next_fire}")
+    requests.post(f"{jobs}/{declared.job_id}:run", json={}, timeout=30).raise_for_status()
+    say("demo", f"job {declared.job_id}: RunJob, one fire now -> one digest email task per user")
 
 
 def outcomes(worker_url: str, user_id: str, reminder_at: datetime) -> dict[str, str]:

@@ -15,7 +15,6 @@ the task deliveries.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import functools
@@ -34,7 +33,6 @@ from local_runner.api.rest import CloudTasksApi
 from local_runner.api.task_inserts import DirectInserts
 from local_runner.clock import VirtualClock
 from local_runner.cloud_scheduler.model import Job, JobState, job_fields_from_json, job_from_fields
-from local_runner.codec import format_duration
 from local_runner.engine.attempts import Outcome, decide
 from local_runner.engine.delivery import OutboundRequest, build_request, parse_retry_after
 from local_runner.errors import ApiError
@@ -57,7 +55,7 @@ from tasktoolkit.enqueue import install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY
-from tasktoolkit.job_spec import DeclaredJob, declared_jobs
+from tasktoolkit.job_spec import declared_jobs, job_document
 from tasktoolkit.taskspec import TaskNameParts
 
 __all__ = ["AttemptRecord", "Delivery", "FakeQueue", "FakeQueueError", "FakeScheduler", "FakeTask", "Fire"]
@@ -704,32 +702,6 @@ def _scheduler_account(app: Flask, given: str | None) -> str | None:
     return config_string(app.config, SERVICE_ACCOUNT) or (allowed[0] if allowed else None)
 
 
-def _job_document(
-    declared: DeclaredJob, uri: str, account: str | None, audience: str | None
-) -> dict[str, Any]:
-    """The Cloud Scheduler v1 Job a deployment would create for ``declared`` (proto3 JSON)."""
-    spec = declared.spec
-    target: dict[str, Any] = {"uri": uri, "httpMethod": declared.http_method}
-    if spec.body:
-        target["body"] = base64.b64encode(spec.body).decode("ascii")
-    if account is not None:
-        target["oidcToken"] = {"serviceAccountEmail": account, **({"audience": audience} if audience else {})}
-    return {
-        "description": spec.description,
-        "schedule": spec.schedule,
-        "timeZone": spec.time_zone,
-        "httpTarget": target,
-        "retryConfig": {
-            "retryCount": spec.retry_count,
-            "maxRetryDuration": format_duration(spec.max_retry_duration_s),
-            "minBackoffDuration": format_duration(spec.min_backoff_s),
-            "maxBackoffDuration": format_duration(spec.max_backoff_s),
-            "maxDoublings": spec.max_doublings,
-        },
-        "attemptDeadline": format_duration(spec.attempt_deadline_s),
-    }
-
-
 class FakeScheduler:
     """The app's Cloud Scheduler jobs, fired into the app on a :class:`FakeQueue`'s virtual clock.
 
@@ -766,7 +738,9 @@ class FakeScheduler:
         jobs: dict[str, Job] = {}
         for declared in declared_jobs(app):
             name = f"projects/{fake.project}/locations/{fake.location}/jobs/{declared.job_id}"
-            document = _job_document(declared, base + declared.path, account, audience)
+            document = job_document(
+                declared, base + declared.path, service_account=account, audience=audience
+            )
             try:
                 job = job_from_fields(name, job_fields_from_json(document))
             except ApiError as error:
