@@ -125,16 +125,17 @@ def test_a_failed_fire_is_retried_and_its_retry_enqueues_only_what_is_missing(
     assert sorted(user for user, _ in app.emails) == sorted(USERS)
 
 
-def test_a_new_user_gets_a_task_when_the_same_fire_runs_again(digest: Callable[..., Digest]) -> None:
+def test_a_forced_run_is_a_new_fire_and_fans_out_again(digest: Callable[..., Digest]) -> None:
     app = digest(retry_count=1)
     fake = FakeQueue(app.app, start=TUESDAY, raise_errors=False)
     app.fail_after_fan_out = 1
     fake.advance(days=6, minutes=1)
     app.users.append("margaret")
-    fake.scheduler.run_job("weekly-digest")  # a new fire: the schedule time is now
+    forced = fake.scheduler.run_job("weekly-digest")  # a new fire: the schedule time is now
     fake.run_until_idle()
-    weeks = sorted({week for _, week in app.emails})
-    assert weeks == ["2026-10-19"]
+    assert forced.schedule_time == fake.now != fake.scheduler.fires[0].schedule_time
+    assert forced.response_json == {"enqueued": 4, "existing": 0}
+    assert {week for _, week in app.emails} == {"2026-10-19"}
     assert len(fake.created) == 3 + 4
 
 
