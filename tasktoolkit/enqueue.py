@@ -15,15 +15,14 @@ from flask import Flask, current_app
 from werkzeug.routing import BuildError
 
 from tasktoolkit.config import (
-    ALLOWED_SERVICE_ACCOUNTS,
-    AUDIENCE,
     BASE_URL,
     DEFAULT_QUEUE,
     LOCATION,
     PROJECT,
     SERVICE_ACCOUNT,
     config_string,
-    config_strings,
+    token_audience,
+    token_service_account,
 )
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.taskspec import CreatedTask
@@ -81,19 +80,6 @@ def _route(app: Flask, view: object, route_args: Mapping[str, Any]) -> tuple[str
     return path, method
 
 
-def _audience(app: Flask) -> str | None:
-    audiences = config_strings(app.config, AUDIENCE, split=False)
-    return audiences[0] if audiences else None
-
-
-def _service_account(app: Flask) -> str | None:
-    account = config_string(app.config, SERVICE_ACCOUNT)
-    if account is None:
-        allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
-        account = allowed[0] if len(allowed) == 1 else None
-    return account
-
-
 def enqueue_route(
     view: object,
     payload: Any,
@@ -125,8 +111,8 @@ def enqueue_route(
     task_options: dict[str, Any] = {
         "url": base.rstrip("/") + path,
         "method": method,
-        "service_account": _service_account(app),
-        "audience": _audience(app),
+        "service_account": token_service_account(app.config),
+        "audience": token_audience(app.config),
     }
     if payload is not None:
         task_options["json"] = payload
