@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -83,6 +84,9 @@ _STATUS_BY_HTTP = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+#: Project ids (``example.com:my-proj`` for domain-scoped ones) and location ids, as resource names take them.
+_PROJECT_ID = re.compile(r"[A-Za-z0-9.:-]+")
+_LOCATION_ID = re.compile(r"[A-Za-z0-9-]+")
 #: How the service (and the runner) says that a queue is missing (reference §4.2).
 QUEUE_MISSING = "Queue does not exist"
 #: Transient answers, retried only when repeating the request is harmless: none of them proves that the
@@ -297,9 +301,12 @@ class ApiClient:
     _transport: Transport
 
     def __init__(self, project: str, location: str) -> None:
-        for label, value in (("project", project), ("location", location)):
-            if not isinstance(value, str) or not value or "/" in value:
-                raise invalid(f"{label} must be a non-empty id without '/', got {value!r}")
+        for label, value, pattern, allowed in (
+            ("project", project, _PROJECT_ID, "letters, digits, '-', '.' or ':' (e.g. 'my-proj')"),
+            ("location", location, _LOCATION_ID, "letters, digits or '-' (e.g. 'us-central1')"),
+        ):
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise invalid(f"{label} must be a non-empty id of {allowed}, got {value!r}")
         self.project = project
         self.location = location
         self.parent = f"projects/{project}/locations/{location}"

@@ -4,6 +4,7 @@ against a real ``runner serve`` process."""
 from __future__ import annotations
 
 import itertools
+import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -12,7 +13,8 @@ from flask import Flask
 from testsupport.runner_process import RunnerProcess
 
 from tasktoolkit import TaskToolkit
-from tasktoolkit.errors import ConfigurationError, JobSyncError, ResourceNotFound
+from tasktoolkit.client import RetryPolicy
+from tasktoolkit.errors import ConfigurationError, JobSyncError, ResourceNotFound, ServiceUnavailable
 from tasktoolkit.job_spec import JobSpec, declared_jobs
 from tasktoolkit.job_sync import (
     FIELDS,
@@ -380,3 +382,50 @@ def test_no_prune_keeps_jobs_no_route_declares(
         ["keep    old: no longer declared (pruning is off)", "0 change(s) made, 0 job(s) unchanged."],
     )
     assert job_ids(scheduler) == ["old"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "config", "error"),
+    [
+        (
+            JobSpec("0 3 * * *", description="d" * 480),
+            {},
+            "create job 'x' failed: INVALID_ARGUMENT: job.description must be at most 500 characters long.",
+        ),
+        (
+            JobSpec("0 0 L * *"),
+            {},
+            "create job 'x' failed: INVALID_ARGUMENT: Schedule or time zone is invalid.",
+        ),
+        (
+            JobSpec("0 3 * * *"),
+            {"TASKTOOLKIT_BASE_URL": None},
+            "TASKTOOLKIT_BASE_URL is not set: the public URL of this service, e.g. https://worker-abc.a.run.app",
+        ),
+        (
+            JobSpec("0 3 * * *"),
+            {"TASKTOOLKIT_LOCATION": "bad location"},
+            "INVALID_ARGUMENT: location must be a non-empty id of letters, digits or '-' "
+            "(e.g. 'us-central1'), got 'bad location'",
+        ),
+    ],
+    ids=["description-too-long", "schedule-with-L", "no-base-url", "bad-location"],
+)
+def test_bad_input_is_one_line_and_exit_code_1(
+    cli: Callable[..., tuple[int, str]],
+    location: str,
+    spec: JobSpec,
+    config: dict[str, Any],
+    error: str,
+) -> None:
+    code, output = cli(make_app(location, {"x": spec}, **config))
+    assert (code, output) == (1, f"Error: {error}\n")
+
+
+def test_an_unreachable_scheduler_raises_unavailable(location: str) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        endpoint = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    client = SchedulerClient(PROJECT, location, endpoint=endpoint, retry=RetryPolicy(attempts=1))
+    with client, pytest.raises(ServiceUnavailable, match=r"UNAVAILABLE: GET http://127\.0\.0\.1"):
+        sync_jobs(make_app(location, {"x": JobSpec("0 3 * * *")}), client=client)
