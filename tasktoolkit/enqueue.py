@@ -80,6 +80,14 @@ def _route(app: Flask, view: object, route_args: Mapping[str, Any]) -> tuple[str
     return path, method
 
 
+def _audience(app: Flask) -> str | None:
+    return token_audience(app.config)
+
+
+def _service_account(app: Flask) -> str | None:
+    return token_service_account(app.config)
+
+
 def enqueue_route(
     view: object,
     payload: Any,
@@ -111,8 +119,8 @@ def enqueue_route(
     task_options: dict[str, Any] = {
         "url": base.rstrip("/") + path,
         "method": method,
-        "service_account": token_service_account(app.config),
-        "audience": token_audience(app.config),
+        "service_account": _service_account(app),
+        "audience": _audience(app),
     }
     if payload is not None:
         task_options["json"] = payload
