@@ -362,7 +362,7 @@ def test_unmanaged_jobs_are_never_updated_or_deleted(
 def test_a_refused_job_exits_with_one_line_naming_it(
     cli: Callable[..., tuple[int, str]], scheduler: SchedulerClient, location: str
 ) -> None:
-    app = make_app(location, {"a-good": JobSpec("0 3 * * *"), "b-bad": JobSpec("61 * * * *")})
+    app = make_app(location, {"a-good": JobSpec("0 3 * * *"), "b-bad": JobSpec("0 0 L * *")})
     code, output = cli(app)
     assert code == 1
     assert output.splitlines() == [
@@ -393,9 +393,10 @@ def test_no_prune_keeps_jobs_no_route_declares(
             "create job 'x' failed: INVALID_ARGUMENT: job.description must be at most 500 characters long.",
         ),
         (
-            JobSpec("0 0 L * *"),
+            JobSpec("0 3 * * *", min_backoff_s=0, max_backoff_s=1),  # 0: the service's 5 s
             {},
-            "create job 'x' failed: INVALID_ARGUMENT: Schedule or time zone is invalid.",
+            "create job 'x' failed: INVALID_ARGUMENT: job.retry_config.min_backoff_duration must not exceed "
+            "job.retry_config.max_backoff_duration.",
         ),
         (
             JobSpec("0 3 * * *"),
@@ -409,7 +410,7 @@ def test_no_prune_keeps_jobs_no_route_declares(
             "(e.g. 'us-central1'), got 'bad location'",
         ),
     ],
-    ids=["description-too-long", "schedule-with-L", "no-base-url", "bad-location"],
+    ids=["description-too-long", "backoff-below-default", "no-base-url", "bad-location"],
 )
 def test_bad_input_is_one_line_and_exit_code_1(
     cli: Callable[..., tuple[int, str]],
