@@ -18,7 +18,7 @@ import binascii
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from flask import Flask
 
@@ -31,7 +31,7 @@ from tasktoolkit.config import (
     token_audience,
     token_service_account,
 )
-from tasktoolkit.errors import ApiError, ConfigurationError, JobSyncError
+from tasktoolkit.errors import AlreadyExists, ApiError, ConfigurationError, JobSyncError
 from tasktoolkit.job_spec import DeclaredJob, declared_jobs
 from tasktoolkit.scheduler_client import JobJson, SchedulerClient
 from tasktoolkit.taskspec import format_duration, parse_duration
@@ -66,6 +66,7 @@ _DEFAULTS: Mapping[str, Any] = {
 }
 #: Names of UTC the service may answer for a job created with "UTC" (cron page: "Etc/UTC" is the default).
 _UTC_NAMES = frozenset({"", "utc", "etc/utc"})
+Action = Literal["create", "update", "pause", "resume", "delete"]
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,7 @@ def _duration(seconds: float) -> str:
 class JobChange:
     """One request of a sync: ``create``, ``update``, ``pause``, ``resume`` or ``delete`` of one job."""
 
-    action: str
+    action: Action
     job_id: str
     #: The document sent (create and update).
     job: JobJson | None = None
@@ -356,7 +357,7 @@ def apply_plan(
         try:
             if change.action == "create":
                 assert change.job is not None
-                client.create_job(change.job)
+                _create(client, change.job_id, change.job)
             elif change.action == "update":
                 assert change.job is not None
                 client.update_job(change.job, change.update_mask)
@@ -370,6 +371,18 @@ def apply_plan(
             raise JobSyncError(f"{change.action} job {change.job_id!r} failed: {exc}") from exc
         if report is not None:
             report(change)
+
+
+def _create(client: SchedulerClient, job_id: str, job: JobJson) -> None:
+    """CreateJob; a job of that id with exactly these settings counts as created.
+
+    The client resends a named create whose answer was lost, and the resend finds the job the first one made.
+    """
+    try:
+        client.create_job(job)
+    except AlreadyExists:
+        if _compared(client.get_job(job_id)) != _compared(job):
+            raise
 
 
 def sync_jobs(

@@ -20,6 +20,7 @@ from tasktoolkit.errors import (
     AlreadyExists,
     ConfigurationError,
     InvalidArgument,
+    JobSyncError,
     ServiceUnavailable,
     TaskAlreadyExists,
 )
@@ -150,7 +151,30 @@ def test_reads_are_retried_and_run_is_not(
     assert len(waits) == 1
 
 
-def test_sync_jobs_creates_the_job_on_google(httpserver: HTTPServer, client: SchedulerClient) -> None:
+URI = "https://worker-abc.a.run.app/jobs/nightly"
+#: The job the app of :func:`google_app` declares, as sync_jobs sends it.
+NIGHTLY = {
+    "name": f"{JOBS[4:]}/nightly",
+    "description": MARKER,
+    "schedule": "0 3 * * *",
+    "timeZone": "Europe/Paris",
+    "httpTarget": {
+        "uri": URI,
+        "httpMethod": "POST",
+        "oidcToken": {"serviceAccountEmail": "jobs@my-proj.iam.gserviceaccount.com", "audience": URI},
+    },
+    "retryConfig": {
+        "retryCount": 0,
+        "maxRetryDuration": "0s",
+        "minBackoffDuration": "5s",
+        "maxBackoffDuration": "3600s",
+        "maxDoublings": 5,
+    },
+    "attemptDeadline": "180s",
+}
+
+
+def google_app() -> Flask:
     app = Flask("jobs")
     app.config.update(
         TASKTOOLKIT_PROJECT="my-proj",
@@ -164,30 +188,44 @@ def test_sync_jobs_creates_the_job_on_google(httpserver: HTTPServer, client: Sch
 
     nightly.job_spec = JobSpec("0 3 * * *", time_zone="Europe/Paris")  # type: ignore[attr-defined]
     app.add_url_rule("/jobs/nightly", view_func=nightly, methods=["POST"])
-    uri = "https://worker-abc.a.run.app/jobs/nightly"
-    expected = {
-        "name": f"{JOBS[4:]}/nightly",
-        "description": MARKER,
-        "schedule": "0 3 * * *",
-        "timeZone": "Europe/Paris",
-        "httpTarget": {
-            "uri": uri,
-            "httpMethod": "POST",
-            "oidcToken": {"serviceAccountEmail": "jobs@my-proj.iam.gserviceaccount.com", "audience": uri},
-        },
-        "retryConfig": {
-            "retryCount": 0,
-            "maxRetryDuration": "0s",
-            "minBackoffDuration": "5s",
-            "maxBackoffDuration": "3600s",
-            "maxDoublings": 5,
-        },
-        "attemptDeadline": "180s",
-    }
+    return app
+
+
+def test_sync_jobs_creates_the_job_on_google(httpserver: HTTPServer, client: SchedulerClient) -> None:
     httpserver.expect_oneshot_request(JOBS, method="GET", headers=AUTH).respond_with_json({})
-    httpserver.expect_oneshot_request(JOBS, method="POST", json=expected, headers=AUTH).respond_with_json(
-        expected
+    httpserver.expect_oneshot_request(JOBS, method="POST", json=NIGHTLY, headers=AUTH).respond_with_json(
+        NIGHTLY
     )
-    plan = sync_jobs(app, client=client)
+    plan = sync_jobs(google_app(), client=client)
     httpserver.check_assertions()
     assert [change.action for change in plan.changes] == ["create"]
+
+
+def test_a_resent_create_that_finds_its_own_job_counts_as_made(
+    httpserver: HTTPServer, client: SchedulerClient, waits: list[float]
+) -> None:
+    retry = {
+        key: value for key, value in NIGHTLY["retryConfig"].items() if key != "retryCount"
+    }  # 0: left out
+    answered = {**NIGHTLY, "state": "ENABLED", "retryConfig": retry}
+    httpserver.expect_oneshot_request(JOBS, method="GET").respond_with_json({})
+    httpserver.expect_oneshot_request(JOBS, method="POST").respond_with_response(
+        error("UNAVAILABLE", 503, "the answer was lost")
+    )
+    httpserver.expect_oneshot_request(JOBS, method="POST").respond_with_response(
+        error("ALREADY_EXISTS", 409, "Job already exists.")
+    )
+    httpserver.expect_oneshot_request(f"{JOBS}/nightly", method="GET").respond_with_json(answered)
+    sync_jobs(google_app(), client=client)
+    httpserver.check_assertions()
+    assert len(waits) == 1
+
+    httpserver.expect_oneshot_request(JOBS, method="GET").respond_with_json({})
+    httpserver.expect_oneshot_request(JOBS, method="POST").respond_with_response(
+        error("ALREADY_EXISTS", 409, "Job already exists.")
+    )
+    httpserver.expect_oneshot_request(f"{JOBS}/nightly", method="GET").respond_with_json(
+        {**answered, "schedule": "0 4 * * *"}
+    )
+    with pytest.raises(JobSyncError, match="create job 'nightly' failed: ALREADY_EXISTS: Job already exists"):
+        sync_jobs(google_app(), client=client)
