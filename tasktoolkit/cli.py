@@ -36,13 +36,8 @@ def sync_jobs_command(dry_run: bool, no_prune: bool) -> None:
         plan = sync_jobs(app, dry_run=dry_run, prune=not no_prune, report=None if dry_run else show)
     except TaskToolkitError as exc:
         raise click.ClickException(str(exc)) from exc
-    lines = plan.lines()
-    if dry_run:
-        for line in lines:
-            click.echo(line)
-    else:
-        for line in lines[len(plan.changes) :]:
-            click.echo(line)
+    for line in plan.lines()[0 if dry_run else len(plan.changes) :]:  # changes made were shown as made
+        click.echo(line)
     done = "planned (dry run: nothing changed)" if dry_run else "made"
     click.echo(f"{len(plan.changes)} change(s) {done}, {len(plan.unchanged)} job(s) unchanged.")
     if dry_run and plan.conflicts:
