@@ -40,7 +40,8 @@ __all__ = ["MARKER", "JobChange", "SyncPlan", "SyncSettings", "desired_job", "pl
 
 #: Ends the description of every job the app manages.
 MARKER = "(managed by tasktoolkit)"
-#: The fields a sync sets and compares, as update-mask paths (job.proto, target.proto).
+#: The fields a sync sets and compares (job.proto, target.proto); the part before the ``.`` is the
+#: update-mask path that sets it.
 FIELDS = (
     "description",
     "schedule",
@@ -163,14 +164,25 @@ class JobChange:
     job_id: str
     #: The document sent (create and update).
     job: JobJson | None = None
-    #: The fields an update sets (:data:`FIELDS` paths).
-    update_mask: tuple[str, ...] = ()
+    #: The fields an update changes (:data:`FIELDS` paths).
+    fields: tuple[str, ...] = ()
+
+    @property
+    def update_mask(self) -> tuple[str, ...]:
+        """The UpdateJob mask: the top-level fields that hold :attr:`fields` (``httpTarget`` for ``.uri``).
+
+        The sync sends whole sub-messages (the full ``httpTarget`` and ``retryConfig`` it wants), so replacing
+        each one it touches gives the job that a mask of leaf paths would. Top-level paths are the ones REST
+        callers of the real service are seen to use (``updateMask=httpTarget``); whether it takes leaf paths
+        inside ``HttpTarget`` is not documented, and the runner accepts both, so it cannot tell.
+        """
+        return tuple(dict.fromkeys(path.split(".", 1)[0] for path in self.fields))
 
     def describe(self) -> str:
-        """One readable line, e.g. ``update  nightly: schedule, timeZone``."""
+        """One readable line, e.g. ``update  nightly: schedule, httpTarget.uri``."""
         head = f"{self.action:<7} {self.job_id}"
         if self.action == "update":
-            return f"{head}: {', '.join(self.update_mask)}"
+            return f"{head}: {', '.join(self.fields)}"
         if self.action == "create" and self.job is not None:
             target = _target(self.job)
             return (
@@ -255,13 +267,13 @@ def plan_sync(
 def _reconcile(job: DeclaredJob, want: JobJson, have: JobJson) -> list[JobChange]:
     """The update, pause or resume that brings ``have`` (a managed job) to ``want``."""
     state = have.get("state", "ENABLED")
-    mask: tuple[str, ...]
+    changed: tuple[str, ...]
     if state == "UPDATE_FAILED":  # job.proto: "retry UpdateJob until a successful response is received"
-        mask = FIELDS
+        changed = FIELDS
     else:
         current, target = _compared(have), _compared(want)
-        mask = tuple(path for path in FIELDS if current[path] != target[path])
-    changes = [JobChange("update", job.job_id, want, mask)] if mask else []
+        changed = tuple(path for path in FIELDS if current[path] != target[path])
+    changes = [JobChange("update", job.job_id, want, changed)] if changed else []
     if job.spec.paused and state != "PAUSED":
         changes.append(JobChange("pause", job.job_id))
     elif not job.spec.paused and state in ("PAUSED", "DISABLED"):

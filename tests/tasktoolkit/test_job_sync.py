@@ -134,7 +134,8 @@ def test_a_changed_job_is_updated_with_exactly_the_changed_fields() -> None:
     plan = plan_sync(after, existing, settings())
     [change] = plan.changes
     assert change.action == "update"
-    assert change.update_mask == ("schedule", "timeZone", "retryConfig.retryCount")
+    assert change.fields == ("schedule", "timeZone", "retryConfig.retryCount")
+    assert change.update_mask == ("schedule", "timeZone", "retryConfig")
     assert change.job == desired_job(after[0], settings())
     assert change.describe() == "update  nightly: schedule, timeZone, retryConfig.retryCount"
 
@@ -144,7 +145,7 @@ def test_a_new_base_url_audience_or_account_updates_the_target() -> None:
     existing = [answered(desired_job(jobs[0], settings()))]
     moved = SyncSettings(PROJECT, "us-central1", BASE, "other@sync-project.iam.gserviceaccount.com", None)
     [change] = plan_sync(jobs, existing, moved).changes
-    assert change.update_mask == ("httpTarget.oidcToken",)
+    assert (change.fields, change.update_mask) == (("httpTarget.oidcToken",), ("httpTarget",))
 
 
 def test_paused_and_resumed_jobs() -> None:
@@ -161,7 +162,15 @@ def test_a_job_whose_update_failed_is_updated_with_every_field() -> None:
     jobs = declared(a=JobSpec("0 3 * * *"))
     existing = [answered(desired_job(jobs[0], settings()), state="UPDATE_FAILED")]
     [change] = plan_sync(jobs, existing, settings()).changes
-    assert (change.action, change.update_mask) == ("update", FIELDS)
+    assert (change.action, change.fields) == ("update", FIELDS)
+    assert change.update_mask == (
+        "description",
+        "schedule",
+        "timeZone",
+        "httpTarget",
+        "retryConfig",
+        "attemptDeadline",
+    )
 
 
 def unmanaged(job_id: str, uri: str = f"{BASE}/jobs/by-hand", description: str = "by hand") -> JobJson:
@@ -324,6 +333,13 @@ def test_a_schedule_change_updates_and_a_removed_route_deletes(
     assert sync_jobs(app, client=scheduler).changes == ()
     sync_jobs(make_app(location, {"a": JobSpec("15 3 * * *")}), client=scheduler)
     assert scheduler.get_job("a")["state"] == "ENABLED"
+
+    moved = make_app(location, {"a": JobSpec("15 3 * * *")}, TASKTOOLKIT_AUDIENCE="https://new.example.com")
+    [update] = sync_jobs(moved, client=scheduler).changes
+    assert (update.describe(), update.update_mask) == ("update  a: httpTarget.oidcToken", ("httpTarget",))
+    token = scheduler.get_job("a")["httpTarget"]["oidcToken"]
+    assert token == {"serviceAccountEmail": ACCOUNT, "audience": "https://new.example.com"}
+    assert sync_jobs(moved, client=scheduler).changes == ()
 
 
 def test_unmanaged_jobs_are_never_updated_or_deleted(

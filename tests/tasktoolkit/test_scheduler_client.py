@@ -229,3 +229,19 @@ def test_a_resent_create_that_finds_its_own_job_counts_as_made(
     )
     with pytest.raises(JobSyncError, match="create job 'nightly' failed: ALREADY_EXISTS: Job already exists"):
         sync_jobs(google_app(), client=client)
+
+
+def test_sync_jobs_updates_with_top_level_mask_paths(httpserver: HTTPServer, client: SchedulerClient) -> None:
+    old_uri = "https://worker-abc.a.run.app/jobs/old-path"
+    drifted = {**NIGHTLY, "schedule": "0 4 * * *", "httpTarget": {**NIGHTLY["httpTarget"], "uri": old_uri}}
+    httpserver.expect_oneshot_request(JOBS, method="GET").respond_with_json({"jobs": [drifted]})
+    httpserver.expect_oneshot_request(
+        f"{JOBS}/nightly",
+        method="PATCH",
+        query_string={"updateMask": "schedule,httpTarget"},
+        json=NIGHTLY,
+        headers=AUTH,
+    ).respond_with_json(NIGHTLY)
+    [update] = sync_jobs(google_app(), client=client).changes
+    httpserver.check_assertions()
+    assert update.describe() == "update  nightly: schedule, httpTarget.uri"
