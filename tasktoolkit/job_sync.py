@@ -313,7 +313,8 @@ def _compared(job: JobJson) -> dict[str, Any]:
         "httpTarget.httpMethod": target.get("httpMethod") or "POST",
         "httpTarget.body": _bytes(target.get("body")),
         "httpTarget.oidcToken": (
-            (token.get("serviceAccountEmail"), token.get("audience") or "")
+            # target.proto: without an audience, "the URI specified in target will be used"
+            (token.get("serviceAccountEmail"), token.get("audience") or target.get("uri"))
             if isinstance(token, dict)
             else None
         ),

@@ -123,8 +123,10 @@ def test_a_job_as_the_service_answers_it_is_unchanged() -> None:
     existing[0]["retryConfig"].update(maxDoublings=5, minBackoffDuration="5s")  # the service's defaults for 0
     existing[0]["httpTarget"]["headers"] = {"User-Agent": "Google-Cloud-Scheduler"}  # not a field we set
     plan = plan_sync(jobs, existing, settings())
-    assert plan.changes == ()
-    assert plan.unchanged == ("nightly",)
+    assert (plan.changes, plan.unchanged) == ((), ("nightly",))
+    no_audience = SyncSettings(PROJECT, "us-central1", BASE, ACCOUNT, None)
+    del existing[0]["httpTarget"]["oidcToken"]["audience"]  # the service's default: the URI
+    assert plan_sync(jobs, existing, no_audience).changes == ()
 
 
 def test_a_changed_job_is_updated_with_exactly_the_changed_fields() -> None:
