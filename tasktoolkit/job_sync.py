@@ -1,8 +1,9 @@
 """Reconciles Cloud Scheduler with the jobs an app declares: plan the changes, then make them.
 
 :func:`plan_sync` is pure: from the declared jobs and the jobs that exist it derives what to create, update
-(with the exact update mask), pause, resume or delete. :func:`sync_jobs` lists the jobs of the app's location,
-plans, and applies the plan through a :class:`~tasktoolkit.scheduler_client.SchedulerClient`.
+(the fields that changed, and the update mask that sets them), pause, resume or delete. :func:`sync_jobs`
+lists the jobs of the app's location, plans, and applies the plan through a
+:class:`~tasktoolkit.scheduler_client.SchedulerClient`.
 
 Which jobs the app manages. Cloud Scheduler jobs have no labels, so a job carries its owner in the fields it
 has: a job is the app's when its description ends with :data:`MARKER` and its URI is under the app's
@@ -67,6 +68,7 @@ _DEFAULTS: Mapping[str, Any] = {
 }
 #: Names of UTC the service may answer for a job created with "UTC" (cron page: "Etc/UTC" is the default).
 _UTC_NAMES = frozenset({"", "utc", "etc/utc"})
+#: The requests a sync makes: CreateJob, UpdateJob, PauseJob, ResumeJob, DeleteJob.
 Action = Literal["create", "update", "pause", "resume", "delete"]
 
 
