@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 cli_group = AppGroup("tasktoolkit", help="tasktoolkit commands for this app.")
 
 
-@cli_group.command("sync-jobs")
+@cli_group.command("sync-jobs", short_help="Reconcile Cloud Scheduler with the jobs this app declares.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @click.option(
     "--no-prune",
