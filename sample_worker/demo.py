@@ -16,6 +16,7 @@ Long generated task ids are shortened in the log for readability.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 import shutil
@@ -38,7 +39,10 @@ from sample_worker.jobs import jobs as jobs_blueprint
 from sample_worker.launch import ChildProcess, queue_file, start_runner, start_worker
 from sample_worker.users import Users
 from tasktoolkit.client import TasksClient
-from tasktoolkit.job_spec import declared_jobs, job_document
+from tasktoolkit.errors import ResourceNotFound
+from tasktoolkit.job_spec import declared_jobs
+from tasktoolkit.job_sync import sync_jobs
+from tasktoolkit.scheduler_client import SchedulerClient
 
 PROJECT, LOCATION = "local-project", "us-central1"
 QUEUES = ("emails", "images")
@@ -128,22 +132,31 @@ def use_the_worker(worker_url: str, user_id: str) -> datetime:
 
 
 def fire_the_weekly_digest(runner_url: str, worker_url: str) -> None:
-    """Creates the digest job as the route declares it (replacing one left by an earlier run) and runs it."""
-    routes = Flask("routes")  # the worker's job routes, to read what they declare
+    """Creates the worker's jobs in the runner and fires the digest once with RunJob.
+
+    ``sync_jobs`` creates them, as ``flask tasktoolkit sync-jobs`` does.
+    """
+    routes = Flask("routes")  # the worker's job routes and the settings a sync reads
     routes.register_blueprint(jobs_blueprint)
-    [declared] = declared_jobs(routes)
-    jobs = f"{runner_url}/v1/projects/{PROJECT}/locations/{LOCATION}/jobs"
-    job = job_document(
-        declared, worker_url + declared.path, service_account=SCHEDULER_ACCOUNT, audience=worker_url
+    routes.config.update(
+        TASKTOOLKIT_PROJECT=PROJECT,
+        TASKTOOLKIT_LOCATION=LOCATION,
+        TASKTOOLKIT_BASE_URL=worker_url,
+        TASKTOOLKIT_AUDIENCE=worker_url,
+        TASKTOOLKIT_SERVICE_ACCOUNT=SCHEDULER_ACCOUNT,
     )
-    job["name"] = f"projects/{PROJECT}/locations/{LOCATION}/jobs/{declared.job_id}"
-    requests.delete(f"{jobs}/{declared.job_id}", timeout=30)  # NOT_FOUND unless an earlier run left it
-    requests.post(jobs, json=job, timeout=30).raise_for_status()
-    created = requests.get(f"{jobs}/{declared.job_id}", timeout=30).json()
-    spec, next_fire = declared.spec, created["scheduleTime"]
-    say("demo", f"job {declared.job_id}: '{spec.schedule}' {spec.time_zone}, next fire {next_fire}")
-    requests.post(f"{jobs}/{declared.job_id}:run", json={}, timeout=30).raise_for_status()
-    say("demo", f"job {declared.job_id}: RunJob, one fire now -> one digest email task per user")
+    with SchedulerClient(PROJECT, LOCATION, endpoint=runner_url) as scheduler:
+        for declared in declared_jobs(routes):  # left by an earlier run, for a worker on another port
+            with contextlib.suppress(ResourceNotFound):
+                scheduler.delete_job(declared.job_id)
+        sync_jobs(
+            routes, client=scheduler, report=lambda change: say("demo", f"sync-jobs: {change.describe()}")
+        )
+        job = scheduler.get_job("weekly-digest")
+        schedule, zone, next_fire = job["schedule"], job["timeZone"], job["scheduleTime"]
+        say("demo", f"job weekly-digest: '{schedule}' {zone}, next fire {next_fire}")
+        scheduler.run_job("weekly-digest")
+    say("demo", "job weekly-digest: RunJob, one fire now -> one digest email task per user")
 
 
 def outcomes(worker_url: str, user_id: str, reminder_at: datetime) -> dict[str, str]:

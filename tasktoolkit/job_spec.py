@@ -11,7 +11,6 @@ fails at import, not at the first fire.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import math
 import re
@@ -213,42 +212,3 @@ def declared_jobs(app: Flask) -> list[DeclaredJob]:
             )
         found.setdefault(job_id, job)
     return sorted(found.values(), key=lambda job: job.job_id)
-
-
-def _duration(seconds: float) -> str:
-    """A proto3 JSON Duration: ``"180s"``, ``"0.5s"``."""
-    return f"{seconds:.9f}".rstrip("0").rstrip(".") + "s"
-
-
-def job_document(
-    job: DeclaredJob, uri: str, *, service_account: str | None = None, audience: str | None = None
-) -> dict[str, Any]:
-    """The Cloud Scheduler v1 ``Job`` (proto3 JSON, without its ``name``) that runs ``job`` at ``uri``.
-
-    Args:
-        job: The declared job.
-        uri: The full URL of its route.
-        service_account: The email of the OIDC token Cloud Scheduler sends; ``None``: no token.
-        audience: The token's audience; ``None``: the URI, as Cloud Scheduler does.
-    """
-    spec = job.spec
-    target: dict[str, Any] = {"uri": uri, "httpMethod": job.http_method}
-    if spec.body:
-        target["body"] = base64.b64encode(spec.body).decode("ascii")
-    if service_account is not None:
-        token = {"serviceAccountEmail": service_account}
-        target["oidcToken"] = {**token, "audience": audience} if audience else token
-    return {
-        "description": spec.description,
-        "schedule": spec.schedule,
-        "timeZone": spec.time_zone,
-        "httpTarget": target,
-        "retryConfig": {
-            "retryCount": spec.retry_count,
-            "maxRetryDuration": _duration(spec.max_retry_duration_s),
-            "minBackoffDuration": _duration(spec.min_backoff_s),
-            "maxBackoffDuration": _duration(spec.max_backoff_s),
-            "maxDoublings": spec.max_doublings,
-        },
-        "attemptDeadline": _duration(spec.attempt_deadline_s),
-    }

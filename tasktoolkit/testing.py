@@ -43,19 +43,20 @@ from local_runner.store.memory import MemoryTaskStore
 from tasktoolkit.client import TasksClient, error_from_answer
 from tasktoolkit.config import (
     ALLOWED_SERVICE_ACCOUNTS,
-    AUDIENCE,
     BASE_URL,
     LOCATION,
     PROJECT,
     SERVICE_ACCOUNT,
-    config_string,
     config_strings,
+    token_audience,
+    token_service_account,
 )
 from tasktoolkit.enqueue import install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY
-from tasktoolkit.job_spec import declared_jobs, job_document
+from tasktoolkit.job_spec import declared_jobs
+from tasktoolkit.job_sync import SyncSettings, desired_job
 from tasktoolkit.taskspec import TaskNameParts
 
 __all__ = ["AttemptRecord", "Delivery", "FakeQueue", "FakeQueueError", "FakeScheduler", "FakeTask", "Fire"]
@@ -695,13 +696,6 @@ def _client_error(error: ApiError) -> TaskToolkitError:
     return error_from_answer(error.code.http_status, payload)
 
 
-def _scheduler_account(app: Flask, given: str | None) -> str | None:
-    if given is not None:
-        return given
-    allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
-    return config_string(app.config, SERVICE_ACCOUNT) or (allowed[0] if allowed else None)
-
-
 class FakeScheduler:
     """The app's Cloud Scheduler jobs, fired into the app on a :class:`FakeQueue`'s virtual clock.
 
@@ -730,27 +724,38 @@ class FakeScheduler:
         fake, app = self._fake, self._fake.app
         if app is None:
             return
-        base = str(app.config.get(BASE_URL) or "http://localhost").rstrip("/")
-        audiences = config_strings(app.config, AUDIENCE, split=False)
-        audience = audiences[0] if audiences else None
-        account = _scheduler_account(app, self._service_account)
+        declared = declared_jobs(app)
+        settings = self._settings(app) if declared else None
         now = fake._clock.now()
         jobs: dict[str, Job] = {}
-        for declared in declared_jobs(app):
-            name = f"projects/{fake.project}/locations/{fake.location}/jobs/{declared.job_id}"
-            document = job_document(
-                declared, base + declared.path, service_account=account, audience=audience
-            )
+        for job_declared in declared:
+            assert settings is not None
+            document = desired_job(job_declared, settings)  # what `flask tasktoolkit sync-jobs` creates
+            name = document.pop("name")
             try:
                 job = job_from_fields(name, job_fields_from_json(document))
             except ApiError as error:
-                raise ConfigurationError(f"job {declared.job_id!r}: {error.message}") from None
+                raise ConfigurationError(f"job {job_declared.job_id!r}: {error.message}") from None
             existing = self._jobs.get(name)
             if existing is not None and _settings(existing) == _settings(job):
                 jobs[name] = existing
             else:
-                jobs[name] = firing.paused(job) if declared.spec.paused else firing.enabled(job, now)
+                jobs[name] = firing.paused(job) if job_declared.spec.paused else firing.enabled(job, now)
         self._jobs = jobs
+
+    def _settings(self, app: Flask) -> SyncSettings:
+        """Where the jobs are and whose token they send: the app's config, as ``sync-jobs`` reads it."""
+        allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
+        account = self._service_account or token_service_account(app.config) or next(iter(allowed), None)
+        if account is None:
+            raise ConfigurationError(
+                f"the fake scheduler needs the service account of its tokens: set {SERVICE_ACCOUNT} or "
+                f"{ALLOWED_SERVICE_ACCOUNTS}, or pass FakeQueue(scheduler_service_account=...)"
+            )
+        base = str(app.config.get(BASE_URL) or "http://localhost").rstrip("/")
+        return SyncSettings(
+            self._fake.project, self._fake.location, base, account, token_audience(app.config)
+        )
 
     # -- inspection -------------------------------------------------------------------------------
 

@@ -55,6 +55,7 @@ def test_demo_shows_every_scenario_and_stops_both_processes(tmp_path: Path) -> N
         "on time (due",
         "thumbnail 128x96 on attempt 3",
         "rejected on attempt 1 (thumbnails need image/png, got application/pdf)",
+        "sync-jobs: create  weekly-digest: 0 9 * * 1 (Europe/London), POST http://127.0.0.1:",
         "job weekly-digest: '0 9 * * 1' Europe/London, next fire ",
         "weekly digest weekly-digest@",
         ": 3 email task(s) enqueued, 0 already enqueued",
