@@ -11,10 +11,11 @@ The runner's CPU per CreateTask (from /proc) is reported for the wrk run and the
 Sides alternate within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
 
 ``--grpc-ceilings`` measures gRPC CreateTask only, alternating within each run: the peer and the runner
-(official client, 8 threads), a null gRPC server that answers with a fixed Task and stores nothing (what
-the official client reaches at all here), and the runner and the peer from a faster client (one
-``grpc.aio`` channel, 64 calls in flight); ``--baseline`` adds a runner from another checkout (a worktree
-of an older commit) under the official client's load. Writes bench/results/enqueue_grpc_ceilings.json.
+from the official client (1 and 8 threads) and from a faster client (one ``grpc.aio`` channel, 64 calls
+in flight), and a null gRPC server that answers with a fixed Task and stores nothing (what each client
+reaches at all here); ``--baseline`` adds a runner from another checkout (a worktree of an older commit)
+under the same loads. Every task a runner acknowledged is counted back through ListTasks.
+Writes bench/results/enqueue_grpc_ceilings.json.
 """
 
 from __future__ import annotations
@@ -232,20 +233,29 @@ def grpc_aio_rate(python: Path, port: int, count: int) -> float:
     return float(answer["timed"] / answer["seconds"])
 
 
+def grpc_side(python: Path, port: int, count: int, name: str, pid: int | None = None) -> dict[str, float]:
+    """One server's gRPC figures: the official client with 1 and 8 threads, then the faster client.
+
+    Creates the paused queue first; with the server's ``pid``, also its CPU µs per call (8 threads).
+    """
+    benchlib.grpc_client(python, port, "create-queues", "--queues", GRPC_QUEUE, "--paused")
+    out = {f"{name}_1_thread": grpc_rate(python, port, count // 2, 1)[0]}
+    out[f"{name}_8_threads"], cpu = grpc_rate(python, port, count, 8, pid)
+    if pid:
+        out[f"{name}_cpu_us"] = cpu
+    out[f"{name}_aio"] = grpc_aio_rate(python, port, count)
+    return out
+
+
 def runner_grpc(
     tmp: Path, name: str, python: Path, count: int, checkout: Path = benchlib.ROOT
 ) -> dict[str, float]:
-    """A runner's gRPC figures: the official client's 8 threads, then the faster client; all counted back."""
+    """A runner's :func:`grpc_side` figures; every task acknowledged is then counted back."""
     data = tmp / f"data-{name}"
     runner = Runner(tmp, data, checkout=checkout).wait_ready()
     try:
-        port = int(runner.url.rpartition(":")[2])
-        benchlib.grpc_client(python, port, "create-queues", "--queues", GRPC_QUEUE, "--paused")
-        out = {}
-        out[f"{name}_8_threads"], out[f"{name}_cpu_us"] = grpc_rate(python, port, count, 8, runner.pid)
-        if name == "runner":
-            out["runner_aio"] = grpc_aio_rate(python, port, count)
-        check_stored(runner, count + (count if name == "runner" else 0))
+        out = grpc_side(python, int(runner.url.rpartition(":")[2]), count, name, runner.pid)
+        check_stored(runner, count // 2 + 2 * count)
     finally:
         runner.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -266,21 +276,35 @@ def null_server(tmp: Path, python: Path) -> Iterator[int]:
         child.stop()
 
 
+_AIO = f"one grpc.aio channel, {AIO_CONCURRENCY} calls in flight"
 CEILING_LABELS = {
+    "peer_1_thread": LABELS["peer_1_thread"],
     "peer_8_threads": LABELS["peer_8_threads"],
+    "peer_aio": f"gcloud-tasks-emulator CreateTask, gRPC, {_AIO}",
+    "runner_1_thread": LABELS["grpc_1_thread"],
     "runner_8_threads": LABELS["grpc_8_threads"],
-    "baseline_8_threads": "baseline " + LABELS["grpc_8_threads"],
-    "null_8_threads": "null gRPC server (fixed answer, no storage), official client, 8 threads",
-    "runner_aio": f"runner CreateTask, gRPC, one grpc.aio channel, {AIO_CONCURRENCY} in flight",
-    "peer_aio": f"gcloud-tasks-emulator CreateTask, gRPC, one grpc.aio channel, {AIO_CONCURRENCY} in flight",
+    "runner_aio": f"runner CreateTask, gRPC, {_AIO}",
     "runner_cpu_us": LABELS["grpc_cpu_us"],
+    "baseline_1_thread": "baseline " + LABELS["grpc_1_thread"],
+    "baseline_8_threads": "baseline " + LABELS["grpc_8_threads"],
+    "baseline_aio": f"baseline runner CreateTask, gRPC, {_AIO}",
     "baseline_cpu_us": "baseline " + LABELS["grpc_cpu_us"],
+    "null_8_threads": "null gRPC server (fixed answer, no storage), official client, 8 threads",
+    "null_aio": f"null gRPC server (fixed answer, no storage), {_AIO}",
 }
 CEILING_RATIOS = {
+    "runner_vs_peer_1_thread": (
+        "runner_1_thread",
+        "peer_1_thread",
+        "runner / peer, official client, 1 thread",
+    ),
     "runner_vs_peer": ("runner_8_threads", "peer_8_threads", "runner / peer, official client, 8 threads"),
     "null_vs_peer": ("null_8_threads", "peer_8_threads", "null server / peer, official client, 8 threads"),
-    "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
     "runner_aio_vs_peer_aio": ("runner_aio", "peer_aio", "runner / peer, grpc.aio client"),
+    "runner_vs_baseline_1_thread": ("runner_1_thread", "baseline_1_thread", "runner / baseline, 1 thread"),
+    "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
+    "runner_vs_baseline_aio": ("runner_aio", "baseline_aio", "runner / baseline, grpc.aio client"),
+    "cpu_vs_baseline": ("runner_cpu_us", "baseline_cpu_us", "runner CPU per call / baseline, 8 threads"),
 }
 
 
@@ -289,24 +313,23 @@ def grpc_ceilings(args: object, python: Path) -> None:
     figures = Figures("enqueue_grpc_ceilings", args)  # type: ignore[arg-type]
     count = args.tasks  # type: ignore[attr-defined]
     baseline = Path(args.baseline) if args.baseline else None  # type: ignore[attr-defined]
-    figures.note(f"pure-Python 10M loop: {benchlib.python_loop_seconds():.3f} s")
+    figures.note(f"pure-Python 10M-iteration loop (benchlib): {benchlib.python_loop_seconds():.3f} s")
     runs: dict[str, list[float]] = {key: [] for key in CEILING_LABELS}
     with benchlib.workdir("enqueue-grpc") as tmp:
         for run in range(args.runs):  # type: ignore[attr-defined]
             peer = Peer(tmp, python)
             try:
-                peer.client("create-queues", "--queues", GRPC_QUEUE, "--paused")
-                runs["peer_8_threads"].append(grpc_rate(python, peer.port, count, 8)[0])
-                runs["peer_aio"].append(grpc_aio_rate(python, peer.port, count))
+                figures_of_run = grpc_side(python, peer.port, count, "peer")
             finally:
                 peer.stop()
-            for key, value in runner_grpc(tmp, "runner", python, count).items():
-                runs[key].append(value)
+            figures_of_run |= runner_grpc(tmp, "runner", python, count)
             if baseline is not None:
-                for key, value in runner_grpc(tmp, "baseline", python, count, baseline).items():
-                    runs[key].append(value)
+                figures_of_run |= runner_grpc(tmp, "baseline", python, count, baseline)
             with null_server(tmp, python) as port:
-                runs["null_8_threads"].append(grpc_rate(python, port, count, 8)[0])
+                figures_of_run["null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+                figures_of_run["null_aio"] = grpc_aio_rate(python, port, count)
+            for key, value in figures_of_run.items():
+                runs[key].append(value)
             print(
                 f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items() if v), flush=True
             )

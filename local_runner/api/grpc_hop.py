@@ -59,10 +59,15 @@ class LoopHop:
         return future.result(timeout)
 
     def close(self) -> None:
-        """Refuse new work and fail the work not started yet; work already running finishes."""
+        """Refuse new work, fail the work not started yet and cancel the work still running.
+
+        Call it on the loop's thread, once the calls in flight had their grace period.
+        """
         with self._lock:
             self._closed = True
         self._fail_waiting()
+        for task in list(self._running):
+            task.cancel()  # its caller gets LoopClosed
 
     def _fail_waiting(self) -> None:
         with self._lock:

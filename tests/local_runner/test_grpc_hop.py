@@ -70,23 +70,22 @@ def test_an_error_on_the_loop_reaches_the_caller(loop: asyncio.AbstractEventLoop
         LoopHop(loop).run(_fail, _WAIT_S)
 
 
-def test_after_close_work_is_refused_and_work_in_flight_finishes(loop: asyncio.AbstractEventLoop) -> None:
+def test_close_refuses_new_work_and_cancels_work_in_flight(loop: asyncio.AbstractEventLoop) -> None:
     hop = LoopHop(loop)
-    release = asyncio.Event()
 
-    async def in_flight() -> str:
-        await release.wait()
-        return "finished"
+    async def never_done() -> str:
+        await asyncio.Event().wait()
+        return "unreachable"
 
     with ThreadPoolExecutor(1) as thread:
-        running = thread.submit(hop.run, in_flight, _WAIT_S)
+        running = thread.submit(hop.run, never_done, _WAIT_S)
         while not hop._running:
             threading.Event().wait(0.001)
-        hop.close()
+        _on_loop(loop, hop.close)
         with pytest.raises(LoopClosed):
-            hop.run(lambda: _double(1), _WAIT_S)
-        _on_loop(loop, release.set)
-        assert running.result(_WAIT_S) == "finished"
+            running.result(_WAIT_S)
+    with pytest.raises(LoopClosed):
+        hop.run(lambda: _double(1), _WAIT_S)
 
 
 def test_work_on_a_closed_loop_is_refused() -> None:
