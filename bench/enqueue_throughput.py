@@ -12,9 +12,10 @@ Sides alternate within each run. Prints one figure per line and writes bench/res
 
 ``--grpc-ceilings`` measures gRPC CreateTask only, alternating within each run: the peer and the runner
 from the official client (1 and 8 threads) and from a faster client (one ``grpc.aio`` channel, 64 calls
-in flight), and a null gRPC server that answers with a fixed Task and stores nothing (what each client
-reaches at all here); ``--baseline`` adds a runner from another checkout (a worktree of an older commit)
-under the same loads. Every task a runner acknowledged is counted back through ListTasks.
+in flight), and null gRPC servers (grpcio's threaded one and ``grpc.aio``) that answer with a fixed Task
+and store nothing (what each client reaches at all here). ``--baseline`` adds a runner from another
+checkout (a worktree of an older commit) under the same loads. Every task a runner acknowledged is
+counted back through ListTasks.
 Writes bench/results/enqueue_grpc_ceilings.json.
 """
 
@@ -263,11 +264,19 @@ def runner_grpc(
 
 
 @contextlib.contextmanager
-def null_server(tmp: Path, python: Path) -> Iterator[int]:
-    """``peer_client.py serve-null`` on a free port; yields the port."""
+def null_server(tmp: Path, python: Path, kind: str) -> Iterator[int]:
+    """``peer_client.py serve-null --server KIND`` on a free port; yields the port."""
     port = benchlib.free_port()
-    command = [str(python), str(BENCH / "peer_client.py"), "--port", str(port), "serve-null"]
-    child = benchlib.Child(command, tmp / "null-server.log")
+    command = [
+        str(python),
+        str(BENCH / "peer_client.py"),
+        "--port",
+        str(port),
+        "serve-null",
+        "--server",
+        kind,
+    ]
+    child = benchlib.Child(command, tmp / f"null-server-{kind}.log")
     try:
         benchlib.wait_for(lambda: benchlib.port_open(port) or not child.alive(), 60, "the null server")
         child.check_alive("null gRPC server")
@@ -289,8 +298,9 @@ CEILING_LABELS = {
     "baseline_8_threads": "baseline " + LABELS["grpc_8_threads"],
     "baseline_aio": f"baseline runner CreateTask, gRPC, {_AIO}",
     "baseline_cpu_us": "baseline " + LABELS["grpc_cpu_us"],
-    "null_8_threads": "null gRPC server (fixed answer, no storage), official client, 8 threads",
-    "null_aio": f"null gRPC server (fixed answer, no storage), {_AIO}",
+    "null_8_threads": "null gRPC server (threaded, fixed answer, no storage), official client, 8 threads",
+    "null_aio": f"null gRPC server (threaded, fixed answer, no storage), {_AIO}",
+    "aio_null_8_threads": "null grpc.aio server (fixed answer, no storage), official client, 8 threads",
 }
 CEILING_RATIOS = {
     "runner_vs_peer_1_thread": (
@@ -300,6 +310,7 @@ CEILING_RATIOS = {
     ),
     "runner_vs_peer": ("runner_8_threads", "peer_8_threads", "runner / peer, official client, 8 threads"),
     "null_vs_peer": ("null_8_threads", "peer_8_threads", "null server / peer, official client, 8 threads"),
+    "null_aio_vs_peer_aio": ("null_aio", "peer_aio", "null server / peer, grpc.aio client"),
     "runner_aio_vs_peer_aio": ("runner_aio", "peer_aio", "runner / peer, grpc.aio client"),
     "runner_vs_baseline_1_thread": ("runner_1_thread", "baseline_1_thread", "runner / baseline, 1 thread"),
     "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
@@ -325,9 +336,11 @@ def grpc_ceilings(args: object, python: Path) -> None:
             figures_of_run |= runner_grpc(tmp, "runner", python, count)
             if baseline is not None:
                 figures_of_run |= runner_grpc(tmp, "baseline", python, count, baseline)
-            with null_server(tmp, python) as port:
+            with null_server(tmp, python, "threads") as port:
                 figures_of_run["null_8_threads"] = grpc_rate(python, port, count, 8)[0]
                 figures_of_run["null_aio"] = grpc_aio_rate(python, port, count)
+            with null_server(tmp, python, "aio") as port:
+                figures_of_run["aio_null_8_threads"] = grpc_rate(python, port, count, 8)[0]
             for key, value in figures_of_run.items():
                 runs[key].append(value)
             print(

@@ -6,7 +6,7 @@ Usage: python bench/peer_client.py --port PORT ACTION ...; prints one JSON line.
   enqueue-aio --queues q0,q1 --count N --concurrency C --target URL   the same requests from one
                                               ``grpc.aio`` channel with C calls in flight (a faster client)
   resume --queues q0,q1                       resume queues
-  serve-null [--port 0]                       a gRPC server answering every CreateTask with one fixed Task
+  serve-null [--server threads|aio]           a gRPC server answering every CreateTask with one fixed Task
                                               and storing nothing (the client's ceiling); prints its port
 """
 
@@ -71,19 +71,33 @@ async def enqueue_aio(port: int, names: list[str], count: int, concurrency: int,
         return time.perf_counter() - started
 
 
-def serve_null(port: int) -> None:
-    """Answer CreateTask with one fixed, pre-serialized Task until killed (``grpc.aio``, one event loop)."""
+def serve_null(port: int, kind: str) -> None:
+    """Answer CreateTask with one fixed, pre-serialized Task until killed; prints the bound port.
+
+    ``kind`` is ``threads`` (grpcio's threaded server, as the peer uses) or ``aio`` (``grpc.aio``).
+    """
     answer = tasks_v2.Task.serialize(tasks_v2.Task(name=f"{PARENT}/queues/null/tasks/1"))
 
-    async def create_task(request: bytes, context: aio.ServicerContext) -> bytes:
+    def create_task(request: bytes, context: grpc.ServicerContext) -> bytes:
         return answer
 
-    async def run() -> None:
-        handler = grpc.method_handlers_generic_handler(
-            "google.cloud.tasks.v2.CloudTasks",
-            {"CreateTask": grpc.unary_unary_rpc_method_handler(create_task)},
+    async def create_task_aio(request: bytes, context: aio.ServicerContext) -> bytes:
+        return answer
+
+    def handler(behaviour: Any) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            "google.cloud.tasks.v2.CloudTasks", {"CreateTask": grpc.unary_unary_rpc_method_handler(behaviour)}
         )
-        server = aio.server(handlers=[handler])
+
+    if kind == "threads":
+        server = grpc.server(ThreadPoolExecutor(16), handlers=[handler(create_task)])
+        print(json.dumps({"port": server.add_insecure_port(f"127.0.0.1:{port}")}), flush=True)
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def run() -> None:
+        server = aio.server(handlers=[handler(create_task_aio)])
         bound = server.add_insecure_port(f"127.0.0.1:{port}")
         await server.start()
         print(json.dumps({"port": bound}), flush=True)
@@ -102,10 +116,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--target", default="")
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--server", choices=["threads", "aio"], default="threads")
     args = parser.parse_args()
     names = [f"{PARENT}/queues/{q}" for q in args.queues.split(",") if q]
     if args.action == "serve-null":
-        serve_null(args.port)
+        serve_null(args.port, args.server)
     elif args.action == "enqueue-aio":
         seconds = asyncio.run(enqueue_aio(args.port, names, args.count, args.concurrency, args.target))
         print(json.dumps({"count": args.count, "timed": args.count - 1, "seconds": seconds}))
