@@ -12,10 +12,13 @@ import asyncio
 import concurrent.futures
 import functools
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 R = TypeVar("R")
+#: How often a waiting thread checks that the loop is still there, in seconds.
+_CHECK_LOOP_S = 1.0
 #: Makes the coroutine to run on the loop.
 Work = Callable[[], Coroutine[Any, Any, R]]
 
@@ -41,7 +44,8 @@ class LoopHop:
         """Run ``work()`` on the loop and wait for its result in this thread (not the loop's).
 
         Raises:
-            LoopClosed: the hop was closed before the work could start.
+            LoopClosed: the hop was closed before the work could start, or the loop closed before it ended
+                (so no thread waits forever on a loop that is gone, and the process can exit).
             TimeoutError: no result within ``timeout`` seconds.
         """
         future: concurrent.futures.Future[R] = concurrent.futures.Future()
@@ -56,7 +60,16 @@ class LoopHop:
                 self._loop.call_soon_threadsafe(self._start_waiting)
             except RuntimeError:  # the loop is closed
                 self._fail_waiting()
-        return future.result(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = _CHECK_LOOP_S if deadline is None else min(_CHECK_LOOP_S, deadline - time.monotonic())
+            try:
+                return future.result(max(0.0, wait))
+            except TimeoutError:
+                if self._loop.is_closed():
+                    raise LoopClosed("the runner stopped") from None
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise
 
     def close(self) -> None:
         """Refuse new work, fail the work not started yet and cancel the work still running.

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from local_runner.api import grpc_hop
 from local_runner.api.grpc_hop import LoopClosed, LoopHop
 
 #: Bounds the waits on other threads (each is over in milliseconds when things work).
@@ -93,3 +94,18 @@ def test_work_on_a_closed_loop_is_refused() -> None:
     closed.close()
     with pytest.raises(LoopClosed):
         LoopHop(closed).run(lambda: _double(1), _WAIT_S)
+
+
+def test_work_pending_when_the_loop_closes_fails_instead_of_waiting_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(grpc_hop, "_CHECK_LOOP_S", 0.01)
+    idle = asyncio.new_event_loop()  # takes the work, never runs it, then closes
+    hop = LoopHop(idle)
+    with ThreadPoolExecutor(1) as thread:
+        waiting = thread.submit(hop.run, lambda: _double(1), _WAIT_S)
+        while not hop._woken:
+            threading.Event().wait(0.001)
+        idle.close()
+        with pytest.raises(LoopClosed):
+            waiting.result(_WAIT_S)
