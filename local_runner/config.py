@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from local_runner.codec import queue_from_json, queue_state_from_json
+from local_runner.codec.queues import queue_from_json, queue_state_from_json
 from local_runner.engine.duplicates import check_rate
 from local_runner.errors import ApiError, InvalidArgument, RunnerError
 from local_runner.model import Queue, QueueState
@@ -27,6 +27,9 @@ class RunnerSettings:
 
     host: str = "127.0.0.1"
     port: int = 8123
+    #: Further ``Host`` names the API answers (``--allowed-host``); bound to another address than
+    #: loopback, giving any also refuses the names not given (``local_runner.api.browser_guard``).
+    allowed_hosts: tuple[str, ...] = ()
     #: Where the SQLite database and the OIDC signing key live; ``None`` keeps everything in memory.
     data_dir: Path | None = Path(".runner")
     project: str = "local-project"

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from local_runner.api.grpc_json import parse_answer
 from local_runner.api.grpc_methods import PathVariable, RpcMethod
-from local_runner.codec import JsonObject, snake
+from local_runner.codec.scalars import JsonObject, snake
 from local_runner.errors import InvalidArgument
 
 

@@ -32,7 +32,7 @@ from reliability.sink import AppThread
 
 from local_runner.api import browser_guard, views
 from local_runner.clock import SystemClock
-from local_runner.codec import format_timestamp, parse_duration, snake
+from local_runner.codec.scalars import format_timestamp, parse_duration, snake
 from local_runner.errors import Code, InvalidArgument
 from local_runner.service import TasksService
 from local_runner.store import SQLiteTaskStore
@@ -53,7 +53,7 @@ class ApiUnderTest:
         self.service = TasksService(self.store, SystemClock())
         app = web.Application(
             client_max_size=views.MAX_REQUEST_BYTES,
-            middlewares=[browser_guard.middleware(loopback_only=True)],
+            middlewares=[browser_guard.middleware(browser_guard.HostCheck("127.0.0.1"))],
         )
         views.register(app, self.service)
         self.thread = AppThread()
