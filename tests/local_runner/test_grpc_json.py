@@ -14,7 +14,8 @@ from google.protobuf.message import Message
 
 from local_runner.api import grpc_json
 from local_runner.api.grpc_json import parse_answer
-from local_runner.codec import queue_to_json, task_to_json
+from local_runner.codec.queues import queue_to_json
+from local_runner.codec.tasks import task_to_json
 from local_runner.model import (
     Attempt,
     HttpRequest,
