@@ -31,8 +31,13 @@ HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ATTEMPT_DEADLINE_RANGE_S = (15.0, 1800.0)
 #: Largest ``retry_count`` (job.proto ``RetryConfig.retry_count``).
 MAX_RETRY_COUNT = 5
-#: Longest ``description`` (job.proto).
-MAX_DESCRIPTION = 500
+#: Ends the description of every job the sync command manages (Cloud Scheduler jobs have no labels).
+MARKER = "(managed by tasktoolkit)"
+#: Longest declared ``description``: job.proto's 500 characters, less a space and :data:`MARKER`.
+MAX_DESCRIPTION = 500 - 1 - len(MARKER)
+#: What the service reads a zero ``min_backoff_s`` / ``max_backoff_s`` as (job.proto ``RetryConfig``).
+DEFAULT_MIN_BACKOFF_S = 5.0
+DEFAULT_MAX_BACKOFF_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ class JobSpec:
             isinstance(self.description, str) and len(self.description) <= MAX_DESCRIPTION,
             "description",
             self.description,
-            f"a str of at most {MAX_DESCRIPTION} characters",
+            f"a str of at most {MAX_DESCRIPTION} characters (500, less room for the sync marker)",
         )
         _check(
             _int_in(self.retry_count, 0, MAX_RETRY_COUNT),
@@ -93,11 +98,13 @@ class JobSpec:
             ("max_backoff_s", self.max_backoff_s),
         ):
             _check(_seconds(value) and value >= 0, field, value, "a number of seconds >= 0")
+        effective_min = self.min_backoff_s or DEFAULT_MIN_BACKOFF_S
+        effective_max = self.max_backoff_s or DEFAULT_MAX_BACKOFF_S
         _check(
-            self.min_backoff_s <= self.max_backoff_s,
+            effective_min <= effective_max,
             "min_backoff_s",
             self.min_backoff_s,
-            f"at most max_backoff_s ({self.max_backoff_s:g})",
+            f"at most max_backoff_s ({effective_max:g}; a zero reads as the service's default)",
         )
         low, high = ATTEMPT_DEADLINE_RANGE_S
         _check(

@@ -158,7 +158,8 @@ def test_the_route_declares_its_job(nightly: Nightly) -> None:
         ({"schedule": "every monday"}, "schedule"),
         ({"schedule": "0 9 * * 1", "time_zone": "Mars/Olympus"}, "time_zone"),
         ({"schedule": "0 9 * * 1", "retry_count": 6}, "retry_count"),
-        ({"schedule": "0 9 * * 1", "description": "x" * 501}, "description"),
+        ({"schedule": "0 9 * * 1", "description": "x" * 476}, "description"),
+        ({"schedule": "0 9 * * 1", "min_backoff_s": 0, "max_backoff_s": 1}, "min_backoff_s"),
         ({"schedule": "0 9 * * 1", "lease_s": -1}, "lease_s"),
     ],
 )
