@@ -15,15 +15,14 @@ from flask import Flask, current_app
 from werkzeug.routing import BuildError
 
 from tasktoolkit.config import (
-    ALLOWED_SERVICE_ACCOUNTS,
-    AUDIENCE,
     BASE_URL,
     DEFAULT_QUEUE,
     LOCATION,
     PROJECT,
     SERVICE_ACCOUNT,
     config_string,
-    config_strings,
+    token_audience,
+    token_service_account,
 )
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.taskspec import CreatedTask
@@ -82,27 +81,22 @@ def _route(app: Flask, view: object, route_args: Mapping[str, Any]) -> tuple[str
 
 
 def _audience(app: Flask) -> str | None:
-    audiences = config_strings(app.config, AUDIENCE, split=False)
-    return audiences[0] if audiences else None
+    return token_audience(app.config)
 
 
 def _service_account(app: Flask) -> str | None:
-    account = config_string(app.config, SERVICE_ACCOUNT)
-    if account is None:
-        allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
-        account = allowed[0] if len(allowed) == 1 else None
-    return account
+    return token_service_account(app.config)
 
 
-def enqueue_route(
+def route_task(
     view: object,
     payload: Any,
     *,
     queue: str | None,
     route_args: Mapping[str, Any] | None,
     options: Mapping[str, Any],
-) -> CreatedTask | None:
-    """Creates a task for the route that ``view`` serves in the current app.
+) -> tuple[Flask, str, dict[str, Any]]:
+    """The current app, the queue and the ``enqueue()`` options of a task for the route ``view`` serves.
 
     The URL is ``TASKTOOLKIT_BASE_URL`` + the route's path; the OIDC token is for
     ``TASKTOOLKIT_SERVICE_ACCOUNT`` (or the only allowed service account) with the first
@@ -138,4 +132,17 @@ def enqueue_route(
                 "(or pass service_account=None to send none)"
             )
         task_options.pop("audience")
+    return app, queue, task_options
+
+
+def enqueue_route(
+    view: object,
+    payload: Any,
+    *,
+    queue: str | None,
+    route_args: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+) -> CreatedTask | None:
+    """Creates a task for the route that ``view`` serves in the current app (see :func:`route_task`)."""
+    app, queue, task_options = route_task(view, payload, queue=queue, route_args=route_args, options=options)
     return client_for(app).enqueue(queue, **task_options)
