@@ -247,7 +247,7 @@ def counting_pool_store(url: str) -> tuple[DedupStore, list[Any]]:
     class CountingPool(redis.ConnectionPool):
         def get_connection(self, *args: Any, **kwargs: Any) -> Any:
             connection = super().get_connection(*args, **kwargs)
-            taken.append((threading.get_ident(), connection))
+            taken.append((threading.current_thread().name, connection))
             return connection
 
     client = redis.Redis(connection_pool=CountingPool.from_url(url))
