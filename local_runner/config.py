@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from local_runner.codec import queue_from_json, queue_state_from_json
+from local_runner.codec.queues import queue_from_json, queue_state_from_json
 from local_runner.engine.duplicates import check_rate
 from local_runner.errors import ApiError, InvalidArgument, RunnerError
 from local_runner.model import Queue, QueueState

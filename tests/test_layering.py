@@ -157,9 +157,14 @@ def test_the_management_commands_do_not_load_the_server() -> None:
     assert "local_runner.server" not in top_level
 
 
-def test_engine_imports_only_model_errors_and_codec() -> None:
-    """The engine is sans-IO; it may format times with the (stdlib-only) codec."""
-    allowed_local = ("local_runner.model", "local_runner.errors", "local_runner.engine", "local_runner.codec")
+def test_engine_imports_only_model_errors_and_codec_scalars() -> None:
+    """The engine is sans-IO; it may format times with the (stdlib-only) codec's scalars."""
+    allowed_local = (
+        "local_runner.model",
+        "local_runner.errors",
+        "local_runner.engine",
+        "local_runner.codec.scalars",
+    )
     bad = [
         f"{path} imports {name}"
         for path, names in imported_packages("local_runner/engine").items()
@@ -167,6 +172,16 @@ def test_engine_imports_only_model_errors_and_codec() -> None:
         if name.startswith("local_runner") and not name.startswith(allowed_local)
     ]
     assert bad == []
+
+
+def test_the_console_reads_the_dispatch_loop_through_a_protocol() -> None:
+    """The console needs a queue's pacing and the recorded attempts, not the scheduler itself."""
+    importers = [
+        path
+        for path, names in imported_packages("local_runner/console").items()
+        if "local_runner.scheduler" in names
+    ]
+    assert importers == []
 
 
 def test_engine_and_store_do_no_network_io() -> None:
@@ -183,7 +198,7 @@ def test_library_core_modules_import_no_flask() -> None:
 def test_the_layering_check_sees_imports() -> None:
     """Guard against a vacuous pass: the scan must find the runner's real imports."""
     imports = imported_packages("local_runner")
-    assert "local_runner.model" in imports["local_runner/service.py"]
+    assert "local_runner.model" in imports["local_runner/service/tasks.py"]
     assert "httptools" in imports["local_runner/http_client.py"]
 
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from local_runner.api.request import Call, check_fields, parse_view
-from local_runner.codec import JsonObject, format_timestamp, new_task_from_json, task_to_json
+from local_runner.codec.scalars import JsonObject, format_timestamp
+from local_runner.codec.tasks import new_task_from_json, task_to_json
 from local_runner.errors import ApiError, InvalidArgument, NotFound
 from local_runner.model import Task, TaskView, parse_location, parse_queue_name, parse_task_name
 from local_runner.service import TasksService

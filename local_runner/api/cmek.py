@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from local_runner.api.request import Call, camel, check_fields
-from local_runner.codec import JsonObject
+from local_runner.codec.scalars import JsonObject
 from local_runner.errors import InvalidArgument
 from local_runner.model import parse_location
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from local_runner.api.request import camel
-from local_runner.codec import JsonObject
+from local_runner.codec.scalars import JsonObject
 from local_runner.errors import InvalidArgument
 
 _TOKEN_OIDC = {"serviceAccountEmail": None, "audience": None}

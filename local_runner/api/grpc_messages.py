@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
 from local_runner.api.grpc_methods import PathVariable, RpcMethod
-from local_runner.codec import JsonObject, snake
+from local_runner.codec.scalars import JsonObject, snake
 from local_runner.errors import InvalidArgument
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from local_runner.api.request import check_fields, is_int32
-from local_runner.codec import JsonObject
+from local_runner.codec.scalars import JsonObject
 from local_runner.errors import InvalidArgument
 
 #: The etag the real service returns for a resource that never had a policy.

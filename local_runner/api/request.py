@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from local_runner.codec import JsonObject, snake
+from local_runner.codec.scalars import JsonObject, snake
 from local_runner.errors import InvalidArgument
 from local_runner.model import TaskView
 

@@ -23,14 +23,9 @@ from local_runner.api.request import (
 )
 from local_runner.api.routing import LOCATION, QUEUE, TASK, Router
 from local_runner.api.task_inserts import Inserts, TaskInserts
-from local_runner.codec import (
-    JsonObject,
-    decode_bytes,
-    new_task_from_json,
-    queue_from_json,
-    queue_to_json,
-    task_to_json,
-)
+from local_runner.codec.queues import queue_from_json, queue_to_json
+from local_runner.codec.scalars import JsonObject, decode_bytes
+from local_runner.codec.tasks import new_task_from_json, task_to_json
 from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 from local_runner.model import TaskView, check_headers, parse_queue_name
 from local_runner.service import TasksService

@@ -25,14 +25,8 @@ import time
 from local_runner.api.request import Call, parse_int, parse_view
 from local_runner.api.routing import QUEUE, TASK, Router
 from local_runner.clock import VirtualClock
-from local_runner.codec import (
-    JsonObject,
-    attempt_to_stored_json,
-    format_timestamp,
-    parse_duration,
-    parse_timestamp,
-    task_to_json,
-)
+from local_runner.codec.scalars import JsonObject, format_timestamp, parse_duration, parse_timestamp
+from local_runner.codec.tasks import attempt_to_stored_json, task_to_json
 from local_runner.errors import ApiError, Code, FailedPrecondition, InvalidArgument
 from local_runner.model import Task, TaskView
 from local_runner.service import TasksService

@@ -19,7 +19,7 @@ from local_runner.api.errors import (
 from local_runner.api.request import SYSTEM_PARAMS, Call, camel, parse_json_object
 from local_runner.api.rest import CloudTasksApi
 from local_runner.api.routing import Router
-from local_runner.codec import JsonObject
+from local_runner.codec.scalars import JsonObject
 from local_runner.errors import ApiError, Code, InvalidArgument, NotFound, StoreError
 from local_runner.service import TasksService
 

@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from local_runner.codec import JsonObject as JsonObject  # the CLI modules take it from here
+from local_runner.codec.scalars import JsonObject as JsonObject  # the CLI modules take it from here
 from local_runner.errors import RunnerError
 
 #: Where the official clients' emulator support looks for a local Cloud Tasks (``HOST:PORT``).

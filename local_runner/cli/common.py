@@ -12,7 +12,7 @@ import click
 import yaml
 
 from local_runner.cli.client import ClientError, JsonObject, RunnerClient, default_endpoint
-from local_runner.codec import MAX_DURATION_SECONDS, parse_timestamp
+from local_runner.codec.scalars import MAX_DURATION_SECONDS, parse_timestamp
 from local_runner.errors import InvalidArgument
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -18,7 +18,7 @@ from local_runner.cli.common import (
     short_id,
     verb_command,
 )
-from local_runner.codec import format_duration
+from local_runner.codec.scalars import format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
 

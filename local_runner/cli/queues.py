@@ -16,7 +16,7 @@ from local_runner.cli.common import (
     short_id,
     verb_command,
 )
-from local_runner.codec import format_duration
+from local_runner.codec.scalars import format_duration
 
 #: Flag (as a Python name) -> (message, field, is a duration) of the Queue it sets.
 QUEUE_FLAGS: dict[str, tuple[str, str, bool]] = {

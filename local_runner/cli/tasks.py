@@ -18,7 +18,7 @@ from local_runner.cli.common import (
     short_id,
     timestamp_option,
 )
-from local_runner.codec import format_duration, format_timestamp
+from local_runner.codec.scalars import format_duration, format_timestamp
 
 #: google.rpc.Code names, for the LAST_ATTEMPT_STATUS column.
 RPC_CODES = (

@@ -12,7 +12,7 @@ from local_runner.api.request import Call, parse_int
 from local_runner.api.routing import LOCATION, Router
 from local_runner.api.views import make_view
 from local_runner.cloud_scheduler.service import JobsService
-from local_runner.codec import JsonObject
+from local_runner.codec.scalars import JsonObject
 
 PREFIX = "/v1/"
 JOB = LOCATION + r"/jobs/[^/:]+"

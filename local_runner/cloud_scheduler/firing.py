@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from local_runner.cloud_scheduler.cron import latest_fire, next_fire
 from local_runner.cloud_scheduler.model import Execution, Job, JobRetryConfig, JobState
-from local_runner.codec import format_timestamp
+from local_runner.codec.scalars import format_timestamp
 from local_runner.engine.attempts import Outcome, rpc_status
 from local_runner.engine.delivery import LOCAL_OAUTH_TOKEN, OutboundRequest, encode_url
 from local_runner.engine.retry import backoff_interval

@@ -16,7 +16,7 @@ from typing import Any
 
 from local_runner.api.request import camel
 from local_runner.cloud_scheduler.cron import check_schedule
-from local_runner.codec import (
+from local_runner.codec.scalars import (
     JsonObject,
     format_duration,
     format_timestamp,

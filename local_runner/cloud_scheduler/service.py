@@ -22,7 +22,8 @@ from local_runner.cloud_scheduler.model import (
     job_to_json,
 )
 from local_runner.cloud_scheduler.store import JobStore
-from local_runner.codec import JsonObject, attempt_to_stored_json
+from local_runner.codec.scalars import JsonObject
+from local_runner.codec.tasks import attempt_to_stored_json
 from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
 
 JOB_NOT_FOUND = "Job not found."

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from local_runner.cloud_scheduler.model import Job, job_from_stored_json, job_to_stored_json
-from local_runner.codec import attempt_from_json, attempt_to_stored_json
+from local_runner.codec.tasks import attempt_from_json, attempt_to_stored_json
 from local_runner.errors import InvalidArgument, StoreError
 from local_runner.model import Attempt
 from local_runner.store import MemoryTaskStore, SQLiteTaskStore, TaskStore

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -21,9 +21,10 @@ from local_runner.console import security
 from local_runner.console.stats import COUNT_CAP, OutcomeLog
 from local_runner.console.templating import environment
 from local_runner.console.views import FILTERS, Pages
+from local_runner.engine.attempts import Outcome
+from local_runner.engine.pacing import QueuePacer
 from local_runner.errors import ApiError, Code, InvalidArgument, NotFound, StoreError
 from local_runner.model import Queue, Task
-from local_runner.scheduler import Scheduler
 from local_runner.service import TasksService
 
 log = logging.getLogger("local_runner.console")
@@ -34,6 +35,16 @@ STATIC = {"console.js": "text/javascript", "console.css": "text/css"}
 FRAGMENT_HEADER = "X-Console-Fragment"
 #: How often the pages refresh their live part, in milliseconds.
 REFRESH_MS = 2000
+
+
+class DispatchLoop(Protocol):
+    """What the console reads of the dispatch loop: each queue's pacing and every recorded attempt."""
+
+    #: Called with each attempt the loop records.
+    outcome_observers: list[Callable[[Task, Outcome], None]]
+
+    def pacer(self, queue_name: str) -> QueuePacer | None:
+        """The queue's pacing (attempts in flight, effective rate), once its worker has run."""
 
 
 def queue_path(name: str) -> str:
@@ -50,7 +61,7 @@ class Console:
         self.token = security.new_token()
         self.outcomes = OutcomeLog()
         self.pages = Pages(service, self.outcomes)
-        self.scheduler: Scheduler | None = None
+        self.dispatch_loop: DispatchLoop | None = None
         self._env = environment()
         self._env.globals.update(
             csrf=self.token,
@@ -79,10 +90,10 @@ class Console:
         app.router.add_get("/", self.queues_page)
         app.router.add_route("*", PREFIX + r"{tail:[\s\S]*}", self._view)
 
-    def attach(self, scheduler: Scheduler) -> None:
-        """Read live pacing from ``scheduler`` and count its attempts' outcomes."""
-        self.scheduler = scheduler
-        scheduler.outcome_observers.append(self.outcomes.record)
+    def attach(self, dispatch_loop: DispatchLoop) -> None:
+        """Read live pacing from ``dispatch_loop`` (the scheduler) and count its attempts' outcomes."""
+        self.dispatch_loop = dispatch_loop
+        dispatch_loop.outcome_observers.append(self.outcomes.record)
 
     # -- plumbing ----------------------------------------------------------------------------------
 
@@ -133,8 +144,8 @@ class Console:
         response.set_status(error.code.http_status)
         return security.secure(response)
 
-    def _pacer(self, queue: Queue) -> Any:
-        return self.scheduler.pacer(queue.name) if self.scheduler is not None else None
+    def _pacer(self, queue: Queue) -> QueuePacer | None:
+        return self.dispatch_loop.pacer(queue.name) if self.dispatch_loop is not None else None
 
     # -- pages -------------------------------------------------------------------------------------
 

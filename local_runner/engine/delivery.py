@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from local_runner.codec import format_epoch_seconds
+from local_runner.codec.scalars import format_epoch_seconds
 from local_runner.model import (
     NO_RESPONSE_STATUS,
     HttpMethod,

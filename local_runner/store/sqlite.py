@@ -12,7 +12,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from local_runner import codec
+from local_runner.codec.queues import queue_from_json, queue_to_json
+from local_runner.codec.tasks import http_request_from_json, http_request_to_json
 from local_runner.errors import (
     TASK_EXISTS,
     TASK_TOMBSTONED,
@@ -207,7 +208,7 @@ def _attempt(values: tuple[Any, ...]) -> Attempt | None:
 
 def _request_text(request: HttpRequest) -> str:
     """The stored form of a task's request."""
-    return json.dumps(codec.http_request_to_json(request, full=True))
+    return json.dumps(http_request_to_json(request, full=True))
 
 
 def _task_row(task: Task, request_text: str | None = None) -> tuple[Any, ...]:
@@ -304,7 +305,7 @@ def _task(row: sqlite3.Row, request: HttpRequest | None = None) -> Task:
     schedule_time, create_time, deadline, dispatch_count, response_count, execution_count = _numbers(values)
     return Task(
         name=name,
-        http_request=request or codec.http_request_from_json(json.loads(request_text)),
+        http_request=request or http_request_from_json(json.loads(request_text)),
         schedule_time=schedule_time,
         create_time=create_time,
         dispatch_deadline=deadline,
@@ -473,7 +474,7 @@ class SQLiteTaskStore(TaskStore):
     # -- queues ----------------------------------------------------------------------------------
 
     def put_queue(self, queue: Queue) -> None:  # noqa: D102
-        doc = json.dumps(codec.queue_to_json(queue))
+        doc = json.dumps(queue_to_json(queue))
         with self._write() as conn:
             self._queues.pop(queue.name, None)
             conn.execute(
@@ -507,7 +508,7 @@ class SQLiteTaskStore(TaskStore):
 
     @staticmethod
     def _queue(row: sqlite3.Row) -> Queue:
-        queue = codec.queue_from_json(json.loads(row["doc"]), zero_means_default=False)
+        queue = queue_from_json(json.loads(row["doc"]), zero_means_default=False)
         return queue.replace(state=QueueState(row["state"]), purge_time=row["purge_time"])
 
     def delete_queue(self, name: str, tombstone_until: float) -> bool:  # noqa: D102

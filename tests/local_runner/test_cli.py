@@ -24,7 +24,7 @@ from werkzeug import Request, Response
 from local_runner.cli import client as cli_client
 from local_runner.cli import main
 from local_runner.cli.common import parse_duration
-from local_runner.codec import parse_timestamp
+from local_runner.codec.scalars import parse_timestamp
 from local_runner.errors import QUEUE_NOT_FOUND
 
 PARENT = "projects/local-project/locations/us-central1"

@@ -13,7 +13,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from local_runner.clock import VirtualClock
-from local_runner.codec import attempt_from_json, attempt_to_stored_json
+from local_runner.codec.tasks import attempt_from_json, attempt_to_stored_json
 from local_runner.config import ConfigError, RunnerSettings, load_queue_file
 from local_runner.engine.duplicates import DuplicateDeliveries
 from local_runner.errors import InvalidArgument

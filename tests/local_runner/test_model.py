@@ -142,7 +142,7 @@ def test_headers_limit() -> None:
 
 
 def test_codec_rejects_out_of_range_numbers() -> None:
-    from local_runner.codec import queue_from_json
+    from local_runner.codec.queues import queue_from_json
 
     name = "projects/p/locations/l/queues/q"
     assert "retry_config.max_attempts" in message_of(
@@ -157,7 +157,7 @@ def test_codec_rejects_out_of_range_numbers() -> None:
     "text", ["9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59.9999999Z", "0000-12-31T00:00:00Z"]
 )
 def test_timestamps_outside_the_proto_range_are_invalid(text: str) -> None:
-    from local_runner.codec import parse_timestamp
+    from local_runner.codec.scalars import parse_timestamp
 
     assert "google.protobuf.Timestamp" in message_of(lambda: parse_timestamp(text, "task.schedule_time"))
 
@@ -174,14 +174,14 @@ def test_timestamps_outside_the_proto_range_are_invalid(text: str) -> None:
     ],
 )
 def test_timestamps_are_truncated_to_the_microsecond(text: str, shown: str) -> None:
-    from local_runner.codec import format_timestamp, parse_timestamp
+    from local_runner.codec.scalars import format_timestamp, parse_timestamp
 
     assert format_timestamp(parse_timestamp(text)) == shown
     assert format_timestamp(parse_timestamp(shown)) == shown  # and round-trip exactly
 
 
 def test_every_microsecond_of_a_second_round_trips() -> None:
-    from local_runner.codec import format_timestamp, parse_timestamp
+    from local_runner.codec.scalars import format_timestamp, parse_timestamp
 
     for micros in range(0, 1_000_000, 7919):  # a prime step: every digit position varies
         digits = f"{micros:06d}"
@@ -206,7 +206,7 @@ def test_every_microsecond_of_a_second_round_trips() -> None:
     ],
 )
 def test_create_task_refuses_headers_no_request_can_carry(headers: dict[str, str], words: str) -> None:
-    from local_runner.codec import new_task_from_json
+    from local_runner.codec.tasks import new_task_from_json
 
     message = message_of(
         lambda: new_task_from_json({"httpRequest": {"url": "https://x/", "headers": headers}})
@@ -216,7 +216,7 @@ def test_create_task_refuses_headers_no_request_can_carry(headers: dict[str, str
 
 
 def test_queue_header_overrides_are_checked_on_input_only() -> None:
-    from local_runner.codec import queue_from_json
+    from local_runner.codec.queues import queue_from_json
 
     name = "projects/p/locations/l/queues/q"
     doc = {"name": name, "httpTarget": {"headerOverrides": [{"header": {"key": "X-A", "value": "1\r\n"}}]}}
@@ -233,6 +233,6 @@ def test_queue_header_overrides_are_checked_on_input_only() -> None:
     [1767225600.9999996, 1767225600.4999995, 1767225600.0000004, 1767225600.123456, 0.0, -0.5, -1.25],
 )
 def test_eta_header_and_api_show_the_same_microsecond(instant: float) -> None:
-    from local_runner.codec import format_epoch_seconds, format_timestamp, parse_timestamp
+    from local_runner.codec.scalars import format_epoch_seconds, format_timestamp, parse_timestamp
 
     assert parse_timestamp(format_timestamp(instant)) == float(format_epoch_seconds(instant))

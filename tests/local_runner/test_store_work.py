@@ -63,13 +63,13 @@ def test_a_taken_or_tombstoned_name_is_still_checked(store: SQLiteTaskStore) -> 
 
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     decoded: list[object] = []
-    real = sqlite_store.codec.http_request_from_json
+    real = sqlite_store.http_request_from_json
 
     def counting(data: object, path: str = "task.http_request") -> HttpRequest:
         decoded.append(data)
         return real(data, path)
 
-    monkeypatch.setattr(sqlite_store.codec, "http_request_from_json", counting)
+    monkeypatch.setattr(sqlite_store, "http_request_from_json", counting)
     return decoded
 
 

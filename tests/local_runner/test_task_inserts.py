@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from local_runner import errors
-from local_runner import service as service_module
 from local_runner.api.request import Call
 from local_runner.api.rest import CloudTasksApi
 from local_runner.api.task_inserts import TaskInserts
@@ -18,6 +17,7 @@ from local_runner.clock import VirtualClock
 from local_runner.errors import AlreadyExists, StoreError
 from local_runner.model import HttpRequest, NewTask, Queue, Task
 from local_runner.service import TasksService
+from local_runner.service import tasks as service_tasks
 from local_runner.store import DB_FILENAME, SQLiteTaskStore
 
 PARENT = "projects/p/locations/l"
@@ -97,9 +97,9 @@ def test_a_generated_id_another_task_holds_is_drawn_again(
 ) -> None:
     api = CloudTasksApi(service)
     call = Call(params={"parent": QUEUE}, body={"task": {"httpRequest": {"url": "http://127.0.0.1:9/x"}}})
-    monkeypatch.setattr(service_module, "_TASK_IDS", random.Random(7))
+    monkeypatch.setattr(service_tasks, "_TASK_IDS", random.Random(7))
     first = asyncio.run(api.create_task(call))
-    monkeypatch.setattr(service_module, "_TASK_IDS", random.Random(7))  # the same id comes first again
+    monkeypatch.setattr(service_tasks, "_TASK_IDS", random.Random(7))  # the same id comes first again
     second = asyncio.run(api.create_task(call))
     assert first["name"] != second["name"]
     assert sorted(t.name for t in service.store.list_tasks(QUEUE)) == sorted([first["name"], second["name"]])

@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from local_runner.codec import format_timestamp
+from local_runner.codec.scalars import format_timestamp
 
 PARENT = "projects/reliability/locations/us-central1"
 

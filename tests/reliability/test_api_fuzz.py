@@ -32,7 +32,7 @@ from reliability.sink import AppThread
 
 from local_runner.api import browser_guard, views
 from local_runner.clock import SystemClock
-from local_runner.codec import format_timestamp, parse_duration, snake
+from local_runner.codec.scalars import format_timestamp, parse_duration, snake
 from local_runner.errors import Code, InvalidArgument
 from local_runner.service import TasksService
 from local_runner.store import SQLiteTaskStore

@@ -25,7 +25,7 @@ from reliability.polling import eventually
 from reliability.sink import Sink
 
 from local_runner.clock import VirtualClock
-from local_runner.codec import parse_timestamp
+from local_runner.codec.scalars import parse_timestamp
 from local_runner.config import RunnerSettings
 from local_runner.server import RunnerServer
 

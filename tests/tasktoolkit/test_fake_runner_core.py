@@ -9,7 +9,7 @@ import pytest
 from flask import Flask, abort, request
 
 from local_runner import errors as runner_errors
-from local_runner.codec import format_epoch_seconds
+from local_runner.codec.scalars import format_epoch_seconds
 from local_runner.engine.delivery import encode_url
 from local_runner.model import MAX_TASK_BYTES, HttpRequest, RateLimits, Task, estimated_task_bytes
 from tasktoolkit import TaskContext, TaskToolkit, task_handler

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from testsupport.runner_process import RunnerProcess
 
-from local_runner.codec import parse_timestamp
+from local_runner.codec.scalars import parse_timestamp
 from tasktoolkit.client import TasksClient
 from tasktoolkit.testing import FakeQueue
 
