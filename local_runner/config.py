@@ -27,6 +27,9 @@ class RunnerSettings:
 
     host: str = "127.0.0.1"
     port: int = 8123
+    #: Further ``Host`` names the API answers (``--allowed-host``); bound to another address than
+    #: loopback, giving any also refuses the names not given (``local_runner.api.browser_guard``).
+    allowed_hosts: tuple[str, ...] = ()
     #: Where the SQLite database and the OIDC signing key live; ``None`` keeps everything in memory.
     data_dir: Path | None = Path(".runner")
     project: str = "local-project"

@@ -32,10 +32,6 @@ log = logging.getLogger("local_runner")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-#: Whether binding a host keeps the runner reachable from this machine only.
-is_loopback = browser_guard.is_loopback_host
-
-
 class RunnerServer:
     """A local Cloud Tasks: the REST API and the dispatcher on one asyncio loop.
 
@@ -46,6 +42,8 @@ class RunnerServer:
     def __init__(self, settings: RunnerSettings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
+        #: The ``Host`` names the API answers (checked first: a bad ``--allowed-host`` holds nothing open).
+        self.hosts = browser_guard.HostCheck(settings.host, settings.allowed_hosts)
         queue_specs = (
             load_queue_file(settings.queues_file, settings.parent) if settings.queues_file is not None else []
         )
@@ -98,9 +96,9 @@ class RunnerServer:
 
     async def open(self) -> None:
         """Bind the port, then start dispatching (on the running loop)."""
+        hosts = self.hosts
         app = web.Application(
-            client_max_size=views.MAX_REQUEST_BYTES,
-            middlewares=[browser_guard.middleware(loopback_only=is_loopback(self.settings.host))],
+            client_max_size=views.MAX_REQUEST_BYTES, middlewares=[browser_guard.middleware(hosts)]
         )
         app.router.add_get(oidc.CERTS_PATH, self._issuer_view(TokenIssuer.certs_document))
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
@@ -128,10 +126,14 @@ class RunnerServer:
             console.attach(self.scheduler)
         await self.scheduler.start()
         await self.cloud_scheduler.start(self.dispatcher, self.issuer)
-        if not is_loopback(self.settings.host):
+        if not hosts.loopback_bind:
             log.warning(
-                "listening on %s: anyone who can reach this address can create and run tasks",
+                "listening on %s: anyone who can reach this address can create and run tasks%s",
                 self.settings.host,
+                f" (Host names answered: {', '.join(sorted(hosts.allowed))}, localhost and IP addresses)"
+                if hosts.enforced
+                else ", and every Host name is answered, so a web page can reach it by DNS rebinding: "
+                "name the runner's host names with --allowed-host",
             )
         log.info(
             "local Cloud Tasks runner on %s (data: %s; at most %d connections per host, %d in all)",

@@ -11,17 +11,19 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import requests
 
 from tasktoolkit.config import EMULATOR_HOST_ENV
 from tasktoolkit.errors import (
+    ApiError,
     CloudTasksError,
     ConfigurationError,
     FailedPrecondition,
@@ -59,7 +61,8 @@ GOOGLE_ENDPOINT = "https://cloudtasks.googleapis.com"
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 #: Largest ``max_workers`` of :meth:`TasksClient.enqueue_many` (also the connection pool size).
 MAX_WORKERS = 64
-_ERRORS: Mapping[str, type[CloudTasksError]] = {
+#: The exception class of each canonical code (``google.rpc.Code`` name) in Cloud Tasks answers.
+ERROR_CLASSES: Mapping[str, type[ApiError]] = {
     "ALREADY_EXISTS": TaskAlreadyExists,
     "NOT_FOUND": ResourceNotFound,
     "INVALID_ARGUMENT": InvalidArgument,
@@ -81,6 +84,9 @@ _STATUS_BY_HTTP = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
+#: Project ids (``example.com:my-proj`` for domain-scoped ones) and location ids, as resource names take them.
+_PROJECT_ID = re.compile(r"[A-Za-z0-9.:-]+")
+_LOCATION_ID = re.compile(r"[A-Za-z0-9-]+")
 #: How the service (and the runner) says that a queue is missing (reference §4.2).
 QUEUE_MISSING = "Queue does not exist"
 #: Transient answers, retried only when repeating the request is harmless: none of them proves that the
@@ -89,13 +95,21 @@ QUEUE_MISSING = "Queue does not exist"
 _RETRY_IF_IDEMPOTENT = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
 
 
-def error_from_answer(http_status: int, payload: Any) -> CloudTasksError:
-    """The typed exception for an error answer ``{"error": {"code", "message", "status"}}``."""
+def error_from_answer(
+    http_status: int, payload: Any, errors: Mapping[str, type[ApiError]] = ERROR_CLASSES
+) -> ApiError:
+    """The typed exception for an error answer ``{"error": {"code", "message", "status"}}``.
+
+    Args:
+        http_status: The answer's HTTP status (gives the code when the body names none).
+        payload: The answer's JSON.
+        errors: The exception class of each canonical code (default: Cloud Tasks'; others are ApiError).
+    """
     error = payload.get("error") if isinstance(payload, dict) else None
     error = error if isinstance(error, dict) else {}
     status = str(error.get("status") or _STATUS_BY_HTTP.get(http_status, "UNKNOWN"))
     message = str(error.get("message") or f"HTTP {http_status}")
-    return _ERRORS.get(status, CloudTasksError)(status, message, http_status)
+    return errors.get(status, ApiError)(status, message, http_status)
 
 
 @dataclass(frozen=True)
@@ -126,12 +140,12 @@ class RetryPolicy:
 
 
 class Transport(Protocol):
-    """Sends one REST call; returns the JSON answer or raises :class:`CloudTasksError`."""
+    """Sends one REST call; returns the JSON answer or raises :class:`ApiError`."""
 
     def __call__(
         self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
     ) -> dict[str, Any]:
-        """Performs ``method path`` (path below ``/v2/``)."""
+        """Performs ``method path`` (path below the API version, e.g. ``/v2/``)."""
         ...
 
 
@@ -152,20 +166,30 @@ class HttpTransport:
         wire: Sends the requests.
         retry: Retry policy for transient failures.
         sleep: Waits between retries (injectable for tests).
+        api_version: The first part of every path: ``v2`` for Cloud Tasks, ``v1`` for Cloud Scheduler.
+        errors: The exception class of each canonical code (see :func:`error_from_answer`).
     """
 
     def __init__(
-        self, wire: Wire, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep
+        self,
+        wire: Wire,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        api_version: str = "v2",
+        errors: Mapping[str, type[ApiError]] = ERROR_CLASSES,
     ) -> None:
         self.wire = wire
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._prefix = f"/{api_version}/"
+        self._errors = errors
 
     def __call__(
         self, method: str, path: str, *, params: Mapping[str, str] | None, body: Any, idempotent: bool
     ) -> dict[str, Any]:
         """Performs the call, retrying refused connections (and, if idempotent, transient errors)."""
-        path = f"/v2/{path}"
+        path = self._prefix + path
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         reopened = False
         attempt = 1
@@ -184,7 +208,7 @@ class HttpTransport:
                 payload = _json_or_none(answer)
                 if 200 <= status < 300:
                     return payload if isinstance(payload, dict) else {}
-                error = error_from_answer(status, payload)
+                error = error_from_answer(status, payload, self._errors)
                 retryable = idempotent and error.status in _RETRY_IF_IDEMPOTENT
                 if last or not retryable:
                     raise error
@@ -203,16 +227,34 @@ def _json_or_none(answer: bytes) -> Any:
         return None
 
 
-def _wire(endpoint: str, credentials: Any, timeout_s: float) -> Wire:
-    """The pooled ``http.client`` wire for a runner reached directly, else ``requests`` (Google, proxies)."""
+def api_endpoint(endpoint: str | None, emulator_host: str | None, google_endpoint: str) -> str:
+    """Where a client's requests go: ``endpoint``, else the emulator's ``host:port``, else Google's API."""
+    if endpoint is None and emulator_host:
+        endpoint = emulator_host if "://" in emulator_host else f"http://{emulator_host}"
+    return (endpoint or google_endpoint).rstrip("/")
+
+
+def open_wire(
+    endpoint: str, credentials: Any, timeout_s: float, *, service: str = "Cloud Tasks", emulator_env: str = ""
+) -> Wire:
+    """The pooled ``http.client`` wire for a runner reached directly, else ``requests`` (Google, proxies).
+
+    Args:
+        endpoint: Base URL; ``http://`` without ``credentials`` is a runner, reached without credentials.
+        credentials: google-auth credentials (default: application default credentials, for Google).
+        timeout_s: Per-request timeout.
+        service: The API's name, for the error raised when no credentials are found.
+        emulator_env: The variable that names a local runner, for that error (default: Cloud Tasks').
+    """
     if endpoint.startswith("http://") and credentials is None and proxy_for(endpoint) is None:
         return PooledWire(endpoint, timeout_s=timeout_s, max_idle=MAX_WORKERS)
     local = endpoint.startswith("http://") and credentials is None
-    session = settle_environment(requests.Session() if local else _google_session(credentials), endpoint)
+    session = requests.Session() if local else _google_session(credentials, service, emulator_env)
+    session = settle_environment(session, endpoint)
     return RequestsWire(session, endpoint, timeout_s=timeout_s, pool_size=MAX_WORKERS)
 
 
-def _google_session(credentials: Any) -> requests.Session:
+def _google_session(credentials: Any, service: str, emulator_env: str) -> requests.Session:
     import google.auth
     import google.auth.exceptions
     from google.auth.transport.requests import AuthorizedSession
@@ -222,9 +264,9 @@ def _google_session(credentials: Any) -> requests.Session:
             credentials, _ = google.auth.default(scopes=SCOPES)
         except google.auth.exceptions.DefaultCredentialsError as exc:
             raise ConfigurationError(
-                "no Google credentials for Cloud Tasks: run `gcloud auth application-default login`, run on "
-                f"Google Cloud, pass credentials=, or set {EMULATOR_HOST_ENV}=host:port for a local runner "
-                f"({exc})"
+                f"no Google credentials for {service}: run `gcloud auth application-default login`, run on "
+                f"Google Cloud, pass credentials=, or set {emulator_env or EMULATOR_HOST_ENV}=host:port for "
+                f"a local runner ({exc})"
             ) from exc
     session: requests.Session = AuthorizedSession(credentials)  # type: ignore[no-untyped-call]
     return session
@@ -248,7 +290,41 @@ class EnqueueResult:
         return self.error is None
 
 
-class TasksClient:
+class ApiClient:
+    """What the Cloud Tasks and Cloud Scheduler clients share: one project and location, one transport.
+
+    Args:
+        project: Project id, e.g. ``"my-proj"``.
+        location: Location id, e.g. ``"us-central1"``.
+    """
+
+    _transport: Transport
+
+    def __init__(self, project: str, location: str) -> None:
+        for label, value, pattern, allowed in (
+            ("project", project, _PROJECT_ID, "letters, digits, '-', '.' or ':' (e.g. 'my-proj')"),
+            ("location", location, _LOCATION_ID, "letters, digits or '-' (e.g. 'us-central1')"),
+        ):
+            if not isinstance(value, str) or not pattern.fullmatch(value):
+                raise invalid(f"{label} must be a non-empty id of {allowed}, got {value!r}")
+        self.project = project
+        self.location = location
+        self.parent = f"projects/{project}/locations/{location}"
+
+    def close(self) -> None:
+        """Closes the HTTP connections."""
+        close = getattr(self._transport, "close", None)
+        if callable(close):
+            close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class TasksClient(ApiClient):
     """Creates Cloud Tasks HTTP tasks and manages queues of one project and location.
 
     Where requests go, in order:
@@ -286,13 +362,8 @@ class TasksClient:
         environ: Mapping[str, str] | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        for label, value in (("project", project), ("location", location)):
-            if not isinstance(value, str) or not value or "/" in value:
-                raise invalid(f"{label} must be a non-empty id without '/', got {value!r}")
-        self.project = project
-        self.location = location
+        super().__init__(project, location)
         self.clock = clock
-        self.parent = f"projects/{project}/locations/{location}"
         #: Whether requests go to a local runner (an ``http://`` endpoint without credentials).
         self._runner = False
         if transport is not None:
@@ -300,27 +371,10 @@ class TasksClient:
             self._transport = transport
             return
         env = os.environ if environ is None else environ
-        emulator = env.get(EMULATOR_HOST_ENV)
-        if endpoint is None and emulator:
-            endpoint = emulator if "://" in emulator else f"http://{emulator}"
-        self.endpoint = (endpoint or GOOGLE_ENDPOINT).rstrip("/")
+        self.endpoint = api_endpoint(endpoint, env.get(EMULATOR_HOST_ENV), GOOGLE_ENDPOINT)
         self._runner = self.endpoint.startswith("http://") and credentials is None
-        wire = _wire(self.endpoint, credentials, timeout_s)
+        wire = open_wire(self.endpoint, credentials, timeout_s)
         self._transport = HttpTransport(wire, retry=retry, sleep=sleep)
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Closes the HTTP session."""
-        close = getattr(self._transport, "close", None)
-        if callable(close):
-            close()
-
-    def __enter__(self) -> TasksClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- names ------------------------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from tasktoolkit.errors import ConfigurationError
 
 #: The environment variable naming a local runner (``host:port``), read by the client and the verifier.
 EMULATOR_HOST_ENV = "CLOUD_TASKS_EMULATOR_HOST"
+#: The environment variable naming a local Cloud Scheduler (``host:port``), read by the scheduler client
+#: first; the runner serves both APIs on one port, so ``CLOUD_TASKS_EMULATOR_HOST`` is the fallback.
+SCHEDULER_EMULATOR_HOST_ENV = "CLOUD_SCHEDULER_EMULATOR_HOST"
 #: Google's ID token certificates and issuers, the verifier's defaults.
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 GOOGLE_ISSUERS = ("https://accounts.google.com", "accounts.google.com")
@@ -84,6 +87,21 @@ def config_string(config: Mapping[str, Any], key: str, *, required: str | None =
     if not isinstance(value, str):
         raise ConfigurationError(f"{key} must be a string, got {value!r}")
     return value
+
+
+def token_service_account(config: Mapping[str, Any]) -> str | None:
+    """Whose OIDC token tasks and jobs carry: ``TASKTOOLKIT_SERVICE_ACCOUNT``, or the one allowed account."""
+    account = config_string(config, SERVICE_ACCOUNT)
+    if account is None:
+        allowed = config_strings(config, ALLOWED_SERVICE_ACCOUNTS, split=True)
+        account = allowed[0] if len(allowed) == 1 else None
+    return account
+
+
+def token_audience(config: Mapping[str, Any]) -> str | None:
+    """The audience of the OIDC token tasks and jobs carry: the first ``TASKTOOLKIT_AUDIENCE``, if any."""
+    audiences = config_strings(config, AUDIENCE, split=False)
+    return audiences[0] if audiences else None
 
 
 def config_flag(config: Mapping[str, Any], key: str) -> bool:

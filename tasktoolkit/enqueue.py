@@ -15,15 +15,14 @@ from flask import Flask, current_app
 from werkzeug.routing import BuildError
 
 from tasktoolkit.config import (
-    ALLOWED_SERVICE_ACCOUNTS,
-    AUDIENCE,
     BASE_URL,
     DEFAULT_QUEUE,
     LOCATION,
     PROJECT,
     SERVICE_ACCOUNT,
     config_string,
-    config_strings,
+    token_audience,
+    token_service_account,
 )
 from tasktoolkit.errors import ConfigurationError
 from tasktoolkit.taskspec import CreatedTask
@@ -82,16 +81,11 @@ def _route(app: Flask, view: object, route_args: Mapping[str, Any]) -> tuple[str
 
 
 def _audience(app: Flask) -> str | None:
-    audiences = config_strings(app.config, AUDIENCE, split=False)
-    return audiences[0] if audiences else None
+    return token_audience(app.config)
 
 
 def _service_account(app: Flask) -> str | None:
-    account = config_string(app.config, SERVICE_ACCOUNT)
-    if account is None:
-        allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
-        account = allowed[0] if len(allowed) == 1 else None
-    return account
+    return token_service_account(app.config)
 
 
 def enqueue_route(

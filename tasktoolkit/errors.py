@@ -52,8 +52,10 @@ class DedupStoreUnavailable(TaskToolkitError):
     """Raised when the dedup store cannot be reached or fails; the handler is not run (503)."""
 
 
-class CloudTasksError(TaskToolkitError):
-    """Raised when Cloud Tasks (or the local runner) refuses a request; carries the service's answer.
+class ApiError(TaskToolkitError):
+    """Raised when Cloud Tasks, Cloud Scheduler or the local runner refuses a request; carries the answer.
+
+    Both services speak the same canonical codes (``google.rpc.Code``), so one hierarchy serves both clients.
 
     Attributes:
         status: The canonical code name, e.g. ``"NOT_FOUND"``.
@@ -70,25 +72,41 @@ class CloudTasksError(TaskToolkitError):
         self.detail = detail
 
 
-class TaskAlreadyExists(CloudTasksError):
+#: The name of :class:`ApiError` from before the Cloud Scheduler client: ``except CloudTasksError`` keeps
+#: catching every refusal of either service.
+CloudTasksError = ApiError
+
+
+class AlreadyExists(ApiError):
+    """The resource (a task, a queue, a job) exists already (ALREADY_EXISTS)."""
+
+
+class TaskAlreadyExists(AlreadyExists):
     """A task with this name (or dedup key) exists or was deleted or executed recently (ALREADY_EXISTS)."""
 
 
-class ResourceNotFound(CloudTasksError):
-    """The queue or task does not exist (NOT_FOUND)."""
+class ResourceNotFound(ApiError):
+    """The queue, task or job does not exist (NOT_FOUND)."""
 
 
-class InvalidArgument(CloudTasksError):
+class InvalidArgument(ApiError):
     """A field is missing or out of range (INVALID_ARGUMENT); the message names the field."""
 
 
-class FailedPrecondition(CloudTasksError):
+class FailedPrecondition(ApiError):
     """The request does not fit the resource's state (FAILED_PRECONDITION), e.g. a queue deleted recently."""
 
 
-class PermissionDenied(CloudTasksError):
+class PermissionDenied(ApiError):
     """The caller's credentials are missing or lack the permission (PERMISSION_DENIED, UNAUTHENTICATED)."""
 
 
-class ServiceUnavailable(CloudTasksError):
+class ServiceUnavailable(ApiError):
     """The service stayed unreachable or overloaded through every retry (UNAVAILABLE, DEADLINE_EXCEEDED)."""
+
+
+class JobSyncError(TaskToolkitError):
+    """Raised when the app's jobs cannot be synced; the message names the job and what went wrong.
+
+    A declared job id taken by a job the app does not manage, or a request the service refused.
+    """

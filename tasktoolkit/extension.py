@@ -10,6 +10,7 @@ from typing import Any
 
 from flask import Flask, current_app
 
+from tasktoolkit.cli import cli_group
 from tasktoolkit.config import (
     ALLOWED_SERVICE_ACCOUNTS,
     AUDIENCE,
@@ -124,7 +125,9 @@ class TaskToolkit:
             self.init_app(app)
 
     def init_app(self, app: Flask, *, store: DedupStore | None = None) -> None:
-        """Reads ``TASKTOOLKIT_*`` config and the emulator env, and registers the app's state.
+        """Reads ``TASKTOOLKIT_*`` config and the emulator env; registers the app's state and CLI commands.
+
+        The commands: ``flask tasktoolkit sync-jobs`` (see :func:`tasktoolkit.job_sync.sync_jobs`).
 
         Raises:
             ConfigurationError: Missing or invalid settings; the app must not serve tasks half-configured.
@@ -140,6 +143,7 @@ class TaskToolkit:
         if isinstance(previous, ToolkitState):
             previous.close()
         app.extensions[EXTENSION_KEY] = state
+        app.cli.add_command(cli_group)
 
     @staticmethod
     def state(app: Flask | None = None) -> ToolkitState:

@@ -20,6 +20,15 @@ from local_runner.log_format import LOG_FORMATS, JsonFormatter
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    callback=lambda ctx, param, value: _check_host_names(value),
+    help="A Host name the API answers besides loopback names (repeatable); on another address than "
+    "loopback, the names not given are then refused.",
+)
+@click.option(
     "--port", default=8123, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any free)."
 )
 @click.option(
@@ -89,6 +98,7 @@ from local_runner.log_format import LOG_FORMATS, JsonFormatter
 )
 def serve(
     host: str,
+    allowed_hosts: tuple[str, ...],
     port: int,
     data_dir: Path,
     in_memory: bool,
@@ -123,6 +133,7 @@ def serve(
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     settings = RunnerSettings(
         host=host,
+        allowed_hosts=allowed_hosts,
         port=port,
         data_dir=None if in_memory else data_dir,
         project=project,
@@ -163,3 +174,14 @@ def _check_connection_cap(value: int | None) -> int | None:
         except ConnectionLimitError as error:
             raise click.BadParameter(str(error)) from error
     return value
+
+
+def _check_host_names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse an ``--allowed-host`` that is no host name or IP address (a port or scheme, say)."""
+    from local_runner.api.browser_guard import allowed_host_name
+    from local_runner.config import ConfigError
+
+    try:
+        return tuple(allowed_host_name(name) for name in names)
+    except ConfigError as error:
+        raise click.BadParameter(str(error)) from error

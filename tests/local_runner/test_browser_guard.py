@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from local_runner.config import RunnerSettings
+from local_runner.api import browser_guard
+from local_runner.config import ConfigError, RunnerSettings
 from local_runner.server import RunnerServer
 
 PARENT = "projects/guard/locations/us-central1"
@@ -69,7 +73,7 @@ def test_foreign_host_is_refused_when_bound_to_loopback(runner: RunnerServer, ho
     json_type = {"Content-Type": "application/json"}
     assert_refused(send(runner, "GET", f"v2/{PARENT}/queues", {"Host": host}), 403, "PERMISSION_DENIED", host)
     created = send(runner, "POST", f"v2/{PARENT}/queues", {"Host": host, **json_type}, body)
-    assert_refused(created, 403, "PERMISSION_DENIED", "not a loopback name")
+    assert_refused(created, 403, "PERMISSION_DENIED", "not a name this runner answers")
     assert queue_names(runner) == before
 
 
@@ -154,3 +158,98 @@ def test_any_host_is_served_when_bound_to_all_addresses() -> None:
         assert send(server, "POST", f"v2/{PARENT}/queues", headers, body)[0] == 200
         refused = send(server, "POST", "runner/v1/reset", {**headers, "Origin": "https://evil.example"})
         assert_refused(refused, 403, "PERMISSION_DENIED", "Cross-site")
+
+
+#: Host headers a page rebound to the runner's address could send, and the names the runner answers.
+FORGED_HOSTS = [
+    "evil.example",
+    "evil.example:{port}",
+    "runner.evil.example",
+    "runner.example",
+    "rebind.localhost.evil",
+]
+ANSWERED_HOSTS = [
+    "runner",
+    "RUNNER:{port}",
+    "runner.:{port}",
+    "tasks.internal",
+    "localhost:{port}",
+    "10.1.2.3:{port}",
+    "[::1]",
+]
+
+
+@pytest.fixture(scope="module")
+def exposed() -> Iterator[RunnerServer]:
+    """A runner bound to every address that names its host names, as in Docker Compose."""
+    settings = RunnerSettings(
+        host="0.0.0.0", port=0, data_dir=None, allowed_hosts=("runner", "Tasks.Internal.")
+    )
+    with RunnerServer(settings) as server:
+        yield server
+
+
+@pytest.mark.parametrize("host", FORGED_HOSTS)
+def test_allowed_hosts_refuse_forged_names_on_all_addresses(exposed: RunnerServer, host: str) -> None:
+    host = host.format(port=port(exposed))
+    before = queue_names(exposed)
+    json_type = {"Content-Type": "application/json"}
+    listed = send(exposed, "GET", f"v2/{PARENT}/queues", {"Host": host})
+    assert_refused(listed, 403, "PERMISSION_DENIED", "--allowed-host (runner, tasks.internal)")
+    body = f'{{"name": "{PARENT}/queues/rebound"}}'
+    assert_refused(
+        send(exposed, "POST", f"v2/{PARENT}/queues", {"Host": host, **json_type}, body),
+        403,
+        "PERMISSION_DENIED",
+        host,
+    )
+    assert_refused(send(exposed, "GET", "console/", {"Host": host}), 403, "PERMISSION_DENIED", host)
+    assert queue_names(exposed) == before
+    assert send(exposed, "GET", "jwks", {"Host": host})[0] == 200  # public keys answer under any name
+
+
+@pytest.mark.parametrize("host", ANSWERED_HOSTS)
+def test_allowed_hosts_loopback_names_and_addresses_are_served(exposed: RunnerServer, host: str) -> None:
+    queue = new_queue(exposed)
+    headers = {"Host": host.format(port=port(exposed)), "Content-Type": "application/json"}
+    assert send(exposed, "POST", f"v2/{queue}:pause", headers, "{}")[0] == 200
+
+
+def test_allowed_host_extends_the_loopback_names() -> None:
+    settings = RunnerSettings(port=0, data_dir=None, allowed_hosts=("app.test",))
+    with RunnerServer(settings) as server:
+        listed = f"v2/{PARENT}/queues"
+        assert send(server, "GET", listed, {"Host": f"app.test:{port(server)}"})[0] == 200
+        for forged in ("evil.example", "10.0.0.1"):  # bound to loopback: no other address either
+            assert_refused(
+                send(server, "GET", listed, {"Host": forged}), 403, "PERMISSION_DENIED", "app.test"
+            )
+
+
+@pytest.mark.parametrize(
+    "bad", ["runner:8123", "http://runner", "run ner", "", "-runner", "runner/x", "a..b"]
+)
+def test_allowed_host_must_be_a_name_or_address(bad: str) -> None:
+    with pytest.raises(ConfigError, match="not a host name or IP address"):
+        browser_guard.allowed_host_name(bad)
+    with pytest.raises(ConfigError, match="--allowed-host"):
+        RunnerServer(RunnerSettings(port=0, data_dir=None, allowed_hosts=(bad,)))
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"), [("Runner.", "runner"), ("[::1]", "::1"), ("my_app-1", "my_app-1")]
+)
+def test_allowed_host_names_are_compared_as_hosts_send_them(given: str, kept: str) -> None:
+    assert browser_guard.allowed_host_name(given) == kept
+
+
+def test_serve_refuses_a_host_with_a_port(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "local_runner", "serve", "--in-memory", "--allowed-host", "runner:8123"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 2
+    assert "Invalid value for '--allowed-host'" in done.stderr and "without scheme or port" in done.stderr

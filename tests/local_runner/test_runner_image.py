@@ -104,6 +104,9 @@ def test_the_compose_file_wires_the_worker_to_the_runner_and_redis() -> None:
     assert environment["TASKTOOLKIT_STORE"].startswith("redis://redis:")
     assert services["worker"]["depends_on"]["runner"]["condition"] == "service_healthy"
     runner_command = services["runner"]["command"]
+    # The runner answers the name the worker calls it by, and refuses other Host names (DNS rebinding).
+    allowed = runner_command[runner_command.index("--allowed-host") + 1]
+    assert allowed == urlsplit("//" + environment["CLOUD_TASKS_EMULATOR_HOST"]).hostname
     queue_file = runner_command[runner_command.index("--queues") + 1]
     assert (
         queue_file == "/app/sample_worker/queues.yaml" and (ROOT / "sample_worker" / "queues.yaml").is_file()

@@ -53,7 +53,7 @@ class ApiUnderTest:
         self.service = TasksService(self.store, SystemClock())
         app = web.Application(
             client_max_size=views.MAX_REQUEST_BYTES,
-            middlewares=[browser_guard.middleware(loopback_only=True)],
+            middlewares=[browser_guard.middleware(browser_guard.HostCheck("127.0.0.1"))],
         )
         views.register(app, self.service)
         self.thread = AppThread()

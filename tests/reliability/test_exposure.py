@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import requests
 from reliability.api import RunnerApi
 from reliability.figures import Figures, Row
 from testsupport.runner_process import RunnerProcess
@@ -41,6 +42,7 @@ def test_other_address_warns_and_no_test_aids_refuses_state_changes(
     assert listening_addresses(int(runner.url.rsplit(":", 1)[1])) == {"0.0.0.0"}
     warnings = [line for line in runner.log if EXPOSED in line]
     assert len(warnings) == 1 and "WARNING" in warnings[0] and "0.0.0.0" in warnings[0]
+    assert "DNS rebinding" in warnings[0] and "--allowed-host" in warnings[0]
 
     api = RunnerApi(runner.url)
     queue = api.create_queue("exposed", rateLimits={"maxDispatchesPerSecond": 1})
@@ -61,3 +63,23 @@ def test_other_address_warns_and_no_test_aids_refuses_state_changes(
             bad_inputs=len(refused),
         )
     )
+
+
+def test_allowed_host_on_all_addresses_refuses_forged_host_names(
+    tmp_path: Path, runner_process: Callable[..., RunnerProcess]
+) -> None:
+    runner = runner_process(
+        tmp_path, "--host", "0.0.0.0", "--allowed-host", "runner", "--allowed-host", "tasks"
+    )
+    warnings = [line for line in runner.log if EXPOSED in line]
+    assert len(warnings) == 1 and "Host names answered: runner, tasks" in warnings[0]
+    assert "DNS rebinding" not in warnings[0]
+    port = runner.url.rsplit(":", 1)[1]
+    queues = f"{runner.url}/v2/projects/p/locations/l/queues"
+    for forged in ("evil.example", f"evil.example:{port}", f"runner.evil.example:{port}"):
+        answer = requests.get(queues, headers={"Host": forged}, timeout=10)
+        error = answer.json()["error"]
+        assert (answer.status_code, error["code"], error["status"]) == (403, 403, "PERMISSION_DENIED")
+        assert forged in error["message"] and "--allowed-host" in error["message"]
+    for named in (f"runner:{port}", "tasks", f"localhost:{port}", f"127.0.0.1:{port}"):
+        assert requests.get(queues, headers={"Host": named}, timeout=10).status_code == 200
