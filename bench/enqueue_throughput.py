@@ -2,6 +2,7 @@
 
 Usage: python bench/enqueue_throughput.py [--tasks 4000] [--runs 3] [--no-peer] [--baseline CHECKOUT]
        [--smoke]
+       python bench/enqueue_throughput.py --grpc-ceilings [--baseline CHECKOUT] [--tasks 4000] [--runs 3]
 The queue is paused so only acceptance is timed. Runner side: one keep-alive http.client connection per
 thread, then tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk with 8 connections (a C
 client: the server's own ceiling), then the official client on gRPC (bench/peer_client.py, one channel
@@ -11,22 +12,32 @@ The runner's CPU per CreateTask (from /proc) is reported for the wrk run and the
 `--baseline` also runs the runner of another checkout (e.g. `git worktree add --detach DIR main`) under
 wrk in each run, for a before/after ratio of the CPU per CreateTask from one invocation.
 Sides alternate within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
+
+``--grpc-ceilings`` measures gRPC CreateTask only, alternating within each run: the peer and the runner
+from the official client (1 and 8 threads) and from a faster client (one ``grpc.aio`` channel, 64 calls
+in flight), and null gRPC servers (grpcio's threaded one and ``grpc.aio``) that answer with a fixed Task
+and store nothing (what each client reaches at all here). ``--baseline`` adds a runner from another
+checkout (a worktree of an older commit) under the same loads. Every task a runner acknowledged is
+counted back through ListTasks.
+Writes bench/results/enqueue_grpc_ceilings.json.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import shutil
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import benchlib
 import requests
-from benchlib import Figures, Peer, Runner, median
+from benchlib import BENCH, Figures, Peer, Runner, median
 
 QUEUE = "enqueue"
 GRPC_QUEUE = "enqueue-grpc"
@@ -98,21 +109,32 @@ def wrk_rate(url: str, tmp: Path, seconds: int, pid: int) -> tuple[float, float]
     return result["rps"], cpu / max(1, result["requests"]) * 1e6
 
 
+def grpc_rate(
+    python: Path, port: int, count: int, threads: int, pid: int | None = None
+) -> tuple[float, float]:
+    """CreateTask/s from the official client on gRPC with ``threads`` threads, one channel each.
+
+    The second figure is the server's CPU µs per CreateTask meanwhile, with its ``pid`` (NaN without).
+    """
+    before = benchlib.process_cpu_seconds([pid]) if pid else 0.0
+    answer = benchlib.grpc_client(
+        python, port, "enqueue", "--queues", GRPC_QUEUE, "--count", str(count), "--threads", str(threads),
+        "--target", TARGET,
+    )  # fmt: skip
+    cpu = (benchlib.process_cpu_seconds([pid]) - before) / count * 1e6 if pid else float("nan")
+    return answer["timed"] / answer["seconds"], cpu
+
+
 def grpc_rates(python: Path, port: int, count: int, pid: int | None = None) -> dict[str, float]:
     """CreateTask/s over gRPC from 1 and 8 threads (``count // 2`` and ``count`` tasks).
 
     With the server's ``pid``, also its CPU µs per CreateTask over the 8-thread run (``grpc_cpu_us``).
     """
-    out = {}
-    for threads, n, key in ((1, count // 2, "grpc_1_thread"), (8, count, "grpc_8_threads")):
-        before = benchlib.process_cpu_seconds([pid]) if pid else 0.0
-        answer = benchlib.grpc_client(
-            python, port, "enqueue", "--queues", GRPC_QUEUE, "--count", str(n), "--threads", str(threads),
-            "--target", TARGET,
-        )  # fmt: skip
-        out[key] = answer["timed"] / answer["seconds"]
-        if pid and threads == 8:
-            out["grpc_cpu_us"] = (benchlib.process_cpu_seconds([pid]) - before) / n * 1e6
+    one, _ = grpc_rate(python, port, count // 2, 1)
+    eight, cpu = grpc_rate(python, port, count, 8, pid)
+    out = {"grpc_1_thread": one, "grpc_8_threads": eight}
+    if pid:
+        out["grpc_cpu_us"] = cpu
     return out
 
 
@@ -129,6 +151,14 @@ def count_tasks(session: requests.Session, url: str, queue_id: str) -> int:
         token = page.get("nextPageToken", "")
         if not token:
             return total
+
+
+def check_stored(runner: Runner, acknowledged: int) -> None:
+    """Fail unless every task acknowledged over gRPC is stored (counted through ListTasks)."""
+    stored = count_tasks(requests.Session(), runner.url, GRPC_QUEUE)
+    if stored != acknowledged:
+        raise RuntimeError(f"gRPC: {acknowledged} tasks acknowledged, {stored} stored")
+    runner.check_alive("runner serve")
 
 
 def runner_side(
@@ -152,10 +182,7 @@ def runner_side(
         port = int(runner.url.rpartition(":")[2])
         benchlib.grpc_client(grpc_python, port, "create-queues", "--queues", GRPC_QUEUE, "--paused")
         out.update(grpc_rates(grpc_python, port, count, runner.pid))
-        stored = count_tasks(session, runner.url, GRPC_QUEUE)
-        if stored != count // 2 + count:
-            raise RuntimeError(f"gRPC: {count // 2 + count} tasks acknowledged, {stored} stored")
-        runner.check_alive("runner serve")
+        check_stored(runner, count // 2 + count)
     finally:
         runner.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -215,13 +242,165 @@ RATIOS = {
 }
 
 
+AIO_CONCURRENCY = 64
+
+
+def grpc_aio_rate(python: Path, port: int, count: int) -> float:
+    """CreateTask/s from one ``grpc.aio`` channel with ``AIO_CONCURRENCY`` calls in flight."""
+    answer = benchlib.grpc_client(
+        python, port, "enqueue-aio", "--queues", GRPC_QUEUE, "--count", str(count),
+        "--concurrency", str(AIO_CONCURRENCY), "--target", TARGET,
+    )  # fmt: skip
+    return float(answer["timed"] / answer["seconds"])
+
+
+def grpc_side(python: Path, port: int, count: int, name: str, pid: int | None = None) -> dict[str, float]:
+    """One server's gRPC figures: the official client with 1 and 8 threads, then the faster client.
+
+    Creates the paused queue first; with the server's ``pid``, also its CPU µs per call (8 threads).
+    """
+    benchlib.grpc_client(python, port, "create-queues", "--queues", GRPC_QUEUE, "--paused")
+    out = {f"{name}_1_thread": grpc_rate(python, port, count // 2, 1)[0]}
+    out[f"{name}_8_threads"], cpu = grpc_rate(python, port, count, 8, pid)
+    if pid:
+        out[f"{name}_cpu_us"] = cpu
+    out[f"{name}_aio"] = grpc_aio_rate(python, port, count)
+    return out
+
+
+def runner_grpc(
+    tmp: Path, name: str, python: Path, count: int, checkout: Path = benchlib.ROOT
+) -> dict[str, float]:
+    """A runner's :func:`grpc_side` figures; every task acknowledged is then counted back."""
+    data = tmp / f"data-{name}"
+    runner = Runner(tmp, data, checkout=checkout).wait_ready()
+    try:
+        out = grpc_side(python, int(runner.url.rpartition(":")[2]), count, name, runner.pid)
+        check_stored(runner, count // 2 + 2 * count)
+    finally:
+        runner.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return out
+
+
+@contextlib.contextmanager
+def null_server(tmp: Path, python: Path, kind: str) -> Iterator[int]:
+    """``peer_client.py serve-null --server KIND`` on a free port; yields the port."""
+    port = benchlib.free_port()
+    command = [
+        str(python),
+        str(BENCH / "peer_client.py"),
+        "--port",
+        str(port),
+        "serve-null",
+        "--server",
+        kind,
+    ]
+    child = benchlib.Child(command, tmp / f"null-server-{kind}.log")
+    try:
+        benchlib.wait_for(lambda: benchlib.port_open(port) or not child.alive(), 60, "the null server")
+        child.check_alive("null gRPC server")
+        yield port
+    finally:
+        child.stop()
+
+
+_AIO = f"one grpc.aio channel, {AIO_CONCURRENCY} calls in flight"
+CEILING_LABELS = {
+    "peer_1_thread": LABELS["peer_1_thread"],
+    "peer_8_threads": LABELS["peer_8_threads"],
+    "peer_aio": f"gcloud-tasks-emulator CreateTask, gRPC, {_AIO}",
+    "runner_1_thread": LABELS["grpc_1_thread"],
+    "runner_8_threads": LABELS["grpc_8_threads"],
+    "runner_aio": f"runner CreateTask, gRPC, {_AIO}",
+    "runner_cpu_us": LABELS["grpc_cpu_us"],
+    "baseline_1_thread": "baseline " + LABELS["grpc_1_thread"],
+    "baseline_8_threads": "baseline " + LABELS["grpc_8_threads"],
+    "baseline_aio": f"baseline runner CreateTask, gRPC, {_AIO}",
+    "baseline_cpu_us": "baseline " + LABELS["grpc_cpu_us"],
+    "null_8_threads": "null gRPC server (threaded, fixed answer, no storage), official client, 8 threads",
+    "null_aio": f"null gRPC server (threaded, fixed answer, no storage), {_AIO}",
+    "aio_null_8_threads": "null grpc.aio server (fixed answer, no storage), official client, 8 threads",
+}
+CEILING_RATIOS = {
+    "runner_vs_peer_1_thread": (
+        "runner_1_thread",
+        "peer_1_thread",
+        "runner / peer, official client, 1 thread",
+    ),
+    "runner_vs_peer": ("runner_8_threads", "peer_8_threads", "runner / peer, official client, 8 threads"),
+    "null_vs_peer": ("null_8_threads", "peer_8_threads", "null server / peer, official client, 8 threads"),
+    "null_aio_vs_peer_aio": ("null_aio", "peer_aio", "null server / peer, grpc.aio client"),
+    "runner_aio_vs_peer_aio": ("runner_aio", "peer_aio", "runner / peer, grpc.aio client"),
+    "runner_vs_baseline_1_thread": ("runner_1_thread", "baseline_1_thread", "runner / baseline, 1 thread"),
+    "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
+    "runner_vs_baseline_aio": ("runner_aio", "baseline_aio", "runner / baseline, grpc.aio client"),
+    "cpu_vs_baseline": ("runner_cpu_us", "baseline_cpu_us", "runner CPU per call / baseline, 8 threads"),
+}
+
+
+def grpc_ceilings(args: object, python: Path) -> None:
+    """The ``--grpc-ceilings`` mode (see the module's docstring)."""
+    figures = Figures("enqueue_grpc_ceilings", args)  # type: ignore[arg-type]
+    count = args.tasks  # type: ignore[attr-defined]
+    baseline = Path(args.baseline) if args.baseline else None  # type: ignore[attr-defined]
+    figures.note(f"pure-Python 10M-iteration loop (benchlib): {benchlib.python_loop_seconds():.3f} s")
+    runs: dict[str, list[float]] = {key: [] for key in CEILING_LABELS}
+    with benchlib.workdir("enqueue-grpc") as tmp:
+        for run in range(args.runs):  # type: ignore[attr-defined]
+            peer = Peer(tmp, python)
+            try:
+                figures_of_run = grpc_side(python, peer.port, count, "peer")
+            finally:
+                peer.stop()
+            figures_of_run |= runner_grpc(tmp, "runner", python, count)
+            if baseline is not None:
+                figures_of_run |= runner_grpc(tmp, "baseline", python, count, baseline)
+            with null_server(tmp, python, "threads") as port:
+                figures_of_run["null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+                figures_of_run["null_aio"] = grpc_aio_rate(python, port, count)
+            with null_server(tmp, python, "aio") as port:
+                figures_of_run["aio_null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+            for key, value in figures_of_run.items():
+                runs[key].append(value)
+            print(
+                f"run {run + 1}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items() if v), flush=True
+            )
+    report(figures, runs, CEILING_LABELS, CEILING_RATIOS)
+
+
+def report(
+    figures: Figures,
+    runs: dict[str, list[float]],
+    labels: dict[str, str],
+    ratios: dict[str, tuple[str, str, str]],
+) -> None:
+    """Each figure's median over the runs, then each ratio's median over the runs' pairs; saved."""
+    for key, label in labels.items():
+        if runs[key]:
+            unit = "us" if key.endswith("_cpu_us") else "tasks/s"
+            figures.add(key, label, median(runs[key]), unit, runs[key])
+    for key, (ours, theirs, label) in ratios.items():
+        if runs[ours] and runs[theirs]:
+            pairs = [a / b for a, b in zip(runs[ours], runs[theirs], strict=True)]
+            figures.add(key, label, median(pairs), "x", pairs)
+    figures.save()
+
+
 def main() -> None:
     p = benchlib.parser(__doc__, runs=3)
     p.add_argument("--tasks", type=int, default=4000, help="tasks per multi-threaded measurement")
     p.add_argument("--wrk-seconds", type=int, default=3)
     p.add_argument("--no-peer", action="store_true")
-    p.add_argument("--baseline", help="another checkout whose runner runs under wrk too, alternating")
+    p.add_argument("--grpc-ceilings", action="store_true", help="gRPC CreateTask ceilings only (see above)")
+    p.add_argument("--baseline", help="another checkout's runner, alternating (under wrk, or the ceilings)")
     args = benchlib.parse(p, tasks=40, wrk_seconds=1)
+    if args.grpc_ceilings:
+        peer_python = benchlib.peer_python()
+        if peer_python is None:
+            raise SystemExit("--grpc-ceilings needs the peer (gcloud-tasks-emulator)")
+        grpc_ceilings(args, peer_python)
+        return
     figures = Figures("enqueue_throughput", args)
     try:
         import tasktoolkit.client  # noqa: F401
@@ -249,15 +428,7 @@ def main() -> None:
             print(
                 f"run {run + 1}/{args.runs}: " + ", ".join(f"{k} {v[-1]:.0f}" for k, v in runs.items() if v)
             )
-    for key, label in LABELS.items():
-        if runs[key]:
-            unit = "us" if key.endswith("_cpu_us") else "tasks/s"
-            figures.add(key, label, median(runs[key]), unit, runs[key])
-    for key, (ours, theirs, label) in RATIOS.items():
-        if runs[ours] and runs[theirs]:
-            ratios = [a / b for a, b in zip(runs[ours], runs[theirs], strict=True)]
-            figures.add(key, label, median(ratios), "x", ratios)
-    figures.save()
+    report(figures, runs, LABELS, RATIOS)
 
 
 if __name__ == "__main__":

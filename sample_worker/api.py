@@ -33,6 +33,7 @@ def signup() -> ResponseReturnValue:
         user = User.from_json(request.get_json(silent=True))
     except ValueError as exc:
         return {"error": str(exc)}, 400
+    services().users.add(user)
     payload = user.to_json()
     welcome = send_welcome_email.enqueue(payload, dedup_key=f"welcome:{user.user_id}", ignore_existing=True)
     reminder = send_reminder.enqueue(

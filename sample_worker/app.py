@@ -15,6 +15,7 @@ from flask.typing import ResponseReturnValue
 from sample_worker.api import api
 from sample_worker.config import Settings
 from sample_worker.handlers import tasks
+from sample_worker.jobs import jobs
 from sample_worker.services import Services
 from tasktoolkit import TaskToolkit, TaskToolkitError
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     TaskToolkit(app)
     app.register_blueprint(api)
     app.register_blueprint(tasks)
+    app.register_blueprint(jobs)
     app.register_error_handler(TaskToolkitError, _queue_unavailable)
     return app
 

@@ -1,4 +1,4 @@
-"""Emails: the two messages the worker sends, and an outbox directory standing in for an email provider.
+"""Emails: the messages the worker sends, and an outbox directory standing in for an email provider.
 
 Each sent message is one ``.eml`` file (RFC 5322, readable by any mail client). In a real deployment,
 replace :meth:`Outbox.send` with your provider's API call (SendGrid, SES, Gmail API...).
@@ -75,6 +75,15 @@ def reminder_email(user: User) -> EmailMessage:
         user,
         "Finish setting up your account",
         f"Hi {user.name},\n\nyou signed up yesterday: add a profile picture to finish your account.\n",
+    )
+
+
+def digest_email(user: User, week: str) -> EmailMessage:
+    """The weekly digest, for the week starting on ``week`` (``YYYY-MM-DD``)."""
+    return _message(
+        user,
+        f"Your week at Sample App ({week})",
+        f"Hi {user.name},\n\nhere is what happened this week.\n",
     )
 
 

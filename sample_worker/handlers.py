@@ -9,7 +9,7 @@ from typing import Any, NoReturn
 
 from flask import Blueprint
 
-from sample_worker.emails import User, reminder_email, welcome_email
+from sample_worker.emails import User, digest_email, reminder_email, welcome_email
 from sample_worker.images import NotAnImage, png_size, solid_png, thumbnail_size
 from sample_worker.services import services
 from sample_worker.storage import StorageUnavailable, UnknownImage, check_image_id
@@ -75,6 +75,19 @@ def send_reminder(payload: Any, task: TaskContext) -> dict[str, Any]:
     user = _user(payload)
     path = services().outbox.send(reminder_email(user), task=f"{task.queue_name}/{task.task_name}")
     log.info("sent reminder to %s (%s, scheduled for %s)", user.email, _trace(task), f"{task.eta:%H:%M:%S}")
+    return {"sent": path.name}
+
+
+@tasks.post("/tasks/send-digest")
+@task_handler(queue="emails")
+def send_digest(payload: Any, task: TaskContext) -> dict[str, Any]:
+    """Sends one user's weekly digest (one task per user and fire: see ``jobs.weekly_digest``)."""
+    user = _user(payload.get("user") if isinstance(payload, dict) else None)
+    week = payload.get("week")
+    if not isinstance(week, str) or len(week) != len("2026-11-30"):
+        raise PermanentFailure(f"bad digest week {week!r}")
+    path = services().outbox.send(digest_email(user, week), task=f"{task.queue_name}/{task.task_name}")
+    log.info("sent the %s digest to %s (%s)", week, user.email, _trace(task))
     return {"sent": path.name}
 
 

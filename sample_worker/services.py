@@ -1,4 +1,4 @@
-"""The worker's collaborators (settings, outbox, image store), kept on the Flask app."""
+"""The worker's collaborators (settings, outbox, image store, users), kept on the Flask app."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask import Flask, current_app
 from sample_worker.config import Settings
 from sample_worker.emails import Outbox
 from sample_worker.storage import ImageStore
+from sample_worker.users import Users
 
 EXTENSION_KEY = "sample_worker"
 
@@ -20,6 +21,7 @@ class Services:
     settings: Settings
     outbox: Outbox
     images: ImageStore
+    users: Users
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
@@ -28,6 +30,7 @@ class Services:
             settings=settings,
             outbox=Outbox(settings.data_dir / "outbox"),
             images=ImageStore(settings.data_dir / "images", settings.thumbnail_outage_attempts),
+            users=Users(settings.data_dir / "users"),
         )
 
     def install(self, app: Flask) -> None:

@@ -88,15 +88,15 @@ def _service_account(app: Flask) -> str | None:
     return token_service_account(app.config)
 
 
-def enqueue_route(
+def route_task(
     view: object,
     payload: Any,
     *,
     queue: str | None,
     route_args: Mapping[str, Any] | None,
     options: Mapping[str, Any],
-) -> CreatedTask | None:
-    """Creates a task for the route that ``view`` serves in the current app.
+) -> tuple[Flask, str, dict[str, Any]]:
+    """The current app, the queue and the ``enqueue()`` options of a task for the route ``view`` serves.
 
     The URL is ``TASKTOOLKIT_BASE_URL`` + the route's path; the OIDC token is for
     ``TASKTOOLKIT_SERVICE_ACCOUNT`` (or the only allowed service account) with the first
@@ -132,4 +132,17 @@ def enqueue_route(
                 "(or pass service_account=None to send none)"
             )
         task_options.pop("audience")
+    return app, queue, task_options
+
+
+def enqueue_route(
+    view: object,
+    payload: Any,
+    *,
+    queue: str | None,
+    route_args: Mapping[str, Any] | None,
+    options: Mapping[str, Any],
+) -> CreatedTask | None:
+    """Creates a task for the route that ``view`` serves in the current app (see :func:`route_task`)."""
+    app, queue, task_options = route_task(view, payload, queue=queue, route_args=route_args, options=options)
     return client_for(app).enqueue(queue, **task_options)

@@ -1,4 +1,9 @@
-"""@task_handler: verify -> context -> claim -> run -> complete/release -> HTTP answer (design.md §5)."""
+"""@task_handler: verify -> context -> claim -> run -> complete/release -> HTTP answer (design.md §5).
+
+The cycle is shared by every kind of caller: a :class:`Caller` says how a request becomes a context, what
+the context's dedup key is and how the user's function is called. Task deliveries are :data:`TASKS`;
+Cloud Scheduler fires (``tasktoolkit.scheduled``) bring their own.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import hashlib
 import inspect
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import Any, Generic, TypeVar, overload
 from urllib.parse import quote
 
 from flask import Response, jsonify, make_response, request
@@ -67,6 +72,8 @@ _SITUATION_KEY = "tasktoolkit.situation"
 
 DedupKey = Callable[[Any, TaskContext], str]
 TaskFunction = Callable[..., ResponseReturnValue]
+#: A request's context: a :class:`TaskContext`, a ``ScheduleContext``...
+C = TypeVar("C")
 
 
 def default_dedup_key(payload: Any, task: TaskContext) -> str:
@@ -94,6 +101,35 @@ class HandlerOptions:
     queue: str | None = None
     #: Key space shared by the handlers that name it; ``None``: the handler's own (its Flask endpoint).
     dedup_scope: str | None = None
+
+
+@dataclass(frozen=True)
+class Caller(Generic[C]):
+    """What depends on who calls a handler.
+
+    The rest of the cycle (verification, the answer table, claim and record, logs and spans) is the same
+    for every caller.
+    """
+
+    #: The headers the context is built from (any case).
+    header_names: tuple[str, ...]
+    #: ``(headers in lower case, body, options) -> context``; raises InvalidTaskRequest naming a header.
+    parse: Callable[[Mapping[str, str], bytes, HandlerOptions], C]
+    #: ``(options, context) -> key``: the context's dedup key within the handler's scope.
+    key: Callable[[HandlerOptions, C], str]
+    #: ``(function, context, view_args) -> answer``: calls the user's function.
+    call: Callable[[TaskFunction, C, dict[str, Any]], ResponseReturnValue]
+    #: ``context -> "task emails/welcome-1"``: how log lines name the request.
+    label: Callable[[C], str]
+    #: ``context -> fields`` of the delivery's log line (:class:`logging_json.DeliveryLog`).
+    log_fields: Callable[[C], dict[str, Any]]
+    #: ``context -> (span name, destination, message id)``.
+    span: Callable[[C], tuple[str, str, str]]
+
+    @functools.cached_property
+    def environ_keys(self) -> tuple[tuple[str, str], ...]:
+        """``(header name in lower case, WSGI environ key)`` of :attr:`header_names`."""
+        return tuple((name.lower(), "HTTP_" + name.upper().replace("-", "_")) for name in self.header_names)
 
 
 def _json(situation: Situation, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -129,16 +165,30 @@ def _replay(stored: StoredResponse) -> Response:
     return response
 
 
-#: ``(header name in lower case, WSGI environ key)`` of the headers a TaskContext is built from.
-_TASK_HEADERS = tuple(
-    (name.lower(), "HTTP_" + name.upper().replace("-", "_"))
-    for name in (QUEUE_NAME, TASK_NAME, RETRY_COUNT, EXECUTION_COUNT, ETA, PREVIOUS_RESPONSE, RETRY_REASON)
+def _task_label(task: TaskContext) -> str:
+    return f"task {task.queue_name}/{task.task_name}"
+
+
+#: Cloud Tasks deliveries: ``func(payload, task, **view_args)``, keyed by the handler's ``dedup_key``.
+TASKS: Caller[TaskContext] = Caller(
+    header_names=(QUEUE_NAME, TASK_NAME, RETRY_COUNT, EXECUTION_COUNT, ETA, PREVIOUS_RESPONSE, RETRY_REASON),
+    parse=lambda headers, body, options: parse_task_context(headers, body, parse_json=options.parse_json),
+    key=lambda options, task: options.dedup_key(task.payload, task) if options.dedup_key else "",
+    call=lambda func, task, view_args: func(task.payload, task, **view_args),
+    label=_task_label,
+    log_fields=lambda task: {
+        "queue": task.queue_name,
+        "task": task.task_name,
+        "retry_count": task.retry_count,
+        "execution_count": task.execution_count,
+    },
+    span=lambda task: (f"process {task.queue_name}", task.queue_name, task.task_name),
 )
 
 
-def _task_headers(environ: dict[str, Any]) -> dict[str, str]:
-    """The ``X-CloudTasks-*`` headers of the request, names in lower case, read straight from the environ."""
-    return {name: environ[key] for name, key in _TASK_HEADERS if key in environ}
+def _caller_headers(caller: Caller[Any], environ: dict[str, Any]) -> dict[str, str]:
+    """The caller's headers of the request, names in lower case, read straight from the environ."""
+    return {name: environ[key] for name, key in caller.environ_keys if key in environ}
 
 
 def _bearer_token(environ: dict[str, Any]) -> str | None:
@@ -146,35 +196,35 @@ def _bearer_token(environ: dict[str, Any]) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
-def _admit(options: HandlerOptions, state: ToolkitState) -> TaskContext | Response:
-    """Verifies the caller and parses the task, or returns the rejection."""
+def _admit(caller: Caller[C], options: HandlerOptions, state: ToolkitState) -> C | Response:
+    """Verifies the caller and parses its context, or returns the rejection."""
     environ = request.environ
     token = _bearer_token(environ)
     if token is None:
-        log.warning("rejected task request to %s: missing bearer token", request.path)
+        log.warning("rejected request to %s: missing bearer token", request.path)
         return _json(Situation.BAD_TOKEN, {"error": "missing bearer token"}, {"WWW-Authenticate": "Bearer"})
     extra = (request.url, request.base_url) if state.audience_from_request else ()
     try:
-        caller = state.verifier.verify(token, extra_audiences=extra)
-        task = parse_task_context(_task_headers(environ), request.get_data(), parse_json=options.parse_json)
+        verified = state.verifier.verify(token, extra_audiences=extra)
+        context = caller.parse(_caller_headers(caller, environ), request.get_data(), options)
     except TokenVerificationError as exc:
-        log.warning("rejected task request to %s: %s", request.path, exc)
+        log.warning("rejected request to %s: %s", request.path, exc)
         return _json(
             Situation.BAD_TOKEN, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         )
     except CallerNotAllowed as exc:
-        log.warning("rejected task request to %s: %s", request.path, exc)
+        log.warning("rejected request to %s: %s", request.path, exc)
         return _json(Situation.CALLER_NOT_ALLOWED, {"error": str(exc)})
     except CertificateFetchError as exc:
-        log.error("cannot verify task request to %s: %s", request.path, exc)
+        log.error("cannot verify request to %s: %s", request.path, exc)
         return _retry_after(
             Situation.CERTS_UNAVAILABLE, "token verification unavailable", UNAVAILABLE_RETRY_AFTER_S
         )
     except InvalidTaskRequest as exc:
-        log.warning("rejected task request to %s: %s", request.path, exc)
+        log.warning("rejected request to %s: %s", request.path, exc)
         return _json(Situation.BAD_TASK_REQUEST, {"error": str(exc)})
-    log.debug("task %s/%s from %s", task.queue_name, task.task_name, caller.email)
-    return task
+    log.debug("%s from %s", caller.label(context), verified.email)
+    return context
 
 
 def _report(exc: Exception) -> None:
@@ -185,36 +235,37 @@ def _report(exc: Exception) -> None:
 
 
 def _execute(
-    func: TaskFunction, task: TaskContext, view_args: dict[str, Any]
+    caller: Caller[C], func: TaskFunction, context: C, view_args: dict[str, Any]
 ) -> tuple[Response | HTTPException, Situation]:
-    """Runs the task function and returns its answer and how it ended (a row of the answer table)."""
+    """Runs the user's function and returns its answer and how it ended (a row of the answer table)."""
     try:
-        response = make_response(func(task.payload, task, **view_args))
+        response = make_response(caller.call(func, context, view_args))
     except RetryTask as exc:
-        log.debug("task %s/%s asked to be retried in %gs", task.queue_name, task.task_name, exc.delay_s)
+        log.debug("%s asked to be retried in %gs", caller.label(context), exc.delay_s)
         return _retry_after(
             Situation.RETRY_REQUESTED, "retry requested", exc.delay_s
         ), Situation.RETRY_REQUESTED
     except PermanentFailure as exc:
-        log.warning("task %s/%s failed permanently: %s", task.queue_name, task.task_name, exc)
+        log.warning("%s failed permanently: %s", caller.label(context), exc)
         return _acknowledge(Situation.PERMANENT_FAILURE, "permanent_failure"), Situation.PERMANENT_FAILURE
     except HTTPException as exc:
         return exc, Situation.HTTP_EXCEPTION
     except Exception as exc:
-        log.exception("task %s/%s raised", task.queue_name, task.task_name)
+        log.exception("%s raised", caller.label(context))
         _report(exc)
         return _json(Situation.HANDLER_RAISED, {"error": "task handler failed"}), Situation.HANDLER_RAISED
     returned = Situation.RETURNED_2XX if 200 <= response.status_code < 300 else Situation.RETURNED_OTHER
     return response, returned
 
 
-def _duplicate(record: DedupRecord, fingerprint: str, state: ToolkitState, task: TaskContext) -> Response:
+def _duplicate(
+    record: DedupRecord, fingerprint: str, state: ToolkitState, caller: Caller[C], context: C
+) -> Response:
     if record.fingerprint != fingerprint:
         log.error(
-            "dedup key %r reused with a different payload (task %s/%s): acknowledged without running",
+            "dedup key %r reused with a different payload (%s): acknowledged without running",
             record.key,
-            task.queue_name,
-            task.task_name,
+            caller.label(context),
         )
         return _acknowledge(Situation.PAYLOAD_MISMATCH, "payload_mismatch")
     if record.status is DedupStatus.IN_PROGRESS:
@@ -260,61 +311,72 @@ def _scope(options: HandlerOptions, func: TaskFunction) -> str:
 
 
 def _claim(
-    options: HandlerOptions, state: ToolkitState, task: TaskContext, scope: str
+    caller: Caller[C], options: HandlerOptions, state: ToolkitState, context: C, body: bytes, scope: str
 ) -> DedupRecord | Response:
-    """Claims the task's dedup key, or returns the answer when it cannot run now (duplicate, store down)."""
+    """Claims the context's dedup key, or returns the answer when it cannot run now (duplicate, store down).
+
+    ``body`` is the request's: its digest tells a duplicate from a reuse of the key with another payload.
+    """
     assert options.dedup_key is not None
     try:
-        user_key = options.dedup_key(task.payload, task)
+        user_key = caller.key(options, context)
         if not isinstance(user_key, str) or not 0 < len(user_key) <= MAX_KEY_LENGTH:
             raise TypeError(f"dedup_key must return a str of 1-{MAX_KEY_LENGTH} chars, got {user_key!r}")
         key = store_key(scope, user_key)
     except Exception as exc:
-        log.exception("dedup_key failed for task %s/%s", task.queue_name, task.task_name)
+        log.exception("dedup_key failed for %s", caller.label(context))
         _report(exc)
         return _json(Situation.DEDUP_KEY_FAILED, {"error": "task handler failed"})
-    fingerprint = hashlib.sha256(task.body).hexdigest()
+    fingerprint = hashlib.sha256(body).hexdigest()
     try:
         claim = state.store.claim(key, fingerprint, lease_s=options.lease_s or state.lease_s)
     except DedupStoreUnavailable as exc:
-        log.error("dedup store unavailable; task %s/%s not run: %s", task.queue_name, task.task_name, exc)
+        log.error("dedup store unavailable; %s not run: %s", caller.label(context), exc)
         return _retry_after(Situation.STORE_UNAVAILABLE, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)
-    return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, task)
+    return claim.record if claim.acquired else _duplicate(claim.record, fingerprint, state, caller, context)
 
 
-Delivered = tuple[Response | HTTPException, Situation, TaskContext | None]
+Delivered = tuple[Response | HTTPException, Situation, Any]
 
 
-def _answered(answer: Response, task: TaskContext | None) -> Delivered:
-    """An answer made before the task function ran, with the situation :func:`_json` recorded."""
+def _answered(answer: Response, context: Any) -> Delivered:
+    """An answer made before the user's function ran, with the situation :func:`_json` recorded."""
     situation: Situation = request.environ.pop(_SITUATION_KEY)
-    return answer, situation, task
+    return answer, situation, context
 
 
-def _deliver(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> Delivered:
+def _deliver(
+    caller: Caller[C], func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]
+) -> Delivered:
     state = TaskToolkit.state()
-    task = _admit(options, state)
-    if isinstance(task, Response):
-        return _answered(task, None)
-    claim = _claim(options, state, task, _scope(options, func)) if options.dedup_key is not None else None
+    context = _admit(caller, options, state)
+    if isinstance(context, Response):
+        return _answered(context, None)
+    claim = (
+        _claim(caller, options, state, context, request.get_data(), _scope(options, func))
+        if options.dedup_key is not None
+        else None
+    )
     if isinstance(claim, Response):
-        return _answered(claim, task)
-    answer, situation = _execute(func, task, view_args)
+        return _answered(claim, context)
+    answer, situation = _execute(caller, func, context, view_args)
     if claim is not None:
         effect = situation.answer.record
         stored = (
             _stored(answer) if isinstance(answer, Response) and effect is not RecordEffect.RELEASED else None
         )
         _record(state, claim, effect, stored, options.ttl_s or state.ttl_s)
-    return answer, situation, task
+    return answer, situation, context
 
 
 def _status(response: Response | HTTPException) -> int:
     return response.status_code if isinstance(response, Response) else response.code or 500
 
 
-def _log_delivery(answer: Delivered, started: float, clock: Callable[[], float], dedup: bool) -> None:
-    response, situation, task = answer
+def _log_delivery(
+    caller: Caller[Any], answer: Delivered, started: float, clock: Callable[[], float], dedup: bool
+) -> None:
+    response, situation, context = answer
     status = _status(response)
     if not logging_json.delivery_logged(situation, status):
         return
@@ -324,28 +386,27 @@ def _log_delivery(answer: Delivered, started: float, clock: Callable[[], float],
             status=status,
             latency_s=clock() - started,
             path=request.path,
-            queue=task.queue_name if task else None,
-            task=task.task_name if task else None,
-            retry_count=task.retry_count if task else None,
-            execution_count=task.execution_count if task else None,
             dedup=logging_json.dedup_outcome(situation, dedup),
+            **(caller.log_fields(context) if context is not None else {}),
         )
     )
 
 
-def _dispatch(func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]) -> ResponseReturnValue:
+def dispatch(
+    caller: Caller[C], func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]
+) -> ResponseReturnValue:
+    """Handles one request to a handler of ``caller``'s kind: the whole cycle, logged and traced."""
     clock = logging_json.clock
     started = clock()
     with consumer_span(trace_from_environ(request.environ)) as span:
-        answer = _deliver(func, options, view_args)
+        answer = _deliver(caller, func, options, view_args)
         request.environ.pop(_SITUATION_KEY, None)
-        _log_delivery(answer, started, clock, options.dedup_key is not None)
-        response, situation, task = answer
+        _log_delivery(caller, answer, started, clock, options.dedup_key is not None)
+        response, situation, context = answer
         status = _status(response)
-        if task is not None:
-            span.update(
-                f"process {task.queue_name}", destination_name=task.queue_name, message_id=task.task_name
-            )
+        if context is not None:
+            name, destination, message_id = caller.span(context)
+            span.update(name, destination_name=destination, message_id=message_id)
         if status >= 500 or situation is Situation.PAYLOAD_MISMATCH:
             span.failed(situation.name.lower())
     if isinstance(response, HTTPException):
@@ -364,7 +425,7 @@ class TaskHandler:
 
     def __call__(self, **view_args: Any) -> ResponseReturnValue:
         """Handles one delivery (Flask passes the URL's variables as keyword arguments)."""
-        return _dispatch(self.func, self.options, view_args)
+        return dispatch(TASKS, self.func, self.options, view_args)
 
     def enqueue(
         self,
@@ -400,9 +461,11 @@ class TaskHandler:
         )
 
 
-def _duration(name: str, value: float | None) -> float | None:
-    if value is not None and (isinstance(value, bool) or not math.isfinite(value) or value <= 0):
-        raise ConfigurationError(f"task_handler {name} must be a number of seconds > 0, got {value!r}")
+def check_duration(decorator: str, name: str, value: float | None) -> float | None:
+    """``value`` if it is ``None`` or a number of seconds > 0 (``decorator`` names the option's owner)."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if value is not None and (not number or not math.isfinite(value) or value <= 0):
+        raise ConfigurationError(f"{decorator} {name} must be a number of seconds > 0, got {value!r}")
     return value
 
 
@@ -421,11 +484,11 @@ def _check_key(key: DedupKey | None) -> DedupKey | None:
     return key
 
 
-def _check_scope(scope: str | None) -> str | None:
+def check_scope(decorator: str, scope: str | None) -> str | None:
+    """``scope`` if it is ``None`` or a valid ``dedup_scope``."""
     if scope is not None and not (isinstance(scope, str) and 0 < len(scope) <= MAX_SCOPE_LENGTH):
         raise ConfigurationError(
-            f"task_handler dedup_scope must be a str of 1-{MAX_SCOPE_LENGTH} characters or None, "
-            f"got {scope!r}"
+            f"{decorator} dedup_scope must be a str of 1-{MAX_SCOPE_LENGTH} characters or None, got {scope!r}"
         )
     return scope
 
@@ -494,11 +557,11 @@ def task_handler(
             raise ConfigurationError(f"task_handler {exc}") from exc
     options = HandlerOptions(
         _check_key(dedup_key),
-        _duration("lease_s", lease_s),
-        _duration("ttl_s", ttl_s),
+        check_duration("task_handler", "lease_s", lease_s),
+        check_duration("task_handler", "ttl_s", ttl_s),
         parse_json,
         queue,
-        _check_scope(dedup_scope),
+        check_scope("task_handler", dedup_scope),
     )
 
     def decorate(function: TaskFunction) -> TaskHandler:

@@ -1,4 +1,8 @@
-"""TaskContext: what Cloud Tasks says about a delivery, parsed from its ``X-CloudTasks-*`` headers."""
+"""What the caller says about a request, parsed from its headers.
+
+:class:`TaskContext` from Cloud Tasks' ``X-CloudTasks-*`` headers, :class:`ScheduleContext` from Cloud
+Scheduler's ``X-CloudScheduler-*`` headers.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,13 @@ EXECUTION_COUNT = "X-CloudTasks-TaskExecutionCount"
 ETA = "X-CloudTasks-TaskETA"
 PREVIOUS_RESPONSE = "X-CloudTasks-TaskPreviousResponse"
 RETRY_REASON = "X-CloudTasks-TaskRetryReason"
+#: Cloud Scheduler's headers (target.proto ``HttpTarget.headers``).
+SCHEDULER_JOB_NAME = "X-CloudScheduler-JobName"
+SCHEDULER_SCHEDULE_TIME = "X-CloudScheduler-ScheduleTime"
+#: RFC 3339 with a ``Z`` or an offset ("as an offset of UTC parsed according to RFC3339", target.proto).
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)")
+#: A job id (job.proto ``name``: letters, numbers, hyphens or underscores, at most 500 characters).
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 
 #: Queue and task ids are short printable names; anything else is not from Cloud Tasks.
 _NAME = re.compile(r"[\x21-\x7e]{1,500}")
@@ -153,3 +164,70 @@ def parse_task_context(headers: Mapping[str, str], body: bytes, *, parse_json: b
         body=body,
         payload=parse_payload(body) if parse_json else None,
     )
+
+
+@dataclass(frozen=True)
+class ScheduleContext:
+    """One fire of a Cloud Scheduler job, as its ``X-CloudScheduler-*`` headers describe it.
+
+    Cloud Scheduler sends no attempt number: a retry of a fire carries the same schedule time as its first
+    attempt, and nothing tells the two apart. Like the task headers, these are trusted only after the OIDC
+    token checks out.
+    """
+
+    #: The job id, e.g. ``"weekly-digest"`` (``X-CloudScheduler-JobName``).
+    job_name: str
+    #: The fire time being attempted (``X-CloudScheduler-ScheduleTime``), aware, in UTC.
+    schedule_time: datetime.datetime
+    #: The raw request body (the job's ``body``).
+    body: bytes
+
+    @property
+    def fire_id(self) -> str:
+        """``<job id>@<schedule time>`` (RFC 3339 UTC): the same for every attempt and duplicate of a fire."""
+        return f"{self.job_name}@{format_utc(self.schedule_time)}"
+
+
+def format_utc(instant: datetime.datetime) -> str:
+    """``2026-11-30T09:00:00Z``: RFC 3339 in UTC, microseconds only when there are some."""
+    utc = instant.astimezone(datetime.UTC)
+    text = utc.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{utc.microsecond:06d}Z" if utc.microsecond else f"{text}Z"
+
+
+def _schedule_time(value: str) -> datetime.datetime:
+    problem = f"{SCHEDULER_SCHEDULE_TIME} must be an RFC 3339 time such as 2026-11-30T09:00:00Z"
+    if not _RFC3339.fullmatch(value):
+        raise InvalidTaskRequest(f"{problem}, got {_shown(value)}")
+    head, dot, rest = value.upper().replace("Z", "+00:00").partition(".")
+    if dot:  # fromisoformat takes at most six fractional digits
+        digits = rest[: len(rest) - 6]
+        head = f"{head}.{digits[:6].ljust(6, '0')}{rest[-6:]}"
+    try:
+        return datetime.datetime.fromisoformat(head).astimezone(datetime.UTC)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidTaskRequest(f"{problem}, got {_shown(value)}") from exc
+
+
+def parse_schedule_context(headers: Mapping[str, str], body: bytes) -> ScheduleContext:
+    """Builds the ScheduleContext of a fire from its headers and body.
+
+    Args:
+        headers: Request headers (any case).
+        body: Raw request body.
+
+    Raises:
+        InvalidTaskRequest: A scheduler header is missing or malformed (the message names it).
+    """
+    headers = {key.lower(): value for key, value in headers.items()}
+    job = _get(headers, SCHEDULER_JOB_NAME)
+    if job is None:
+        raise InvalidTaskRequest(f"missing {SCHEDULER_JOB_NAME} header: not a Cloud Scheduler request")
+    if not _JOB_ID.fullmatch(job):
+        raise InvalidTaskRequest(
+            f"{SCHEDULER_JOB_NAME} must be 1-500 letters, numbers, hyphens or underscores, got {_shown(job)}"
+        )
+    time = _get(headers, SCHEDULER_SCHEDULE_TIME)
+    if time is None:
+        raise InvalidTaskRequest(f"missing {SCHEDULER_SCHEDULE_TIME} header: not a Cloud Scheduler request")
+    return ScheduleContext(job_name=job, schedule_time=_schedule_time(time), body=body)

@@ -5,16 +5,20 @@ attribute. :func:`declared_jobs` finds them among an app's routes and pairs each
 method: the input of the command that reconciles Cloud Scheduler with the app, and of the fake scheduler.
 
 Ranges follow ``google/cloud/scheduler/v1/job.proto`` (``RetryConfig``, ``attempt_deadline``, the job id).
+Schedules are read by cronsim when the decorator is applied, in the job's time zone: what cron cannot read
+fails at import, not at the first fire.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cronsim import CronSim, CronSimError
 from flask import Flask
 
 from tasktoolkit.errors import ConfigurationError
@@ -27,6 +31,13 @@ HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ATTEMPT_DEADLINE_RANGE_S = (15.0, 1800.0)
 #: Largest ``retry_count`` (job.proto ``RetryConfig.retry_count``).
 MAX_RETRY_COUNT = 5
+#: Ends the description of every job the sync command manages (Cloud Scheduler jobs have no labels).
+MARKER = "(managed by tasktoolkit)"
+#: Longest declared ``description``: job.proto's 500 characters, less a space and :data:`MARKER`.
+MAX_DESCRIPTION = 500 - 1 - len(MARKER)
+#: What the service reads a zero ``min_backoff_s`` / ``max_backoff_s`` as (job.proto ``RetryConfig``).
+DEFAULT_MIN_BACKOFF_S = 5.0
+DEFAULT_MAX_BACKOFF_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -53,18 +64,24 @@ class JobSpec:
     paused: bool = False
 
     def __post_init__(self) -> None:
+        _check(_zone_exists(self.time_zone), "time_zone", self.time_zone, "an IANA time zone name")
         _check(
-            isinstance(self.schedule, str) and len(self.schedule.split()) == 5,
+            _cron_reads(self.schedule, self.time_zone),
             "schedule",
             self.schedule,
-            "five unix-cron fields, e.g. '0 9 * * 1'",
+            "five unix-cron fields with a fire time, e.g. '0 9 * * 1'",
         )
-        _check(_zone_exists(self.time_zone), "time_zone", self.time_zone, "an IANA time zone name")
         _check(
             self.job_id is None or bool(_JOB_ID.fullmatch(self.job_id)),
             "job_id",
             self.job_id,
             "1-500 letters, numbers, hyphens or underscores",
+        )
+        _check(
+            isinstance(self.description, str) and len(self.description) <= MAX_DESCRIPTION,
+            "description",
+            self.description,
+            f"a str of at most {MAX_DESCRIPTION} characters (500, less room for the sync marker)",
         )
         _check(
             _int_in(self.retry_count, 0, MAX_RETRY_COUNT),
@@ -81,11 +98,13 @@ class JobSpec:
             ("max_backoff_s", self.max_backoff_s),
         ):
             _check(_seconds(value) and value >= 0, field, value, "a number of seconds >= 0")
+        effective_min = self.min_backoff_s or DEFAULT_MIN_BACKOFF_S
+        effective_max = self.max_backoff_s or DEFAULT_MAX_BACKOFF_S
         _check(
-            self.min_backoff_s <= self.max_backoff_s,
+            effective_min <= effective_max,
             "min_backoff_s",
             self.min_backoff_s,
-            f"at most max_backoff_s ({self.max_backoff_s:g})",
+            f"at most max_backoff_s ({effective_max:g}; a zero reads as the service's default)",
         )
         low, high = ATTEMPT_DEADLINE_RANGE_S
         _check(
@@ -132,6 +151,23 @@ def _zone_exists(name: Any) -> bool:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return True
+
+
+def _cron_reads(schedule: Any, zone: str) -> bool:
+    """Whether cronsim reads ``schedule`` as five fields with at least one fire time in ``zone``.
+
+    cronsim also reads its extensions (``L``, ``W``, ``#``, ``?``), which Cloud Scheduler refuses; that
+    rule is the service's to enforce (the runner and Google both answer ``INVALID_ARGUMENT`` when the job
+    is created or updated), so it is not repeated here.
+    """
+    if not isinstance(schedule, str) or len(schedule.split()) != 5:
+        return False
+    start = dt.datetime(2000, 1, 1, tzinfo=ZoneInfo("UTC" if zone.lower() == "utc" else zone))
+    try:
+        next(iter(CronSim(" ".join(schedule.split()), start)))
+    except (CronSimError, StopIteration):
         return False
     return True
 

@@ -33,14 +33,13 @@ from tasktoolkit.config import (
     token_service_account,
 )
 from tasktoolkit.errors import AlreadyExists, ApiError, ConfigurationError, JobSyncError
-from tasktoolkit.job_spec import DeclaredJob, declared_jobs
+from tasktoolkit.job_spec import MARKER, DeclaredJob, declared_jobs
 from tasktoolkit.scheduler_client import JobJson, SchedulerClient
 from tasktoolkit.taskspec import format_duration, parse_duration
 
 __all__ = ["MARKER", "JobChange", "SyncPlan", "SyncSettings", "desired_job", "plan_sync", "sync_jobs"]
 
 #: Ends the description of every job the app manages.
-MARKER = "(managed by tasktoolkit)"
 #: The fields a sync sets and compares (job.proto, target.proto); the part before the ``.`` is the
 #: update-mask path that sets it.
 FIELDS = (

@@ -120,6 +120,9 @@ class DeliveryLog:
     retry_count: int | None = None
     execution_count: int | None = None
     dedup: str | None = None
+    #: A Cloud Scheduler fire's job id and schedule time (RFC 3339 UTC).
+    job: str | None = None
+    schedule_time: str | None = None
 
     @property
     def level(self) -> int:
@@ -129,7 +132,12 @@ class DeliveryLog:
     @property
     def message(self) -> str:
         """E.g. ``task emails/welcome-1: returned_2xx, 200 in 12.5 ms``."""
-        what = f"task {self.queue}/{self.task}" if self.task is not None else f"task request to {self.path}"
+        if self.job is not None:
+            what = f"job {self.job}@{self.schedule_time}"
+        elif self.task is not None:
+            what = f"task {self.queue}/{self.task}"
+        else:
+            what = f"task request to {self.path}"
         return f"{what}: {self.situation.name.lower()}, {self.status} in {self.latency_s * 1000:.1f} ms"
 
     def labels(self) -> dict[str, str]:
@@ -139,6 +147,8 @@ class DeliveryLog:
             "task": self.task,
             "retry_count": self.retry_count,
             "execution_count": self.execution_count,
+            "job": self.job,
+            "schedule_time": self.schedule_time,
             "dedup": self.dedup,
             "outcome": self.situation.name.lower(),
             "status": self.status,

@@ -1,6 +1,7 @@
 """pytest fixtures shipped with the package (registered through the ``pytest11`` entry point).
 
-- ``fake_queue``: a :class:`~tasktoolkit.testing.FakeQueue` installed on ``tasktoolkit_app``.
+- ``fake_queue``: a :class:`~tasktoolkit.testing.FakeQueue` installed on ``tasktoolkit_app`` (its
+  ``scheduler`` fires the app's scheduled jobs).
 - ``tasktoolkit_app``: the app under test, named by the ini option ``tasktoolkit_app = "pkg.module:app"``
   (an app, or a factory called without arguments); or override the fixture in a ``conftest.py``.
 - ``local_runner``: the local runner in this process, on a free loopback port and a virtual clock.
@@ -64,7 +65,10 @@ def tasktoolkit_app(request: pytest.FixtureRequest) -> Flask:
 
 @pytest.fixture
 def fake_queue(tasktoolkit_app: Flask) -> FakeQueue:
-    """A fake queue installed on the app: ``handler.enqueue`` lands in it, ``run_until_idle`` delivers."""
+    """A fake queue installed on the app: ``handler.enqueue`` lands in it, ``run_until_idle`` delivers.
+
+    Its ``scheduler`` fires the app's ``@scheduled_handler`` jobs as ``advance`` passes their fire times.
+    """
     from tasktoolkit.testing import FakeQueue
 
     return FakeQueue(tasktoolkit_app)

@@ -6,6 +6,11 @@ service, memory store and engine (``local_runner``'s pure core, no server), so e
 header, counter, backoff and stop rule is the runner's. :meth:`FakeQueue.run_until_idle` and
 :meth:`FakeQueue.advance` deliver due tasks through ``app.test_client()`` with the request the runner
 would send and an OIDC token that the app's verifier accepts, in virtual time. See ``docs/testing.md``.
+
+:class:`FakeScheduler` (``fake.scheduler``) does the same for the app's ``@scheduled_handler`` jobs with the
+runner's Cloud Scheduler core (``local_runner.cloud_scheduler``: cron and time zones, retries, headers), on
+the same virtual clock: :meth:`FakeQueue.advance` fires each job when its fire time passes, interleaved with
+the task deliveries.
 """
 
 from __future__ import annotations
@@ -22,26 +27,39 @@ from urllib.parse import urlsplit
 
 from flask import Flask
 
+import local_runner.cloud_scheduler.firing as firing
 from local_runner.api.request import Call
 from local_runner.api.rest import CloudTasksApi
 from local_runner.api.task_inserts import DirectInserts
 from local_runner.clock import VirtualClock
+from local_runner.cloud_scheduler.model import Job, JobState, job_fields_from_json, job_from_fields
 from local_runner.engine.attempts import Outcome, decide
-from local_runner.engine.delivery import build_request, parse_retry_after
+from local_runner.engine.delivery import OutboundRequest, build_request, parse_retry_after
 from local_runner.errors import ApiError
 from local_runner.model import Attempt, Queue, QueueState, Task, TaskState, parse_queue_name
 from local_runner.oidc import SigningKey, TokenIssuer
 from local_runner.service import TasksService
 from local_runner.store.memory import MemoryTaskStore
 from tasktoolkit.client import TasksClient, error_from_answer
-from tasktoolkit.config import BASE_URL, LOCATION, PROJECT
+from tasktoolkit.config import (
+    ALLOWED_SERVICE_ACCOUNTS,
+    BASE_URL,
+    LOCATION,
+    PROJECT,
+    SERVICE_ACCOUNT,
+    config_strings,
+    token_audience,
+    token_service_account,
+)
 from tasktoolkit.enqueue import install_client
 from tasktoolkit.errors import ConfigurationError, TaskToolkitError
 from tasktoolkit.extension import TaskToolkit
 from tasktoolkit.handler import EXCEPTION_SINK_KEY
+from tasktoolkit.job_spec import declared_jobs
+from tasktoolkit.job_sync import SyncSettings, desired_job
 from tasktoolkit.taskspec import TaskNameParts
 
-__all__ = ["AttemptRecord", "Delivery", "FakeQueue", "FakeQueueError", "FakeTask"]
+__all__ = ["AttemptRecord", "Delivery", "FakeQueue", "FakeQueueError", "FakeScheduler", "FakeTask", "Fire"]
 
 #: The ``iss`` of the fake's tokens; the app's verifier trusts it once the fake is installed.
 ISSUER = "https://fake-cloud-tasks.tasktoolkit.invalid"
@@ -191,8 +209,28 @@ class AttemptRecord:
         )
 
 
+class _Answered:
+    """What a sent request's record offers about the app's answer."""
+
+    status: int
+    response_body: bytes
+
+    @property
+    def ok(self) -> bool:
+        """Whether the app answered 2xx."""
+        return 200 <= self.status <= 299
+
+    @property
+    def response_json(self) -> Any:
+        """The answer's body parsed as JSON (``None`` if it is not JSON)."""
+        try:
+            return json.loads(self.response_body) if self.response_body else None
+        except ValueError:
+            return None
+
+
 @dataclass(frozen=True)
-class Delivery:
+class Delivery(_Answered):
     """One request the fake sent to the app, and the answer."""
 
     task: FakeTask
@@ -209,18 +247,37 @@ class Delivery:
     duplicate: bool = False
     retry_after_s: float | None = field(default=None, repr=False)
 
-    @property
-    def ok(self) -> bool:
-        """Whether the app answered 2xx."""
-        return 200 <= self.status <= 299
 
-    @property
-    def response_json(self) -> Any:
-        """The answer's body parsed as JSON (``None`` if it is not JSON)."""
-        try:
-            return json.loads(self.response_body) if self.response_body else None
-        except ValueError:
-            return None
+@dataclass(frozen=True)
+class Fire(_Answered):
+    """One request the fake scheduler sent to the app for a job, and the answer."""
+
+    job_id: str
+    #: The fire time being attempted (``X-CloudScheduler-ScheduleTime``).
+    schedule_time: dt.datetime
+    #: When it was sent (virtual time).
+    time: dt.datetime
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
+    status: int
+    response_body: bytes
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    exception: BaseException | None = None
+    #: True for a deliberate second request (:meth:`FakeScheduler.refire`, ``duplicate_deliveries``).
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """The app's answer to one request."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str]
+    exception: BaseException | None
+    retry_after_s: float | None
 
 
 def _finish(result: Any) -> Any:
@@ -253,7 +310,9 @@ class FakeQueue(TasksClient):
         auto_create_queues: Create a missing queue with default settings on first use (the real service
             answers NOT_FOUND).
         tombstone: How long a task name stays taken after the task ends (Cloud Tasks: about an hour).
-        max_deliveries: Safety limit of deliveries per :meth:`run_until_idle` or :meth:`advance` call.
+        max_deliveries: Safety limit of deliveries (and fires) per :meth:`run_until_idle` or :meth:`advance`.
+        scheduler_service_account: The email of the fake scheduler's tokens (default:
+            ``TASKTOOLKIT_SERVICE_ACCOUNT``, else the first of ``TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS``).
     """
 
     def __init__(
@@ -268,6 +327,7 @@ class FakeQueue(TasksClient):
         auto_create_queues: bool = True,
         tombstone: dt.timedelta = dt.timedelta(hours=1),
         max_deliveries: int = 10_000,
+        scheduler_service_account: str | None = None,
     ) -> None:
         self._clock = VirtualClock((start or dt.datetime.now(dt.UTC)).timestamp())
         super().__init__(project, location, clock=lambda: self.now, transport=self._serve)
@@ -291,6 +351,8 @@ class FakeQueue(TasksClient):
         #: Tasks claimed by RunTask, delivered when the call returns.
         self._run_now: list[Task] = []
         self._lock = threading.RLock()
+        #: The app's Cloud Scheduler jobs on this fake's clock (loaded by :meth:`install`).
+        self.scheduler = FakeScheduler(self, scheduler_service_account)
         if app is not None:
             self.install(app)
 
@@ -301,8 +363,9 @@ class FakeQueue(TasksClient):
 
         Call it after ``TaskToolkit(app)`` (re-initializing the toolkit drops the trust). From then on
         the app's dedup store and token verifier read the fake's virtual clock, so stored results, leases
-        and tokens expire in virtual time. Sets ``TASKTOOLKIT_BASE_URL``, ``_PROJECT`` and ``_LOCATION``
-        only where the app has none.
+        and tokens expire in virtual time. The app's ``@scheduled_handler`` jobs are loaded into
+        :attr:`scheduler`, enabled from now (unless declared paused). Sets ``TASKTOOLKIT_BASE_URL``,
+        ``_PROJECT`` and ``_LOCATION`` only where the app has none.
         """
         self.app = app
         install_client(app, self)
@@ -314,6 +377,7 @@ class FakeQueue(TasksClient):
             state.verifier.trust_issuer(ISSUER, self._issuer.certs_document())
             state.verifier.token_clock = self._clock.now
             state.store.clock = self._clock.now
+        self.scheduler.load()
         return self
 
     # -- time -------------------------------------------------------------------------------------
@@ -331,7 +395,9 @@ class FakeQueue(TasksClient):
         """Delivers every due task, and retries failed ones until they succeed or run out of retries.
 
         The clock moves forward only to the retries' times (anything falling due by then is delivered
-        too); tasks scheduled later stay pending until :meth:`advance`.
+        too); tasks scheduled later stay pending until :meth:`advance`. Jobs due now (after
+        :meth:`FakeScheduler.run_job`) fire, and their retries are made; their next scheduled fires wait
+        for :meth:`advance`.
 
         Returns:
             The deliveries made.
@@ -341,25 +407,28 @@ class FakeQueue(TasksClient):
         """
         start = len(self.deliveries)
         for _ in range(self.max_deliveries):
-            task = self._next(self.now)
-            if task is None:
-                retry = next((t for t in self._due_order() if t.dispatch_count > 0), None)
-                if retry is None:
-                    return self.deliveries[start:]
-                self._clock.set(max(self._clock.now(), retry.schedule_time.timestamp()))
+            if self._step(self.now):
                 continue
-            self._attempt(task)
+            retry = next((t for t in self._due_order() if t.dispatch_count > 0), None)
+            retries = [retry.schedule_time.timestamp()] if retry is not None else []
+            retries.extend(self.scheduler.retry_times())
+            if not retries:
+                return self.deliveries[start:]
+            self._clock.set(max(self._clock.now(), min(retries)))
         raise FakeQueueError(f"not idle after {self.max_deliveries} deliveries; a task keeps failing?")
 
     def advance(self, delta: dt.timedelta | None = None, **kwargs: float) -> list[Delivery]:
         """Moves the clock forward, delivering every task and retry that falls due on the way, in order.
+
+        Jobs of :attr:`scheduler` fire at their fire times on the way, between the task deliveries (see
+        ``scheduler.fires``).
 
         Args:
             delta: How far.
             **kwargs: Or, added to it, ``timedelta`` arguments such as ``hours=24``.
 
         Returns:
-            The deliveries made.
+            The task deliveries made.
         """
         step = (delta or dt.timedelta()) + dt.timedelta(**kwargs)
         if step < dt.timedelta(0):
@@ -367,13 +436,27 @@ class FakeQueue(TasksClient):
         end = self.now + step
         start = len(self.deliveries)
         for _ in range(self.max_deliveries):
-            task = self._next(end)
-            if task is None:
+            if not self._step(end):
                 self._clock.set(end.timestamp())
                 return self.deliveries[start:]
+        raise FakeQueueError(f"still busy after {self.max_deliveries} deliveries")
+
+    def _step(self, until: dt.datetime) -> bool:
+        """Makes the earliest task delivery or job fire due by ``until`` (at its time); False if none."""
+        task = self._next(until)
+        job = self.scheduler.next_due(until.timestamp())
+        if task is None and job is None:
+            return False
+        fire_at = job.schedule_time if job is not None else None
+        task_at = task.schedule_time.timestamp() if task is not None else None
+        if job is not None and fire_at is not None and (task_at is None or fire_at < task_at):
+            self._clock.set(max(self._clock.now(), fire_at))
+            self.scheduler.attempt(job.name)
+        else:
+            assert task is not None
             self._clock.set(max(self._clock.now(), task.schedule_time.timestamp()))
             self._attempt(task)
-        raise FakeQueueError(f"still busy after {self.max_deliveries} deliveries")
+        return True
 
     # -- inspection -------------------------------------------------------------------------------
 
@@ -503,14 +586,12 @@ class FakeQueue(TasksClient):
             if sent is not None and sent.exception is not None and self.raise_errors:
                 raise sent.exception
 
-    def _send(
-        self, task: FakeTask, method: str, url: str, headers: dict[str, str], body: bytes, duplicate: bool
-    ) -> Delivery:
+    def _open(self, method: str, url: str, headers: Mapping[str, str], body: bytes) -> _Sent:
+        """Sends one request to the app through its test client, now (virtual time)."""
         if self.app is None:
             raise FakeQueueError(
                 "FakeQueue has no app to deliver to: pass FakeQueue(app) or call install(app)"
             )
-        now = self.now
         parts = urlsplit(url)
         raised: list[BaseException] = []
         try:
@@ -519,13 +600,25 @@ class FakeQueue(TasksClient):
                 base_url=f"{parts.scheme}://{parts.netloc}",
                 query_string=parts.query,
                 method=method,
-                headers=headers,
+                headers=dict(headers),
                 data=body,
                 environ_overrides={EXCEPTION_SINK_KEY: raised},
             )
         except Exception as exc:  # an unhandled error in a plain route, with PROPAGATE_EXCEPTIONS on
-            return Delivery(task, now, method, url, headers, body, 500, b"", {}, exc, duplicate)
-        exception = raised[0] if raised else None
+            return _Sent(500, b"", {}, exc, None)
+        return _Sent(
+            response.status_code,
+            response.get_data(),
+            dict(response.headers.items()),
+            raised[0] if raised else None,
+            parse_retry_after(response.headers.get("Retry-After"), self._clock.now()),
+        )
+
+    def _send(
+        self, task: FakeTask, method: str, url: str, headers: dict[str, str], body: bytes, duplicate: bool
+    ) -> Delivery:
+        now = self.now
+        sent = self._open(method, url, headers, body)
         return Delivery(
             task,
             now,
@@ -533,12 +626,12 @@ class FakeQueue(TasksClient):
             url,
             headers,
             body,
-            response.status_code,
-            response.get_data(),
-            dict(response.headers.items()),
-            exception,
+            sent.status,
+            sent.body,
+            sent.headers,
+            sent.exception,
             duplicate,
-            parse_retry_after(response.headers.get("Retry-After"), now.timestamp()),
+            sent.retry_after_s,
         )
 
     def _record(self, delivery: Delivery) -> Delivery:
@@ -601,3 +694,191 @@ def _client_error(error: ApiError) -> TaskToolkitError:
     """The client's typed error for the core's refusal, as it would come over HTTP."""
     payload = {"error": {"status": error.code.name, "message": error.message}}
     return error_from_answer(error.code.http_status, payload)
+
+
+class FakeScheduler:
+    """The app's Cloud Scheduler jobs, fired into the app on a :class:`FakeQueue`'s virtual clock.
+
+    Each job is what the app declares with ``@scheduled_handler`` (``declared_jobs(app)``), checked with
+    the runner's (and the service's) rules; fire times, retries, the one-execution-at-a-time rule and the
+    request (headers, OIDC token) come from the runner's Cloud Scheduler core. Requests go through
+    ``app.test_client()``. Made by the fake queue: use ``fake.scheduler``.
+    """
+
+    def __init__(self, fake: FakeQueue, service_account: str | None = None) -> None:
+        self._fake = fake
+        self._service_account = service_account
+        #: Jobs by full name (``projects/P/locations/L/jobs/J``).
+        self._jobs: dict[str, Job] = {}
+        #: Every request sent to the app, in order.
+        self.fires: list[Fire] = []
+
+    # -- set-up -----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)reads the app's declared jobs: new ones are enabled from now, changed ones start over.
+
+        Raises:
+            ConfigurationError: A declared job is one the service would refuse (the message says why).
+        """
+        fake, app = self._fake, self._fake.app
+        if app is None:
+            return
+        declared = declared_jobs(app)
+        settings = self._settings(app) if declared else None
+        now = fake._clock.now()
+        jobs: dict[str, Job] = {}
+        for job_declared in declared:
+            assert settings is not None
+            document = desired_job(job_declared, settings)  # what `flask tasktoolkit sync-jobs` creates
+            name = document.pop("name")
+            try:
+                job = job_from_fields(name, job_fields_from_json(document))
+            except ApiError as error:
+                raise ConfigurationError(f"job {job_declared.job_id!r}: {error.message}") from None
+            existing = self._jobs.get(name)
+            if existing is not None and _settings(existing) == _settings(job):
+                jobs[name] = existing
+            else:
+                jobs[name] = firing.paused(job) if job_declared.spec.paused else firing.enabled(job, now)
+        self._jobs = jobs
+
+    def _settings(self, app: Flask) -> SyncSettings:
+        """Where the jobs are and whose token they send: the app's config, as ``sync-jobs`` reads it."""
+        allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
+        account = self._service_account or token_service_account(app.config) or next(iter(allowed), None)
+        if account is None:
+            raise ConfigurationError(
+                f"the fake scheduler needs the service account of its tokens: set {SERVICE_ACCOUNT} or "
+                f"{ALLOWED_SERVICE_ACCOUNTS}, or pass FakeQueue(scheduler_service_account=...)"
+            )
+        base = str(app.config.get(BASE_URL) or "http://localhost").rstrip("/")
+        return SyncSettings(
+            self._fake.project, self._fake.location, base, account, token_audience(app.config)
+        )
+
+    # -- inspection -------------------------------------------------------------------------------
+
+    @property
+    def job_ids(self) -> list[str]:
+        """The ids of the jobs, sorted."""
+        return sorted(job.job_id for job in self._jobs.values())
+
+    def next_fire(self, job_id: str) -> dt.datetime | None:
+        """When the job's next attempt is due (a fire, or a retry); ``None`` while paused."""
+        job = self._job(job_id)
+        return None if job.schedule_time is None else _datetime(job.schedule_time)
+
+    def state(self, job_id: str) -> str:
+        """``ENABLED`` or ``PAUSED``."""
+        return self._job(job_id).state.name
+
+    def fires_of(self, job_id: str) -> list[Fire]:
+        """The requests sent for one job."""
+        return [fire for fire in self.fires if fire.job_id == job_id]
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def run_job(self, job_id: str) -> Fire:
+        """RunJob: fires the job now, paused or not, as a new execution whose schedule time is now.
+
+        A failure is retried by :meth:`FakeQueue.run_until_idle` or :meth:`FakeQueue.advance` as the job's
+        retry settings say.
+        """
+        job = self._job(job_id)
+        self._jobs[job.name] = firing.forced(job, self._fake._clock.now())
+        return self.attempt(job.name)
+
+    def refire(self, fire: Fire) -> Fire:
+        """Sends a fire's request again, unchanged (a duplicate fire, as Cloud Scheduler may make)."""
+        request = OutboundRequest(fire.method, fire.url, fire.headers, fire.body)
+        return self._record(self._send(fire.job_id, fire.schedule_time, request, True))
+
+    def pause(self, job_id: str) -> None:
+        """PauseJob: no fire until resumed; a retry being waited for is dropped."""
+        job = self._job(job_id)
+        self._jobs[job.name] = firing.paused(job)
+
+    def resume(self, job_id: str) -> None:
+        """ResumeJob: the next fire is the schedule's first after now (missed fires are not made up)."""
+        job = self._job(job_id)
+        self._jobs[job.name] = firing.enabled(job, self._fake._clock.now())
+
+    # -- what the fake queue drives ---------------------------------------------------------------
+
+    def next_due(self, until: float) -> Job | None:
+        """The job whose attempt is due first, at or before ``until``."""
+        due = [
+            job
+            for job in self._jobs.values()
+            if job.schedule_time is not None
+            and job.schedule_time <= until
+            and firing.is_due(job, job.schedule_time)
+        ]
+        return min(due, key=lambda job: (job.schedule_time or 0.0, job.name), default=None)
+
+    def retry_times(self) -> list[float]:
+        """When the retries being waited for are due (executions with a failed attempt)."""
+        return [
+            job.schedule_time
+            for job in self._jobs.values()
+            if job.schedule_time is not None and job.execution is not None and job.execution.attempts > 0
+        ]
+
+    def attempt(self, name: str) -> Fire:
+        """One attempt of the job, now: the runner's request, sent to the app, its outcome applied."""
+        now = self._fake._clock.now()
+        job = firing.start_attempt(self._jobs[name], now)
+        request = firing.build_request(job, self._fake._issuer, now)
+        fire_time = _datetime(job.execution.fire_time if job.execution else now)
+        fire = self._send(job.job_id, fire_time, request, False)
+        duplicate = None
+        if self._fake.duplicate_deliveries:
+            duplicate = self._send(job.job_id, fire_time, request, True)
+        finished, _ = firing.finish_attempt(job, Outcome(now, http_status=fire.status), now)
+        self._jobs[name] = finished
+        self._record(fire)
+        if duplicate is not None:
+            self._record(duplicate)
+        return fire
+
+    # -- internals --------------------------------------------------------------------------------
+
+    def _job(self, job_id: str) -> Job:
+        for job in self._jobs.values():
+            if job.job_id == job_id:
+                return job
+        raise KeyError(f"no job {job_id!r}; the app declares {self.job_ids}")
+
+    def _send(
+        self, job_id: str, schedule_time: dt.datetime, request: OutboundRequest, duplicate: bool
+    ) -> Fire:
+        now = self._fake.now
+        sent = self._fake._open(request.method, request.url, request.headers, request.body)
+        return Fire(
+            job_id,
+            schedule_time,
+            now,
+            request.method,
+            request.url,
+            dict(request.headers),
+            request.body,
+            sent.status,
+            sent.body,
+            sent.headers,
+            sent.exception,
+            duplicate,
+        )
+
+    def _record(self, fire: Fire) -> Fire:
+        self.fires.append(fire)
+        if fire.exception is not None and self._fake.raise_errors:
+            raise fire.exception
+        return fire
+
+
+def _settings(job: Job) -> Job:
+    """``job`` without its state: what :meth:`FakeScheduler.load` compares."""
+    return job.replace(
+        state=JobState.ENABLED, schedule_time=None, last_attempt_time=None, status=None, execution=None
+    )

@@ -54,6 +54,9 @@ FAKE_MAY_IMPORT = (
     "local_runner.api.request",
     "local_runner.api.routing",
     "local_runner.api.task_inserts",
+    "local_runner.cloud_scheduler.model",
+    "local_runner.cloud_scheduler.cron",
+    "local_runner.cloud_scheduler.firing",
 )
 #: What the pytest plugin's ``local_runner`` fixture imports, inside the fixture (a test aid, like FakeQueue).
 PLUGIN_MAY_IMPORT = ("local_runner.server", "local_runner.config", "local_runner.clock")

@@ -4,19 +4,26 @@ Each call is transcoded to the REST call its HTTP rule describes (:mod:`~local_r
 and routed through the same :class:`~local_runner.api.routing.Router` as REST, so both fronts run the same
 validation against the same :class:`~local_runner.service.TasksService` and answer the same messages; the
 canonical code becomes the gRPC status. A method the runner does not serve answers UNIMPLEMENTED.
+
+The server is gRPC's threaded one: its C core reads and writes the connections on its own threads, and
+each call's handler thread hands the call to the event loop (:class:`~local_runner.api.grpc_hop.LoopHop`)
+and waits for the answer. ``grpc.aio`` ran its completion callbacks on the event loop itself, which cost
+the loop more than the REST handler did (docs/performance.md, "gRPC CreateTask").
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
-from grpc import aio
 
 from local_runner.api import grpc_methods
 from local_runner.api.errors import INTERNAL_MESSAGE, store_error_status
+from local_runner.api.grpc_hop import LoopClosed, LoopHop
 from local_runner.api.grpc_messages import parse_request, to_response, to_rest_call
 from local_runner.api.grpc_methods import RpcMethod
 from local_runner.api.grpc_status import grpc_status
@@ -26,7 +33,13 @@ from local_runner.errors import ApiError, Code, InvalidArgument, StoreError
 
 log = logging.getLogger("local_runner.api")
 
-Behaviour = Callable[[bytes, aio.ServicerContext[bytes, bytes]], Awaitable[bytes]]
+Behaviour = Callable[[bytes, grpc.ServicerContext], bytes]
+#: A call's outcome on the loop: the serialized response, or the status to abort the call with.
+Outcome = bytes | tuple[grpc.StatusCode, str]
+
+#: Handler threads: each waits for one call's answer from the loop (more calls in flight wait in line).
+HANDLER_THREADS = 32
+_SHUTTING_DOWN = "The runner is shutting down."
 
 
 class GrpcFront:
@@ -35,13 +48,16 @@ class GrpcFront:
     def __init__(self, router: Router) -> None:
         self._router = router
 
-    def handlers(self) -> Sequence[grpc.GenericRpcHandler]:
-        """One generic handler per gRPC service, then the UNIMPLEMENTED answer for any other method."""
+    def handlers(self, hop: LoopHop) -> Sequence[grpc.GenericRpcHandler]:
+        """One generic handler per gRPC service, then the UNIMPLEMENTED answer for any other method.
+
+        Each handler runs its call on the loop behind ``hop``.
+        """
         services: list[grpc.GenericRpcHandler] = [
             grpc.method_handlers_generic_handler(
                 service,
                 {
-                    method.name: grpc.unary_unary_rpc_method_handler(self._behaviour(method))
+                    method.name: grpc.unary_unary_rpc_method_handler(self._behaviour(method, hop))
                     for method in methods
                 },
             )
@@ -49,22 +65,32 @@ class GrpcFront:
         ]
         return [*services, _Unimplemented()]
 
-    def _behaviour(self, method: RpcMethod) -> Behaviour:
-        async def behaviour(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
+    def _behaviour(self, method: RpcMethod, hop: LoopHop) -> Behaviour:
+        def behaviour(raw: bytes, context: grpc.ServicerContext) -> bytes:
             try:
-                return await self.answer(method, raw)
-            except ApiError as error:
-                code, message = error.code, error.message
-            except StoreError as error:
-                log.error("%s: %s", method.full_name, error)
-                code, message = store_error_status(error)
-            except Exception:
-                log.exception("%s failed", method.full_name)
-                code, message = Code.INTERNAL, INTERNAL_MESSAGE
-            await context.abort(grpc_status(code), message)
+                outcome = hop.run(lambda: self.outcome(method, raw))
+            except LoopClosed:
+                outcome = (grpc.StatusCode.UNAVAILABLE, _SHUTTING_DOWN)
+            if isinstance(outcome, bytes):
+                return outcome
+            context.abort(*outcome)
             raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
         return behaviour
+
+    async def outcome(self, method: RpcMethod, raw: bytes) -> Outcome:
+        """:meth:`answer`, or the status its error maps to (logged when it is the runner's fault)."""
+        try:
+            return await self.answer(method, raw)
+        except ApiError as error:
+            code, message = error.code, error.message
+        except StoreError as error:
+            log.error("%s: %s", method.full_name, error)
+            code, message = store_error_status(error)
+        except Exception:
+            log.exception("%s failed", method.full_name)
+            code, message = Code.INTERNAL, INTERNAL_MESSAGE
+        return grpc_status(code), message
 
     async def answer(self, method: RpcMethod, raw: bytes) -> bytes:
         """The serialized response to the serialized request ``raw`` (raises the API's errors)."""
@@ -103,19 +129,32 @@ class _Unimplemented(grpc.GenericRpcHandler):
             self._hinted.add(service)
             log.warning("a gRPC client called %s, which is not served (the runner serves %s)", name, served)
 
-        async def behaviour(raw: bytes, context: aio.ServicerContext[bytes, bytes]) -> bytes:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
+        def behaviour(raw: bytes, context: grpc.ServicerContext) -> bytes:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, message)
             raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
         return grpc.unary_unary_rpc_method_handler(behaviour)
 
 
-async def start_server(front: GrpcFront, address: str) -> tuple[aio.Server, int]:
-    """A started ``grpc.aio`` server for ``front`` on ``address`` (``unix:PATH`` or ``HOST:PORT``)."""
-    server = aio.server(
-        handlers=front.handlers(),
-        options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
-    )
-    port = server.add_insecure_port(address)
-    await server.start()
-    return server, port
+class GrpcServer:
+    """gRPC's threaded server for ``front``, its calls answered on the running event loop."""
+
+    def __init__(self, front: GrpcFront) -> None:
+        self._hop = LoopHop(asyncio.get_running_loop())
+        self._server = grpc.server(
+            ThreadPoolExecutor(HANDLER_THREADS, thread_name_prefix="grpc-call"),
+            handlers=list(front.handlers(self._hop)),
+            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 32 * 1024 * 1024)],
+        )
+
+    def start(self, address: str) -> int:
+        """Listen on ``address`` (``unix:PATH``, ``unix-abstract:NAME`` or ``HOST:PORT``); the bound port."""
+        port = self._server.add_insecure_port(address)
+        self._server.start()
+        return port
+
+    async def stop(self, grace: float) -> None:
+        """Refuse new calls, give those in flight ``grace`` seconds, then cancel the rest."""
+        stopped = self._server.stop(grace)
+        await asyncio.to_thread(stopped.wait)
+        self._hop.close()

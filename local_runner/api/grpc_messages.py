@@ -3,8 +3,8 @@
 A request message becomes its proto3 JSON form (:func:`google.protobuf.json_format.MessageToDict`), is
 split by the method's HTTP rule into path, query and body exactly as the REST transport would send it,
 and is answered by the same REST handler; the handler's proto3 JSON answer is parsed back into the
-response message. So the JSON codec stays the one place where fields become model objects, and both
-fronts share every check and every error message.
+response message (:mod:`~local_runner.api.grpc_json`). So the JSON codec stays the one place where
+fields become model objects, and both fronts share every check and every error message.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError, Message
 
+from local_runner.api.grpc_json import parse_answer
 from local_runner.api.grpc_methods import PathVariable, RpcMethod
 from local_runner.codec.scalars import JsonObject, snake
 from local_runner.errors import InvalidArgument
@@ -68,8 +69,7 @@ def to_rest_call(method: RpcMethod, request: Message) -> RestCall:
 
 def to_response(method: RpcMethod, answer: Mapping[str, Any]) -> bytes:
     """The wire bytes of the response message for the REST handler's proto3 JSON ``answer``."""
-    message = json_format.ParseDict(answer, method.response(), ignore_unknown_fields=True)
-    wire: bytes = message.SerializeToString()
+    wire: bytes = parse_answer(answer, method.response).SerializeToString()
     return wire
 
 

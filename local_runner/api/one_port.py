@@ -1,6 +1,6 @@
-"""The runner's listening port: REST (HTTP/1.1, aiohttp) and gRPC (HTTP/2, ``grpc.aio``) side by side.
+"""The runner's listening port: REST (HTTP/1.1, aiohttp) and gRPC (HTTP/2, ``grpcio``) side by side.
 
-``grpc.aio`` cannot adopt a socket accepted elsewhere, so it listens on an internal unix socket (an
+gRPC's server cannot adopt a socket accepted elsewhere, so it listens on an internal unix socket (an
 abstract one on Linux; elsewhere a fresh directory only this user can enter; loopback TCP where unix
 sockets do not exist) and the :class:`~local_runner.api.protocol_sniffer.ProtocolSniffer` pipes gRPC
 connections to it (measured cost: about 30 µs of server CPU per call).
@@ -17,9 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from grpc import aio
-
-from local_runner.api.grpc_front import GrpcFront, start_server
+from local_runner.api.grpc_front import GrpcFront, GrpcServer
 from local_runner.api.protocol_sniffer import ProtocolFactory, ProtocolSniffer
 
 #: How long in-flight gRPC calls may finish when the runner stops.
@@ -33,7 +31,7 @@ class OnePortServer:
     def __init__(self, http_factory: ProtocolFactory, grpc_front: GrpcFront) -> None:
         self._http_factory = http_factory
         self._grpc_front = grpc_front
-        self._grpc: aio.Server | None = None
+        self._grpc: GrpcServer | None = None
         self._listener: asyncio.Server | None = None
         self._sniffer: ProtocolSniffer | None = None
         self._socket_dir: Path | None = None
@@ -42,16 +40,17 @@ class OnePortServer:
         """Start the gRPC server, then listen on ``host:port``; returns the bound port."""
         loop = asyncio.get_running_loop()
         path, grpc_port = "", 0
+        self._grpc = GrpcServer(self._grpc_front)
         if sys.platform == "linux":  # an abstract socket: no file to leave behind if the process is killed
             name = f"tasktoolkit-runner-{os.getpid()}-{secrets.token_hex(8)}"
-            self._grpc, _ = await start_server(self._grpc_front, f"unix-abstract:{name}")
+            self._grpc.start(f"unix-abstract:{name}")
             path = "\0" + name
         elif hasattr(socket, "AF_UNIX"):
             self._socket_dir = Path(tempfile.mkdtemp(prefix="runner-grpc-"))
             path = str(self._socket_dir / "grpc.sock")
-            self._grpc, _ = await start_server(self._grpc_front, f"unix:{path}")
+            self._grpc.start(f"unix:{path}")
         else:  # pragma: no cover - Windows
-            self._grpc, grpc_port = await start_server(self._grpc_front, "127.0.0.1:0")
+            grpc_port = self._grpc.start("127.0.0.1:0")
 
         async def connect(factory: ProtocolFactory) -> asyncio.BaseTransport:
             if path:

@@ -55,11 +55,17 @@ def test_demo_shows_every_scenario_and_stops_both_processes(tmp_path: Path) -> N
         "on time (due",
         "thumbnail 128x96 on attempt 3",
         "rejected on attempt 1 (thumbnails need image/png, got application/pdf)",
+        "sync-jobs: create  weekly-digest: 0 9 * * 1 (Europe/London), POST http://127.0.0.1:",
+        "job weekly-digest: '0 9 * * 1' Europe/London, next fire ",
+        "weekly digest weekly-digest@",
+        ": 3 email task(s) enqueued, 0 already enqueued",
+        "✓ weekly digest: 3 emails, one per user, from one fire",
     ]:
         assert line in out, f"{line!r} missing from:\n{out}"
     assert "EARLY" not in out
     assert (tmp_path / ".runner" / "runner.sqlite3").is_file()  # the runner's embedded SQLite default
-    assert len(list((tmp_path / ".demo" / "outbox").glob("*.eml"))) == 2
+    # The welcome email, the reminder, and one digest per user (the demo's user and two others).
+    assert len(list((tmp_path / ".demo" / "outbox").glob("*.eml"))) == 2 + 3
     assert all(gone(pid) for pid in children(out))
 
 

@@ -214,3 +214,13 @@ def test_the_asyncio_client(address: str, quiet: pytest.LogCaptureFixture) -> No
             return await client.get_queue(name=queue.name)
 
     assert asyncio.run(scenario()).state == tasks_v2.Queue.State.RUNNING
+
+
+def test_stopping_the_runner_with_grpc_clients_connected(quiet: pytest.LogCaptureFixture) -> None:
+    server = RunnerServer(RunnerSettings(port=0, data_dir=None, shutdown_grace=0.1)).start()
+    with grpc.insecure_channel(server.base_url.removeprefix("http://")) as opened:
+        connected = tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=opened))
+        assert a_queue(connected, "before-stop").state == tasks_v2.Queue.State.RUNNING
+        server.stop()  # returns: neither the handler threads nor the open connection hold it
+        with pytest.raises(ServiceUnavailable):
+            connected.get_queue(name=f"{PARENT}/queues/before-stop", retry=None, timeout=5)

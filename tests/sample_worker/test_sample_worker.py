@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +165,29 @@ def test_the_demo_and_tests_run_the_dockerfile_command() -> None:
     )
     [cmd] = [line for line in dockerfile.splitlines() if line.startswith("CMD ")]
     assert json.loads(cmd.removeprefix("CMD ")) == ["gunicorn", *GUNICORN[2:], APP]
+
+
+# -- the weekly digest -----------------------------------------------------------------------------
+
+
+def test_the_weekly_digest_fires_monday_morning_in_london_and_mails_each_user_once(app: Flask) -> None:
+    fake = FakeQueue(app, start=dt.datetime(2026, 11, 25, 12, tzinfo=dt.UTC), duplicate_deliveries=True)
+    client = app.test_client()
+    grace = {"user_id": "grace", "email": "grace@example.com", "name": "Grace Hopper"}
+    for user in (ADA, grace):
+        assert client.post("/signup", json=user).status_code == 201
+    fake.run_until_idle()
+    fake.advance(days=5, hours=21)  # Monday 30 November, 09:00 GMT
+    fires = fake.scheduler.fires_of("weekly-digest")
+    assert [(fire.schedule_time, fire.duplicate) for fire in fires] == [
+        (dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC), False),
+        (dt.datetime(2026, 11, 30, 9, tzinfo=dt.UTC), True),
+    ]
+    assert fires[0].response_json == {"week": "2026-11-30", "enqueued": 2, "existing": 0}
+    assert fires[1].response_headers["X-TaskToolkit-Replayed"] == "true"
+    outbox = Outbox(app.extensions["sample_worker"].settings.data_dir / "outbox")
+    digests = [message for message in outbox.messages() if str(message["Subject"]).startswith("Your week")]
+    assert sorted(str(message["To"]) for message in digests) == [
+        "Ada Lovelace <ada@example.com>",
+        "Grace Hopper <grace@example.com>",
+    ]

@@ -22,12 +22,16 @@ def test_public_names() -> None:
     assert set(tasktoolkit.__all__) == {
         "CloudTasksError",
         "ConfigurationError",
+        "FanOutResult",
         "PermanentFailure",
         "RetryTask",
+        "ScheduleContext",
         "TaskAlreadyExists",
         "TaskContext",
         "TaskToolkit",
         "TaskToolkitError",
+        "fan_out",
+        "scheduled_handler",
         "task_handler",
     }
     for name in (

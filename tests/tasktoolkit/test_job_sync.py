@@ -406,15 +406,10 @@ def test_no_prune_keeps_jobs_no_route_declares(
     ("spec", "config", "error"),
     [
         (
-            JobSpec("0 3 * * *", description="d" * 480),
+            JobSpec("0 3 * * *", max_retry_duration_s=1e12),
             {},
-            "create job 'x' failed: INVALID_ARGUMENT: job.description must be at most 500 characters long.",
-        ),
-        (
-            JobSpec("0 3 * * *", min_backoff_s=0, max_backoff_s=1),  # 0: the service's 5 s
-            {},
-            "create job 'x' failed: INVALID_ARGUMENT: job.retry_config.min_backoff_duration must not exceed "
-            "job.retry_config.max_backoff_duration.",
+            "create job 'x' failed: INVALID_ARGUMENT: Invalid value at 'job.retry_config.max_retry_duration' "
+            '(google.protobuf.Duration), "1000000000000s"',
         ),
         (
             JobSpec("0 3 * * *"),
@@ -428,7 +423,7 @@ def test_no_prune_keeps_jobs_no_route_declares(
             "(e.g. 'us-central1'), got 'bad location'",
         ),
     ],
-    ids=["description-too-long", "backoff-below-default", "no-base-url", "bad-location"],
+    ids=["retry-duration-too-long", "no-base-url", "bad-location"],
 )
 def test_bad_input_is_one_line_and_exit_code_1(
     cli: Callable[..., tuple[int, str]],
