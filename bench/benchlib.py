@@ -500,7 +500,7 @@ def populate(
             store.put_queue(Queue(name, rate_limits=limits))
             for start in range(0, count, batch):
                 rows = [
-                    sqlite_store._task_params(
+                    sqlite_store._task_row(
                         Task(
                             f"{name}/tasks/t{i:08d}",  # in name order: appends to the name indexes
                             HttpRequest(

@@ -1,6 +1,7 @@
 """Enqueue throughput: CreateTask/s into the runner over REST and gRPC, and into the peer over gRPC.
 
-Usage: python bench/enqueue_throughput.py [--tasks 4000] [--runs 3] [--no-peer] [--smoke]
+Usage: python bench/enqueue_throughput.py [--tasks 4000] [--runs 3] [--no-peer] [--baseline CHECKOUT]
+       [--smoke]
        python bench/enqueue_throughput.py --grpc-ceilings [--baseline CHECKOUT] [--tasks 4000] [--runs 3]
 The queue is paused so only acceptance is timed. Runner side: one keep-alive http.client connection per
 thread, then tasktoolkit's TasksClient.enqueue_many(max_workers=8), then wrk with 8 connections (a C
@@ -8,6 +9,8 @@ client: the server's own ceiling), then the official client on gRPC (bench/peer_
 per thread, 1 and 8 threads) on the same port, after which every gRPC task is counted back through
 ListTasks. Peer side: the same gRPC client program, run by the same interpreter, 1 and 8 threads.
 The runner's CPU per CreateTask (from /proc) is reported for the wrk run and the 8-thread gRPC run.
+`--baseline` also runs the runner of another checkout (e.g. `git worktree add --detach DIR main`) under
+wrk in each run, for a before/after ratio of the CPU per CreateTask from one invocation.
 Sides alternate within each run. Prints one figure per line and writes bench/results/enqueue_throughput.json.
 
 ``--grpc-ceilings`` measures gRPC CreateTask only, alternating within each run: the peer and the runner
@@ -186,6 +189,20 @@ def runner_side(
     return out
 
 
+def baseline_side(tmp: Path, checkout: Path, seconds: int, run: int) -> dict[str, float]:
+    """wrk against the runner of ``checkout``: its CreateTask/s and CPU per CreateTask."""
+    data = tmp / f"baseline-{run}"
+    runner = Runner(tmp, data, checkout=checkout).wait_ready()
+    try:
+        benchlib.create_queue(requests.Session(), runner.url, QUEUE, paused=True)
+        rate, cpu = wrk_rate(runner.url, tmp, seconds, runner.pid)
+        runner.check_alive("baseline runner serve")
+    finally:
+        runner.stop()
+        shutil.rmtree(data, ignore_errors=True)
+    return {"baseline_wrk_8_connections": rate, "baseline_wrk_cpu_us": cpu}
+
+
 def peer_side(tmp: Path, python: Path, count: int) -> dict[str, float]:
     peer = Peer(tmp, python)
     try:
@@ -205,6 +222,8 @@ LABELS = {
     "grpc_8_threads": "runner CreateTask, gRPC (official client), 8 threads",
     "wrk_cpu_us": "runner CPU per CreateTask, REST, under wrk (8 connections)",
     "grpc_cpu_us": "runner CPU per CreateTask, gRPC, 8 client threads",
+    "baseline_wrk_8_connections": "baseline runner CreateTask, REST, wrk 8 connections",
+    "baseline_wrk_cpu_us": "baseline runner CPU per CreateTask, REST, under wrk (8 connections)",
     "peer_1_thread": "gcloud-tasks-emulator CreateTask, gRPC, 1 thread",
     "peer_8_threads": "gcloud-tasks-emulator CreateTask, gRPC, 8 threads",
 }
@@ -218,6 +237,7 @@ RATIOS = {
         "peer_8_threads",
         "runner / peer, both gRPC, 8 client threads",
     ),
+    "wrk_cpu_vs_baseline": ("wrk_cpu_us", "baseline_wrk_cpu_us", "runner / baseline, CPU per CreateTask"),
     "enqueue_many_vs_raw": ("enqueue_many_8", "rest_8_threads", "enqueue_many(8) / raw REST, 8 threads"),
 }
 
@@ -373,7 +393,7 @@ def main() -> None:
     p.add_argument("--wrk-seconds", type=int, default=3)
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--grpc-ceilings", action="store_true", help="gRPC CreateTask ceilings only (see above)")
-    p.add_argument("--baseline", help="with --grpc-ceilings: a checkout to compare the runner with")
+    p.add_argument("--baseline", help="another checkout's runner, alternating (under wrk, or the ceilings)")
     args = benchlib.parse(p, tasks=40, wrk_seconds=1)
     if args.grpc_ceilings:
         peer_python = benchlib.peer_python()
@@ -398,6 +418,10 @@ def main() -> None:
         for run in range(args.runs):
             for key, value in runner_side(tmp, args, run, use_client, use_wrk, grpc_python).items():
                 runs[key].append(value)
+            if args.baseline is not None and use_wrk:
+                baseline = Path(args.baseline).resolve()
+                for key, value in baseline_side(tmp, baseline, args.wrk_seconds, run).items():
+                    runs[key].append(value)
             if python is not None:
                 for key, value in peer_side(tmp, python, args.tasks).items():
                     runs[key].append(value)

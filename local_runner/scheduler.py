@@ -108,7 +108,7 @@ class Scheduler:
         self._attempts: set[asyncio.Task[None]] = set()
         #: Outcomes waiting for :meth:`_record_pending`, each with the future its attempt awaits.
         self._outcomes: LoopBatch[FinishedAttempt, bool] = LoopBatch(
-            self.store.finish_attempts,
+            lambda finished: self.store.finish_attempts(finished),  # the store's method when it writes
             gather_s=RECORD_WAIT,
             retry=Retry((StoreError,), self._refused, self._pause_recording),
         )

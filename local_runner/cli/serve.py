@@ -117,9 +117,11 @@ def serve(
 ) -> None:
     """Serve the Cloud Tasks API and dispatch tasks until Ctrl-C."""
     from local_runner.clock import VirtualClock
+    from local_runner.collector import collect_less_often
     from local_runner.config import RunnerSettings
     from local_runner.server import RunnerServer
 
+    collect_less_often()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)-7s %(message)s",

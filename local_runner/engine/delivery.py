@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -173,7 +174,7 @@ def cloud_tasks_headers(task: Task) -> dict[str, str]:
     retry_count = max(0, task.dispatch_count - 1)
     eta = attempt.schedule_time if attempt else task.schedule_time
     headers = {
-        "X-CloudTasks-QueueName": parse_queue_name(task.queue_name).queue_id,
+        "X-CloudTasks-QueueName": _queue_id(task.queue_name),
         "X-CloudTasks-TaskName": task.task_id,
         "X-CloudTasks-TaskRetryCount": str(retry_count),
         "X-CloudTasks-TaskExecutionCount": str(task.execution_count),
@@ -183,6 +184,12 @@ def cloud_tasks_headers(task: Task) -> dict[str, str]:
         headers["X-CloudTasks-TaskPreviousResponse"] = str(task.previous_response or NO_RESPONSE_STATUS)
         headers["X-CloudTasks-TaskRetryReason"] = ""
     return headers
+
+
+@functools.lru_cache(maxsize=1024)
+def _queue_id(queue_name: str) -> str:
+    """The queue id of a full queue name, validated; a queue's tasks ask again and again."""
+    return parse_queue_name(queue_name).queue_id
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:

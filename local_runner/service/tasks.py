@@ -28,8 +28,20 @@ from local_runner.model import (
 from local_runner.service.base import Page, ServiceBase
 from local_runner.store.base import TaskCounts
 
-#: Ids of tasks created without a name: 19 random digits, like the service's (unique, not secret).
+#: Draws the random part of the ids of tasks created without a name.
 _TASK_IDS = random.Random()
+#: Milliseconds an id's leading digits count before they wrap (about 285 years; ids keep 19 digits).
+_ID_MILLISECONDS = 9 * 10**12
+
+
+def generated_task_id(now: float) -> str:
+    """An id for a task created without a name: 19 digits, like the service's (unique, not secret).
+
+    The leading 13 digits count the milliseconds of ``now`` and the last six are random, so the tasks
+    created together sit side by side in the store's name index: a commit of several new tasks writes
+    one page of that index instead of one page per task.
+    """
+    return str(10**18 + int(now * 1000) % _ID_MILLISECONDS * 10**6 + _TASK_IDS.randrange(10**6))
 
 
 class TaskLifecycle(ServiceBase):
@@ -53,7 +65,7 @@ class TaskLifecycle(ServiceBase):
         if request.name is not None:
             name = str(parse_task_name(request.name, parent=queue_name))
         else:
-            name = f"{queue_name}/tasks/{_TASK_IDS.randrange(10**18, 10**19)}"
+            name = f"{queue_name}/tasks/{generated_task_id(now)}"
         self.get_queue(queue_name)
         schedule_time = now if request.schedule_time is None else max(request.schedule_time, now)
         if schedule_time > now + MAX_SCHEDULE_AHEAD:

@@ -129,15 +129,15 @@ _START_ATTEMPT = (
 )
 _CLAIM_DUE = _START_ATTEMPT.format(where=f"seq IN ({CLAIM_DUE_SELECT})")
 _CLAIM_TASK = _START_ATTEMPT.format(where="name = :name AND state = 'QUEUED'")
-_INSERT_TASK = (
-    f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) VALUES ({', '.join(':' + f for f in _TASK_FIELDS)})"
-)
+#: Task values in :data:`_TASK_FIELDS` order, bound by position (:func:`_task_row`; ``?1`` is the name).
+_TASK_VALUES = ", ".join(f"?{i}" for i in range(1, len(_TASK_FIELDS) + 1))
+_INSERT_TASK = f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) VALUES ({_TASK_VALUES})"
 #: A new task whose name no task, tombstone or history holds: the common case, one statement. Any
 #: other (the name is taken, tombstoned, or held by an EXHAUSTED task) inserts nothing and goes the
 #: checked way (:meth:`SQLiteTaskStore._insert_checked`).
 _INSERT_NEW_TASK = (
-    f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) SELECT {', '.join(':' + f for f in _TASK_FIELDS)} "
-    "WHERE NOT EXISTS (SELECT 1 FROM task_tombstones WHERE name = :name)"
+    f"INSERT INTO tasks ({', '.join(_TASK_FIELDS)}) SELECT {_TASK_VALUES} "
+    "WHERE NOT EXISTS (SELECT 1 FROM task_tombstones WHERE name = ?1)"
 )
 #: What an attempt's outcome changes on a task (its request, name, queue and creation never change).
 _PROGRESS_FIELDS = (
@@ -211,25 +211,31 @@ def _request_text(request: HttpRequest) -> str:
     return json.dumps(http_request_to_json(request, full=True))
 
 
-def _task_params(task: Task, request_text: str | None = None) -> dict[str, Any]:
+def _task_row(task: Task, request_text: str | None = None) -> tuple[Any, ...]:
+    """A task's column values in :data:`_TASK_FIELDS` order (bound by position: cheaper than by name)."""
     retry = task.retry_config
-    params: dict[str, Any] = {
-        "name": task.name,
-        "queue": task.queue_name,
-        "state": task.state.value,
-        "schedule_time": task.schedule_time,
-        "create_time": task.create_time,
-        "dispatch_deadline": task.dispatch_deadline,
-        "dispatch_count": task.dispatch_count,
-        "response_count": task.response_count,
-        "execution_count": task.execution_count,
-        "http_request": _request_text(task.http_request) if request_text is None else request_text,
-        "retry_config": None if retry is None else json.dumps(dataclasses.asdict(retry)),
-        "previous_response": task.previous_response,
-        "seq": task.uid,
-    }
-    params.update(zip(_FIRST, _attempt_values(task.first_attempt), strict=True))
-    params.update(zip(_LAST, _attempt_values(task.last_attempt), strict=True))
+    return (
+        task.name,
+        task.queue_name,
+        task.state.value,
+        task.schedule_time,
+        task.create_time,
+        task.dispatch_deadline,
+        task.dispatch_count,
+        task.response_count,
+        task.execution_count,
+        _request_text(task.http_request) if request_text is None else request_text,
+        None if retry is None else json.dumps(dataclasses.asdict(retry)),
+        task.previous_response,
+        *_attempt_values(task.first_attempt),
+        *_attempt_values(task.last_attempt),
+    )
+
+
+def _task_params(task: Task) -> dict[str, Any]:
+    """A task's column values by name, ``seq`` included."""
+    params = dict(zip(_TASK_FIELDS, _task_row(task), strict=True))
+    params["seq"] = task.uid
     return params
 
 
@@ -550,7 +556,7 @@ class SQLiteTaskStore(TaskStore):
         if not tasks:
             return []
         texts = [_request_text(task.http_request) for task in tasks]
-        rows = [_task_params(task, text) for task, text in zip(tasks, texts, strict=True)]
+        rows = [_task_row(task, text) for task, text in zip(tasks, texts, strict=True)]
         with self._write() as conn:
             results = [self._insert(conn, row, now) for row in rows]
         for task, text, result in zip(tasks, texts, results, strict=True):
@@ -559,7 +565,7 @@ class SQLiteTaskStore(TaskStore):
         return [result if isinstance(result, AlreadyExists) else None for result in results]
 
     @classmethod
-    def _insert(cls, conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | int:
+    def _insert(cls, conn: sqlite3.Connection, row: tuple[Any, ...], now: float) -> AlreadyExists | int:
         """Insert one task; its ``seq``, or why it was refused."""
         try:
             cursor = conn.execute(_INSERT_NEW_TASK, row)
@@ -570,8 +576,8 @@ class SQLiteTaskStore(TaskStore):
         return int(cursor.lastrowid or 0)
 
     @staticmethod
-    def _insert_checked(conn: sqlite3.Connection, row: dict[str, Any], now: float) -> AlreadyExists | int:
-        name = row["name"]
+    def _insert_checked(conn: sqlite3.Connection, row: tuple[Any, ...], now: float) -> AlreadyExists | int:
+        name = row[0]
         existing = conn.execute("SELECT state FROM tasks WHERE name = ?", (name,)).fetchone()
         if existing is not None and existing[0] != TaskState.EXHAUSTED.value:
             return AlreadyExists(TASK_EXISTS)

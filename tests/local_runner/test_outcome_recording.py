@@ -12,6 +12,7 @@ from local_runner.clock import VirtualClock
 from local_runner.config import RunnerSettings
 from local_runner.errors import StoreError
 from local_runner.model import HttpRequest, NewTask, Queue, RateLimits
+from local_runner.scheduler import MAX_ERROR_BACKOFF
 from local_runner.server import RunnerServer
 from local_runner.store import FinishedAttempt
 from tests.local_runner.test_dispatch_http import eventually
@@ -30,7 +31,8 @@ def test_a_queue_dispatches_its_next_task_while_the_last_outcome_waits_for_the_s
     sink: Sink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = RunnerSettings(port=0, data_dir=None, shutdown_grace=0.5)
-    runner = RunnerServer(settings, clock=VirtualClock(start=float(int(time.time())))).start()
+    clock = VirtualClock(start=float(int(time.time())))
+    runner = RunnerServer(settings, clock=clock).start()
     try:
         store = runner.store
         real_finish = store.finish_attempts
@@ -49,6 +51,7 @@ def test_a_queue_dispatches_its_next_task_while_the_last_outcome_waits_for_the_s
         assert sink.peak_in_flight == 1
         assert store.count_tasks(queue)["DISPATCHING"] == 3
         monkeypatch.setattr(store, "finish_attempts", real_finish)
+        clock.advance(MAX_ERROR_BACKOFF)  # the refused outcomes are written again after their pause
         eventually(lambda: store.count_tasks(queue) == {"QUEUED": 0, "DISPATCHING": 0, "EXHAUSTED": 0})
     finally:
         runner.stop()

@@ -73,6 +73,15 @@ def test_generated_ids_are_long_decimal_strings(service: TasksService) -> None:
     assert all(i.isdigit() and len(i) == 19 for i in ids)
 
 
+def test_generated_ids_follow_creation_time(service: TasksService, clock: VirtualClock) -> None:
+    """Ids of later milliseconds sort after earlier ones (neighbours in the store's name index)."""
+    ids = []
+    for _ in range(20):
+        ids.append(int(service.create_task(QUEUE, NewTask(REQUEST)).task_id))
+        clock.advance(0.005)
+    assert ids == sorted(ids)
+
+
 def test_schedule_time_defaults_to_now_and_past_is_now(service: TasksService, clock: VirtualClock) -> None:
     assert service.create_task(QUEUE, NewTask(REQUEST)).schedule_time == clock.now()
     past = service.create_task(QUEUE, NewTask(REQUEST, schedule_time=clock.now() - 100))
