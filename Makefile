@@ -37,10 +37,12 @@ clean:
 	rm -rf $(VENV) .runner .demo .pytest_cache .mypy_cache .ruff_cache
 
 # The benchmark suite (docs/performance.md); installs the peer emulator into bench/.peer-venv on first use.
+# BASELINE=DIR (a checkout of an older commit, e.g. `git worktree add --detach DIR COMMIT`) runs its runner
+# and handler beside this one's, alternating, in the dispatch, enqueue and handler benchmarks.
 bench: $(STAMP)
-	$(BIN)/python bench/dispatch_throughput.py
-	$(BIN)/python bench/enqueue_throughput.py
+	$(BIN)/python bench/dispatch_throughput.py $(if $(BASELINE),--baseline $(BASELINE))
+	$(BIN)/python bench/enqueue_throughput.py $(if $(BASELINE),--baseline $(BASELINE))
 	$(BIN)/python bench/rate_accuracy.py
 	$(BIN)/python bench/schedule_lateness.py
 	$(BIN)/python bench/backlog_scaling.py
-	$(BIN)/python bench/handler_overhead.py
+	$(BIN)/python bench/handler_overhead.py $(if $(BASELINE),--baseline $(BASELINE))
