@@ -382,8 +382,19 @@ class HttpRequest:
             )
         if self.oidc_token is not None and self.oauth_token is not None:
             raise InvalidArgument("HttpRequest may set only one of oauthToken and oidcToken.")
-        if sum(len(k) + len(v) for k, v in self.headers.items()) >= MAX_HEADERS_BYTES:
-            raise InvalidArgument("HttpRequest.headers must be less than 80KB in total.")
+        _check_headers_size(self.headers)
+
+    def with_headers(self, headers: Mapping[str, str]) -> HttpRequest:
+        """This request carrying ``headers`` instead; only they are checked (the rest was, when built)."""
+        _check_headers_size(headers)
+        changed = object.__new__(HttpRequest)
+        changed.__dict__.update(self.__dict__, headers=headers)  # frozen: bypasses __setattr__
+        return changed
+
+
+def _check_headers_size(headers: Mapping[str, str]) -> None:
+    if sum(len(k) + len(v) for k, v in headers.items()) >= MAX_HEADERS_BYTES:
+        raise InvalidArgument("HttpRequest.headers must be less than 80KB in total.")
 
 
 @dataclass(frozen=True)
