@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -138,6 +139,7 @@ def parse_location(parent: str) -> tuple[str, str]:
     return parts[1], parts[3]
 
 
+@functools.lru_cache(maxsize=1024)  # a runner serves few queues; CreateTask parses its name twice
 def parse_queue_name(name: str) -> QueueName:
     """Parse and validate a full queue name."""
     parts = name.split("/")
