@@ -32,7 +32,7 @@ from local_runner.store.base import TaskCounts
 _ID_MILLISECONDS = 9 * 10**12
 
 
-class _TaskIds:
+class TaskIds:
     """Ids for tasks created without a name: 19 digits, like the service's (unique, not secret).
 
     The leading 13 digits count the milliseconds of the creation time and the last six start at a random
@@ -42,19 +42,20 @@ class _TaskIds:
     stored by another process (a clock set back) is drawn again by the REST front.
     """
 
-    def __init__(self) -> None:
-        self._random = random.Random()
+    def __init__(self, draws: random.Random | None = None) -> None:
+        self._random = draws or random.Random()
         self._last = 0
         self._lock = threading.Lock()
 
     def next(self, now: float) -> str:
+        """The next id, for a task created at ``now`` (epoch seconds)."""
         drawn = 10**18 + int(now * 1000) % _ID_MILLISECONDS * 10**6 + self._random.randrange(10**6)
         with self._lock:
             self._last = max(drawn, self._last + 1)
             return str(self._last)
 
 
-generated_task_id = _TaskIds().next
+generated_task_id = TaskIds().next
 
 
 class TaskLifecycle(ServiceBase):

@@ -97,9 +97,10 @@ def test_a_generated_id_another_task_holds_is_drawn_again(
 ) -> None:
     api = CloudTasksApi(service)
     call = Call(params={"parent": QUEUE}, body={"task": {"httpRequest": {"url": "http://127.0.0.1:9/x"}}})
-    monkeypatch.setattr(service_tasks, "_TASK_IDS", random.Random(7))
+    # Two processes (a runner restarted with its clock set back) whose first draws are the same.
+    monkeypatch.setattr(service_tasks, "generated_task_id", service_tasks.TaskIds(random.Random(7)).next)
     first = asyncio.run(api.create_task(call))
-    monkeypatch.setattr(service_tasks, "_TASK_IDS", random.Random(7))  # the same id comes first again
+    monkeypatch.setattr(service_tasks, "generated_task_id", service_tasks.TaskIds(random.Random(7)).next)
     second = asyncio.run(api.create_task(call))
     assert first["name"] != second["name"]
     assert sorted(t.name for t in service.store.list_tasks(QUEUE)) == sorted([first["name"], second["name"]])
