@@ -101,6 +101,12 @@ class HandlerOptions:
     queue: str | None = None
     #: Key space shared by the handlers that name it; ``None``: the handler's own (its Flask endpoint).
     dedup_scope: str | None = None
+    #: Shortest lease when ``lease_s`` is ``None``: the app's ``TASKTOOLKIT_LEASE_S`` is raised to it.
+    min_lease_s: float = 0.0
+
+    def lease(self, app_lease_s: float) -> float:
+        """The lease of a claim: ``lease_s``, else the app's lease raised to :attr:`min_lease_s`."""
+        return self.lease_s or max(app_lease_s, self.min_lease_s)
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,7 @@ def _claim(
         return _json(Situation.DEDUP_KEY_FAILED, {"error": "task handler failed"})
     fingerprint = hashlib.sha256(body).hexdigest()
     try:
-        claim = state.store.claim(key, fingerprint, lease_s=options.lease_s or state.lease_s)
+        claim = state.store.claim(key, fingerprint, lease_s=options.lease(state.lease_s))
     except DedupStoreUnavailable as exc:
         log.error("dedup store unavailable; %s not run: %s", caller.label(context), exc)
         return _retry_after(Situation.STORE_UNAVAILABLE, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)

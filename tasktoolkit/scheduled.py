@@ -30,6 +30,11 @@ from tasktoolkit.routes import remember
 
 ScheduledFunction = Callable[..., ResponseReturnValue]
 
+#: Added to ``attempt_deadline_s`` for the default lease: a run still going when Cloud Scheduler gives up on
+#: the attempt keeps its claim, so the retry that follows is answered "in progress" instead of running the
+#: fire a second time beside it (design.md §5: the lease covers the deadline).
+LEASE_MARGIN_S = 60.0
+
 
 def _fire_key(payload: Any, fire: Any) -> str:
     """Turns dedup on; the key itself is :attr:`ScheduleContext.fire_id` (see :data:`SCHEDULER`)."""
@@ -116,7 +121,8 @@ def scheduled_handler(
         attempt_deadline_s: How long Cloud Scheduler waits for an answer (15-1800 s).
         body: Request body (POST, PUT and PATCH routes only).
         paused: Create (or keep) the job paused.
-        lease_s: How long a claim blocks duplicates while running (default ``TASKTOOLKIT_LEASE_S``).
+        lease_s: How long a claim blocks duplicates while running; at least ``attempt_deadline_s``
+            (default: ``TASKTOOLKIT_LEASE_S``, raised to ``attempt_deadline_s`` + :data:`LEASE_MARGIN_S`).
         ttl_s: How long a fire's answer is kept for replay (default ``TASKTOOLKIT_RESULT_TTL_S``).
         dedup_scope: Key space of the dedup records (default: the route's endpoint).
 
@@ -137,9 +143,16 @@ def scheduled_handler(
         body=body,
         paused=paused,
     )
+    lease_s = check_duration("scheduled_handler", "lease_s", lease_s)
+    if lease_s is not None and lease_s < attempt_deadline_s:
+        raise ConfigurationError(
+            f"scheduled_handler lease_s must be at least attempt_deadline_s ({attempt_deadline_s:g}), "
+            f"got {lease_s!r}: a retry after the deadline would run the fire again beside the first run"
+        )
     options = HandlerOptions(
         dedup_key=_fire_key,
-        lease_s=check_duration("scheduled_handler", "lease_s", lease_s),
+        lease_s=lease_s,
+        min_lease_s=attempt_deadline_s + LEASE_MARGIN_S,
         ttl_s=check_duration("scheduled_handler", "ttl_s", ttl_s),
         parse_json=False,
         dedup_scope=check_scope("scheduled_handler", dedup_scope),
