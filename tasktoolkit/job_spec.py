@@ -12,6 +12,7 @@ fails at import, not at the first fire.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import re
 from dataclasses import dataclass
@@ -31,13 +32,24 @@ HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 ATTEMPT_DEADLINE_RANGE_S = (15.0, 1800.0)
 #: Largest ``retry_count`` (job.proto ``RetryConfig.retry_count``).
 MAX_RETRY_COUNT = 5
-#: Ends the description of every job the sync command manages (Cloud Scheduler jobs have no labels).
-MARKER = "(managed by tasktoolkit)"
-#: Longest declared ``description``: job.proto's 500 characters, less a space and :data:`MARKER`.
-MAX_DESCRIPTION = 500 - 1 - len(MARKER)
+#: Ends the description of every job the sync command manages (Cloud Scheduler jobs have no labels); the
+#: owner is the first 8 hex digits of the SHA-256 of the app's ``TASKTOOLKIT_BASE_URL`` (:func:`marker`).
+MARKER = "(managed by tasktoolkit {owner})"
+#: The marker of jobs synced before the marker named its owner (recognised, rewritten, never pruned).
+BARE_MARKER = MARKER.replace(" {owner}", "")
+#: Hex digits of the owner id in :data:`MARKER`.
+OWNER_DIGITS = 8
+#: Longest declared ``description``: job.proto's 500 characters, less a space and the marker.
+MAX_DESCRIPTION = 500 - 1 - len(MARKER.format(owner="0" * OWNER_DIGITS))
 #: What the service reads a zero ``min_backoff_s`` / ``max_backoff_s`` as (job.proto ``RetryConfig``).
 DEFAULT_MIN_BACKOFF_S = 5.0
 DEFAULT_MAX_BACKOFF_S = 3600.0
+
+
+def marker(base_url: str) -> str:
+    """The marker that ends the description of the jobs the app at ``base_url`` manages (fixed length)."""
+    owner = hashlib.sha256(base_url.encode("utf-8")).hexdigest()[:OWNER_DIGITS]
+    return MARKER.format(owner=owner)
 
 
 @dataclass(frozen=True)
