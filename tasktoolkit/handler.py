@@ -499,13 +499,17 @@ def check_scope(decorator: str, scope: str | None) -> str | None:
     return scope
 
 
-def _check_function(func: TaskFunction) -> None:
+def check_function(decorator: str, func: TaskFunction, arguments: tuple[str, ...]) -> None:
+    """Refuses what ``decorator`` cannot call: not a plain function, or one that cannot take ``arguments``."""
     if not callable(func) or inspect.iscoroutinefunction(func):
-        raise ConfigurationError(f"task_handler needs a plain (non-async) function, got {func!r}")
+        raise ConfigurationError(f"{decorator} needs a plain (non-async) function, got {func!r}")
     try:
-        inspect.signature(func).bind_partial(None, None)
+        inspect.signature(func).bind_partial(*(None for _ in arguments))
     except TypeError as exc:
-        raise ConfigurationError(f"task function {func.__name__} must accept (payload, task): {exc}") from exc
+        kind = decorator.removesuffix("_handler")
+        raise ConfigurationError(
+            f"{kind} function {func.__name__} must accept ({', '.join(arguments)}): {exc}"
+        ) from exc
 
 
 @overload
@@ -571,7 +575,7 @@ def task_handler(
     )
 
     def decorate(function: TaskFunction) -> TaskHandler:
-        _check_function(function)
+        check_function("task_handler", function, ("payload", "task"))
         return TaskHandler(function, options)
 
     if func is not None:

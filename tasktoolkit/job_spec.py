@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -23,9 +22,8 @@ from cronsim import CronSim, CronSimError
 from flask import Flask
 
 from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.headers import JOB_ID
 
-#: Job id: letters, numbers, hyphens or underscores, at most 500 characters (job.proto ``name``).
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 #: HTTP methods an HttpTarget may use (target.proto ``HttpMethod``), by preference when a route takes several.
 HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 #: ``attempt_deadline`` range for HTTP targets, seconds (job.proto).
@@ -41,9 +39,13 @@ BARE_MARKER = MARKER.replace(" {owner}", "")
 OWNER_DIGITS = 8
 #: Longest declared ``description``: job.proto's 500 characters, less a space and the marker.
 MAX_DESCRIPTION = 500 - 1 - len(MARKER.format(owner="0" * OWNER_DIGITS))
-#: What the service reads a zero ``min_backoff_s`` / ``max_backoff_s`` as (job.proto ``RetryConfig``).
+#: Cloud Scheduler's defaults, which it also reads a zero field as (job.proto ``RetryConfig``,
+#: ``attempt_deadline``): the defaults of :class:`JobSpec` and ``@scheduled_handler``, and what a sync
+#: compares an absent field as.
 DEFAULT_MIN_BACKOFF_S = 5.0
 DEFAULT_MAX_BACKOFF_S = 3600.0
+DEFAULT_MAX_DOUBLINGS = 5
+DEFAULT_ATTEMPT_DEADLINE_S = 180.0
 
 
 def marker(base_url: str) -> str:
@@ -66,10 +68,10 @@ class JobSpec:
     retry_count: int = 0
     #: 0: no limit.
     max_retry_duration_s: float = 0.0
-    min_backoff_s: float = 5.0
-    max_backoff_s: float = 3600.0
-    max_doublings: int = 5
-    attempt_deadline_s: float = 180.0
+    min_backoff_s: float = DEFAULT_MIN_BACKOFF_S
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S
+    max_doublings: int = DEFAULT_MAX_DOUBLINGS
+    attempt_deadline_s: float = DEFAULT_ATTEMPT_DEADLINE_S
     #: Request body (POST, PUT and PATCH only).
     body: bytes = b""
     #: Created or kept paused.
@@ -84,7 +86,7 @@ class JobSpec:
             "five unix-cron fields with a fire time, e.g. '0 9 * * 1'",
         )
         _check(
-            self.job_id is None or bool(_JOB_ID.fullmatch(self.job_id)),
+            self.job_id is None or bool(JOB_ID.fullmatch(self.job_id)),
             "job_id",
             self.job_id,
             "1-500 letters, numbers, hyphens or underscores",
@@ -218,7 +220,7 @@ def declared_jobs(app: Flask) -> list[DeclaredJob]:
             )
         job_id = spec.job_id or default_job_id(rule.endpoint)
         _check(
-            bool(_JOB_ID.fullmatch(job_id)),
+            bool(JOB_ID.fullmatch(job_id)),
             "job_id",
             job_id,
             "1-500 letters, numbers, hyphens or underscores",

@@ -39,7 +39,16 @@ from tasktoolkit.config import (
     token_service_account,
 )
 from tasktoolkit.errors import AlreadyExists, ApiError, ConfigurationError, JobSyncError
-from tasktoolkit.job_spec import BARE_MARKER, DeclaredJob, declared_jobs, marker
+from tasktoolkit.job_spec import (
+    BARE_MARKER,
+    DEFAULT_ATTEMPT_DEADLINE_S,
+    DEFAULT_MAX_BACKOFF_S,
+    DEFAULT_MAX_DOUBLINGS,
+    DEFAULT_MIN_BACKOFF_S,
+    DeclaredJob,
+    declared_jobs,
+    marker,
+)
 from tasktoolkit.scheduler_client import JobJson, SchedulerClient
 from tasktoolkit.taskspec import format_duration, parse_duration
 
@@ -65,10 +74,10 @@ FIELDS = (
 #: What the service fills in for a zero or absent field (job.proto: "The default value of this field is
 #: ..."; proto3 cannot tell zero from unset), so that a zero declared and a default answered compare equal.
 _DEFAULTS: Mapping[str, Any] = {
-    "retryConfig.minBackoffDuration": dt.timedelta(seconds=5),
-    "retryConfig.maxBackoffDuration": dt.timedelta(hours=1),
-    "retryConfig.maxDoublings": 5,
-    "attemptDeadline": dt.timedelta(minutes=3),
+    "retryConfig.minBackoffDuration": dt.timedelta(seconds=DEFAULT_MIN_BACKOFF_S),
+    "retryConfig.maxBackoffDuration": dt.timedelta(seconds=DEFAULT_MAX_BACKOFF_S),
+    "retryConfig.maxDoublings": DEFAULT_MAX_DOUBLINGS,
+    "attemptDeadline": dt.timedelta(seconds=DEFAULT_ATTEMPT_DEADLINE_S),
 }
 #: Names of UTC the service may answer for a job created with "UTC" (cron page: "Etc/UTC" is the default).
 _UTC_NAMES = frozenset({"", "utc", "etc/utc"})

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from flask import Flask
 from tasktoolkit import ConfigurationError, TaskToolkit
 from tasktoolkit.dedup.memory import MemoryDedupStore
 from tasktoolkit.headers import ScheduleContext
-from tasktoolkit.job_spec import declared_jobs
+from tasktoolkit.job_spec import JobSpec, declared_jobs
 from tasktoolkit.scheduled import scheduled_handler
 
 NINE = "2026-11-30T09:00:00Z"
@@ -207,3 +209,10 @@ def test_a_retry_after_the_attempt_deadline_finds_the_first_run_still_holding_it
 def test_a_lease_shorter_than_the_attempt_deadline_is_refused(lease_s: float) -> None:
     with pytest.raises(ConfigurationError, match=r"lease_s must be at least attempt_deadline_s \(1800\)"):
         scheduled_handler("0 9 * * 1", attempt_deadline_s=1800, lease_s=lease_s)
+
+
+def test_the_decorator_s_defaults_are_the_job_spec_s() -> None:
+    parameters = inspect.signature(scheduled_handler).parameters
+    for spec_field in dataclasses.fields(JobSpec):
+        if spec_field.name not in ("schedule", "job_id"):
+            assert parameters[spec_field.name].default == spec_field.default, spec_field.name
