@@ -93,7 +93,12 @@ class LoopHop:
             waiting, self._waiting = self._waiting, []
             self._woken = False
         for work, future in waiting:
-            task = self._loop.create_task(work())
+            try:
+                coroutine = work()
+            except Exception as error:  # the work failed before it became a coroutine
+                future.set_exception(error)
+                continue
+            task = self._loop.create_task(coroutine)
             self._running.add(task)
             task.add_done_callback(functools.partial(self._finished, future))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
+import threading
 from collections.abc import Sequence
 
 from local_runner import errors
@@ -28,20 +29,33 @@ from local_runner.model import (
 from local_runner.service.base import Page, ServiceBase
 from local_runner.store.base import TaskCounts
 
-#: Draws the random part of the ids of tasks created without a name.
-_TASK_IDS = random.Random()
 #: Milliseconds an id's leading digits count before they wrap (about 285 years; ids keep 19 digits).
 _ID_MILLISECONDS = 9 * 10**12
 
 
-def generated_task_id(now: float) -> str:
-    """An id for a task created without a name: 19 digits, like the service's (unique, not secret).
+class _TaskIds:
+    """Ids for tasks created without a name: 19 digits, like the service's (unique, not secret).
 
-    The leading 13 digits count the milliseconds of ``now`` and the last six are random, so the tasks
-    created together sit side by side in the store's name index: a commit of several new tasks writes
-    one page of that index instead of one page per task.
+    The leading 13 digits count the milliseconds of the creation time and the last six start at a random
+    point, so the tasks created together sit side by side in the store's name index (a commit of several
+    new tasks writes one page of that index instead of one per task). Each id is above the one before, so
+    two ids drawn by one process never collide, however many share a millisecond; a collision with an id
+    stored by another process (a clock set back) is drawn again by the REST front.
     """
-    return str(10**18 + int(now * 1000) % _ID_MILLISECONDS * 10**6 + _TASK_IDS.randrange(10**6))
+
+    def __init__(self) -> None:
+        self._random = random.Random()
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next(self, now: float) -> str:
+        drawn = 10**18 + int(now * 1000) % _ID_MILLISECONDS * 10**6 + self._random.randrange(10**6)
+        with self._lock:
+            self._last = max(drawn, self._last + 1)
+            return str(self._last)
+
+
+generated_task_id = _TaskIds().next
 
 
 class TaskLifecycle(ServiceBase):

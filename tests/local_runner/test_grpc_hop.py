@@ -71,6 +71,20 @@ def test_an_error_on_the_loop_reaches_the_caller(loop: asyncio.AbstractEventLoop
         LoopHop(loop).run(_fail, _WAIT_S)
 
 
+def test_work_that_fails_before_its_coroutine_exists_reaches_the_caller(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    """An error raised while making the coroutine fails that call only; the calls after it still run."""
+    hop = LoopHop(loop)
+
+    def broken() -> Any:
+        raise ValueError("bad request")
+
+    with pytest.raises(ValueError, match="bad request"):
+        hop.run(broken, timeout=_WAIT_S)
+    assert hop.run(lambda: _double(4), timeout=_WAIT_S) == 8
+
+
 def test_close_refuses_new_work_and_cancels_work_in_flight(loop: asyncio.AbstractEventLoop) -> None:
     hop = LoopHop(loop)
 

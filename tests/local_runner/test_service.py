@@ -82,6 +82,12 @@ def test_generated_ids_follow_creation_time(service: TasksService, clock: Virtua
     assert ids == sorted(ids)
 
 
+def test_generated_ids_never_collide_within_one_millisecond(service: TasksService) -> None:
+    """Thousands of tasks created at one instant (a batch, a burst) all get distinct, rising ids."""
+    ids = [int(service.create_task(QUEUE, NewTask(REQUEST)).task_id) for _ in range(3000)]
+    assert ids == sorted(set(ids))
+
+
 def test_schedule_time_defaults_to_now_and_past_is_now(service: TasksService, clock: VirtualClock) -> None:
     assert service.create_task(QUEUE, NewTask(REQUEST)).schedule_time == clock.now()
     past = service.create_task(QUEUE, NewTask(REQUEST, schedule_time=clock.now() - 100))
