@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -138,6 +139,7 @@ def parse_location(parent: str) -> tuple[str, str]:
     return parts[1], parts[3]
 
 
+@functools.lru_cache(maxsize=1024)  # a runner serves few queues; CreateTask parses its name twice
 def parse_queue_name(name: str) -> QueueName:
     """Parse and validate a full queue name."""
     parts = name.split("/")
@@ -382,8 +384,19 @@ class HttpRequest:
             )
         if self.oidc_token is not None and self.oauth_token is not None:
             raise InvalidArgument("HttpRequest may set only one of oauthToken and oidcToken.")
-        if sum(len(k) + len(v) for k, v in self.headers.items()) >= MAX_HEADERS_BYTES:
-            raise InvalidArgument("HttpRequest.headers must be less than 80KB in total.")
+        _check_headers_size(self.headers)
+
+    def with_headers(self, headers: Mapping[str, str]) -> HttpRequest:
+        """This request carrying ``headers`` instead; only they are checked (the rest was, when built)."""
+        _check_headers_size(headers)
+        changed = object.__new__(HttpRequest)
+        changed.__dict__.update(self.__dict__, headers=headers)  # frozen: bypasses __setattr__
+        return changed
+
+
+def _check_headers_size(headers: Mapping[str, str]) -> None:
+    if sum(len(k) + len(v) for k, v in headers.items()) >= MAX_HEADERS_BYTES:
+        raise InvalidArgument("HttpRequest.headers must be less than 80KB in total.")
 
 
 @dataclass(frozen=True)

@@ -160,22 +160,42 @@ def refusal(
     method: str, path: str, headers: Mapping[str, str], has_body: bool, hosts: HostCheck
 ) -> ApiError | None:
     """Why the request must be refused under the module's rules, or ``None`` to let it through."""
-    host = headers.get("Host", "")
     write = method.upper() not in SAFE_METHODS
-    public_read = not write and path in _PUBLIC_PATHS
+    return _refusal(
+        hosts,
+        write,
+        not write and path in _PUBLIC_PATHS,
+        headers.get("Host", ""),
+        headers.get("Sec-Fetch-Site", ""),
+        headers.get("Origin"),
+        headers.get("Content-Type"),
+        has_body,
+    )
+
+
+@functools.lru_cache(maxsize=512)  # a client sends the same few header values on every call
+def _refusal(
+    hosts: HostCheck,
+    write: bool,
+    public_read: bool,
+    host: str,
+    fetch_site_header: str,
+    origin: str | None,
+    content_type: str | None,
+    has_body: bool,
+) -> ApiError | None:
+    """:func:`refusal` from the values it depends on (the answer is the same for the same values)."""
     if hosts.enforced and host and not public_read and not hosts.accepts(host):
         return hosts.refused(host)
     if not write:
         return None
-    fetch_site = headers.get("Sec-Fetch-Site", "").strip().lower()
+    fetch_site = fetch_site_header.strip().lower()
     if fetch_site and fetch_site not in _SAME_ORIGIN_FETCH_SITES:
         return _cross_site(f'Sec-Fetch-Site is "{fetch_site}"')
-    origin = headers.get("Origin")
     if origin is not None and _origin_authority(origin.strip()) != host.lower():
         return _cross_site(f'Origin "{origin}" is not this runner\'s origin')
     if origin is not None or fetch_site == "same-origin":
         return None  # a page of the runner's own (a form may post form data)
-    content_type = headers.get("Content-Type")
     media_type = _media_type(content_type or "")
     if media_type in SIMPLE_CONTENT_TYPES or (has_body and media_type != JSON_CONTENT_TYPE):
         shown = f'"{content_type}"' if content_type is not None else "missing"

@@ -6,6 +6,7 @@ paths and methods get the proper JSON 404 and the ``:verb`` suffixes need no spe
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -41,21 +42,31 @@ class Match:
 
 
 class Router:
-    """Matches ``(method, path)`` against regular expressions in order of registration."""
+    """Matches ``(method, path)`` against regular expressions in order of registration.
+
+    A client calls few distinct paths (CreateTask, one per queue), so the last answers are kept.
+    """
 
     def __init__(self) -> None:
-        self._routes: list[Route] = []
+        self._routes: dict[str, list[Route]] = {}
+        self._found: Callable[[str, str], tuple[Route, dict[str, str]] | None] = functools.lru_cache(
+            maxsize=256
+        )(self._find)
 
     def add(self, method: str, pattern: str, handler: Handler, query: Iterable[str] = ()) -> None:
         """Register ``handler`` for ``method`` on paths fully matching ``pattern``."""
-        self._routes.append(Route(method.upper(), re.compile(pattern), handler, frozenset(query)))
+        route = Route(method.upper(), re.compile(pattern), handler, frozenset(query))
+        self._routes.setdefault(route.method, []).append(route)
+        self._found = functools.lru_cache(maxsize=256)(self._find)
 
     def match(self, method: str, path: str) -> Match | None:
         """The first route for this method whose pattern matches the whole path."""
-        for route in self._routes:
-            if route.method != method.upper():
-                continue
+        found = self._found(method.upper(), path)
+        return None if found is None else Match(found[0], dict(found[1]))
+
+    def _find(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        for route in self._routes.get(method, ()):
             found = route.pattern.fullmatch(path)
             if found is not None:
-                return Match(route, {k: v for k, v in found.groupdict().items() if v is not None})
+                return route, {k: v for k, v in found.groupdict().items() if v is not None}
         return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import threading
@@ -93,7 +92,7 @@ class TaskLifecycle(ServiceBase):
         headers["User-Agent"] = USER_AGENT
         task = Task(
             name=name,
-            http_request=dataclasses.replace(request.http_request, headers=headers),
+            http_request=request.http_request.with_headers(headers),
             schedule_time=schedule_time,
             create_time=now,
             dispatch_deadline=(

@@ -112,6 +112,16 @@ def test_dispatch_deadline_default_and_stored_user_agent(service: TasksService) 
     assert dict(task.http_request.headers) == {"X-A": "1", "User-Agent": "Google-Cloud-Tasks"}
 
 
+def test_stored_user_agent_counts_toward_the_headers_limit(service: TasksService) -> None:
+    """The request keeps its other fields; headers that fit only without the runner's User-Agent do not."""
+    task = service.create_task(QUEUE, NewTask(HttpRequest(url="http://x/y", body=b"b", headers={"ua": "1"})))
+    assert (task.http_request.url, task.http_request.body) == ("http://x/y", b"b")
+    room = 80 * 1024 - 1 - len("X-Big")  # the largest headers HttpRequest accepts, before the User-Agent
+    with pytest.raises(InvalidArgument) as info:
+        service.create_task(QUEUE, NewTask(HttpRequest(url="http://x/y", headers={"X-Big": "v" * room})))
+    assert "less than 80KB" in info.value.message
+
+
 def test_task_size_limit(service: TasksService) -> None:
     with pytest.raises(InvalidArgument) as info:
         service.create_task(QUEUE, NewTask(HttpRequest(url="http://x/y", body=b"x" * (1024 * 1024))))
