@@ -1,6 +1,6 @@
 """tasktoolkit: verified, idempotent Cloud Tasks and Cloud Scheduler handlers for Flask."""
 
-from tasktoolkit.errors import CloudTasksError as CloudTasksError
+from tasktoolkit.errors import ApiError as ApiError
 from tasktoolkit.errors import ConfigurationError as ConfigurationError
 from tasktoolkit.errors import PermanentFailure as PermanentFailure
 from tasktoolkit.errors import RetryTask as RetryTask
@@ -15,7 +15,7 @@ from tasktoolkit.headers import TaskContext as TaskContext
 from tasktoolkit.scheduled import scheduled_handler as scheduled_handler
 
 __all__ = [
-    "CloudTasksError",
+    "ApiError",
     "ConfigurationError",
     "FanOutResult",
     "PermanentFailure",

@@ -23,7 +23,12 @@ cli_group = AppGroup("tasktoolkit", help="tasktoolkit commands for this app.")
     is_flag=True,
     help="Keep the managed jobs that no route declares any more (default: delete).",
 )
-def sync_jobs_command(dry_run: bool, no_prune: bool) -> None:
+@click.option(
+    "--prune-all",
+    is_flag=True,
+    help="Prune even when the app declares no jobs at all (deletes every job it manages).",
+)
+def sync_jobs_command(dry_run: bool, no_prune: bool, prune_all: bool) -> None:
     """Create, update and delete the Cloud Scheduler jobs this app declares (only the jobs it manages)."""
     from tasktoolkit.job_sync import sync_jobs
 
@@ -33,7 +38,9 @@ def sync_jobs_command(dry_run: bool, no_prune: bool) -> None:
         click.echo(change.describe())
 
     try:
-        plan = sync_jobs(app, dry_run=dry_run, prune=not no_prune, report=None if dry_run else show)
+        plan = sync_jobs(
+            app, dry_run=dry_run, prune=not no_prune, prune_all=prune_all, report=None if dry_run else show
+        )
     except TaskToolkitError as exc:
         raise click.ClickException(str(exc)) from exc
     for line in plan.lines()[0 if dry_run else len(plan.changes) :]:  # changes made were shown as made

@@ -24,7 +24,6 @@ import requests
 from tasktoolkit.config import EMULATOR_HOST_ENV
 from tasktoolkit.errors import (
     ApiError,
-    CloudTasksError,
     ConfigurationError,
     FailedPrecondition,
     InvalidArgument,
@@ -48,7 +47,7 @@ from tasktoolkit.tracing import with_trace_header
 from tasktoolkit.transport import PooledWire, RequestsWire, SendFailed, Wire, proxy_for, settle_environment
 
 __all__ = [
-    "CloudTasksError",
+    "ApiError",
     "CreatedTask",
     "EnqueueResult",
     "QueueInfo",
@@ -460,7 +459,7 @@ class TasksClient(ApiClient):
         Raises:
             TaskAlreadyExists: The name or dedup key is taken (unless ``ignore_existing``).
             InvalidArgument: An option is invalid (checked before sending, and by the service).
-            CloudTasksError: Any other refusal, with the service's status and message.
+            ApiError: Any other refusal, with the service's status and message.
         """
         parent = self.queue_path(queue)
         with producer_span(queue) as span:

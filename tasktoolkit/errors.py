@@ -72,11 +72,6 @@ class ApiError(TaskToolkitError):
         self.detail = detail
 
 
-#: The name of :class:`ApiError` from before the Cloud Scheduler client: ``except CloudTasksError`` keeps
-#: catching every refusal of either service.
-CloudTasksError = ApiError
-
-
 class AlreadyExists(ApiError):
     """The resource (a task, a queue, a job) exists already (ALREADY_EXISTS)."""
 

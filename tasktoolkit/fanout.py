@@ -1,11 +1,11 @@
 """fan_out: one Cloud Scheduler fire becomes many tasks, each created at most once per fire.
 
 Each task's ``dedup_key`` is ``<job id>@<schedule time>/<item key>``, which the client turns into a hashed
-task id. A second run of the same fire (a retry after a partial failure, a duplicate fire whose record
-expired) asks for the same names: Cloud Tasks answers ``ALREADY_EXISTS`` for those created before, and they
-are counted as already enqueued, not created again. A name stays taken while the task exists and for
-about an hour after it ends (cloud-tasks-semantics.md, task names); the fire's own dedup record
-(``@scheduled_handler``) covers the time after that.
+task id. A second run of the same fire (a retry after a partial failure, when the job has a ``retry_count``;
+a duplicate fire whose record expired) asks for the same names: Cloud Tasks answers ``ALREADY_EXISTS`` for
+those created before, and they are counted as already enqueued, not created again. A name stays taken while
+the task exists and for about an hour after it ends (cloud-tasks-semantics.md, task names); the fire's own
+dedup record (``@scheduled_handler``) covers the time after that.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ MAX_ITEM_KEY_LENGTH = 500
 
 
 class FanOutIncomplete(TaskToolkitError):
-    """Some tasks of a fan-out were not created; the others were (a retry of the fire creates the rest)."""
+    """Some tasks of a fan-out were not created; the others were (a retry of the fire creates the rest).
+
+    Cloud Scheduler retries the fire only when its job's ``retry_count`` > 0.
+    """
 
     def __init__(self, result: FanOutResult) -> None:
         self.result = result
@@ -46,7 +49,7 @@ class FanOutResult:
     enqueued: int = 0
     #: Tasks that existed already (an earlier run of this fire created them).
     existing: int = 0
-    #: ``(item key, error)`` of each task that could not be created.
+    #: ``(item key, error)`` of each task that could not be created (a key that is not a str: its ``repr``).
     failed: tuple[tuple[str, TaskToolkitError], ...] = field(default=())
 
     @property
@@ -88,7 +91,8 @@ def fan_out(
         route_args: Values of the handler's route variables.
         max_workers: Requests in flight (1-64).
         raise_on_failure: Raise :class:`FanOutIncomplete` when any task could not be created, so that the
-            fire answers 500 and Cloud Scheduler retries it (the retry creates only the missing tasks).
+            fire answers 500 and, when the job's ``retry_count`` > 0, Cloud Scheduler retries it (the retry
+            creates only the missing tasks).
         **options: Other :meth:`~tasktoolkit.client.TasksClient.enqueue` options for every task
             (``delay``, ``dispatch_deadline``, ``headers``...).
 
@@ -103,11 +107,17 @@ def fan_out(
         handler, None, queue=queue or handler.options.queue, route_args=route_args, options=options
     )
     keys: list[str] = []
+    refused: list[tuple[str, TaskToolkitError]] = []
 
     def tasks() -> Iterator[dict[str, Any]]:
         for item_key, payload in items:
+            try:
+                dedup_key = item_dedup_key(fire, item_key)
+            except TaskToolkitError as exc:  # this item's failure; the others still go
+                refused.append((item_key if isinstance(item_key, str) else repr(item_key), exc))
+                continue
             keys.append(item_key)
-            yield {**base, "json": payload, "dedup_key": item_dedup_key(fire, item_key)}
+            yield {**base, "json": payload, "dedup_key": dedup_key}
 
     client = client_for(app)
     many = getattr(client, "enqueue_many", None)
@@ -115,8 +125,9 @@ def fan_out(
         raise ConfigurationError(f"fan_out needs a client with enqueue_many (a TasksClient), got {client!r}")
     results: list[EnqueueResult] = many(queue_id, tasks(), max_workers=max_workers, ignore_existing=True)
     created = sum(1 for r in results if r.ok and r.task is not None)
-    failed = tuple((keys[r.index], r.error) for r in results if r.error is not None)
-    result = FanOutResult(enqueued=created, existing=len(results) - created - len(failed), failed=failed)
-    if failed and raise_on_failure:
+    not_created = [(keys[r.index], r.error) for r in results if r.error is not None]
+    existing = len(results) - created - len(not_created)
+    result = FanOutResult(enqueued=created, existing=existing, failed=(*refused, *not_created))
+    if result.failed and raise_on_failure:
         raise FanOutIncomplete(result)
     return result

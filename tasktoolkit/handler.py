@@ -101,6 +101,12 @@ class HandlerOptions:
     queue: str | None = None
     #: Key space shared by the handlers that name it; ``None``: the handler's own (its Flask endpoint).
     dedup_scope: str | None = None
+    #: Shortest lease when ``lease_s`` is ``None``: the app's ``TASKTOOLKIT_LEASE_S`` is raised to it.
+    min_lease_s: float = 0.0
+
+    def lease(self, app_lease_s: float) -> float:
+        """The lease of a claim: ``lease_s``, else the app's lease raised to :attr:`min_lease_s`."""
+        return self.lease_s or max(app_lease_s, self.min_lease_s)
 
 
 @dataclass(frozen=True)
@@ -329,7 +335,7 @@ def _claim(
         return _json(Situation.DEDUP_KEY_FAILED, {"error": "task handler failed"})
     fingerprint = hashlib.sha256(body).hexdigest()
     try:
-        claim = state.store.claim(key, fingerprint, lease_s=options.lease_s or state.lease_s)
+        claim = state.store.claim(key, fingerprint, lease_s=options.lease(state.lease_s))
     except DedupStoreUnavailable as exc:
         log.error("dedup store unavailable; %s not run: %s", caller.label(context), exc)
         return _retry_after(Situation.STORE_UNAVAILABLE, "dedup store unavailable", UNAVAILABLE_RETRY_AFTER_S)
@@ -493,13 +499,17 @@ def check_scope(decorator: str, scope: str | None) -> str | None:
     return scope
 
 
-def _check_function(func: TaskFunction) -> None:
+def check_function(decorator: str, func: TaskFunction, arguments: tuple[str, ...]) -> None:
+    """Refuses what ``decorator`` cannot call: not a plain function, or one that cannot take ``arguments``."""
     if not callable(func) or inspect.iscoroutinefunction(func):
-        raise ConfigurationError(f"task_handler needs a plain (non-async) function, got {func!r}")
+        raise ConfigurationError(f"{decorator} needs a plain (non-async) function, got {func!r}")
     try:
-        inspect.signature(func).bind_partial(None, None)
+        inspect.signature(func).bind_partial(*(None for _ in arguments))
     except TypeError as exc:
-        raise ConfigurationError(f"task function {func.__name__} must accept (payload, task): {exc}") from exc
+        kind = decorator.removesuffix("_handler")
+        raise ConfigurationError(
+            f"{kind} function {func.__name__} must accept ({', '.join(arguments)}): {exc}"
+        ) from exc
 
 
 @overload
@@ -565,7 +575,7 @@ def task_handler(
     )
 
     def decorate(function: TaskFunction) -> TaskHandler:
-        _check_function(function)
+        check_function("task_handler", function, ("payload", "task"))
         return TaskHandler(function, options)
 
     if func is not None:

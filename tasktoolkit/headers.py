@@ -29,7 +29,7 @@ SCHEDULER_SCHEDULE_TIME = "X-CloudScheduler-ScheduleTime"
 #: RFC 3339 with a ``Z`` or an offset ("as an offset of UTC parsed according to RFC3339", target.proto).
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt]\d\d:\d\d:\d\d(\.\d{1,9})?([Zz]|[+-]\d\d:\d\d)")
 #: A job id (job.proto ``name``: letters, numbers, hyphens or underscores, at most 500 characters).
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
+JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 
 #: Queue and task ids are short printable names; anything else is not from Cloud Tasks.
 _NAME = re.compile(r"[\x21-\x7e]{1,500}")
@@ -223,7 +223,7 @@ def parse_schedule_context(headers: Mapping[str, str], body: bytes) -> ScheduleC
     job = _get(headers, SCHEDULER_JOB_NAME)
     if job is None:
         raise InvalidTaskRequest(f"missing {SCHEDULER_JOB_NAME} header: not a Cloud Scheduler request")
-    if not _JOB_ID.fullmatch(job):
+    if not JOB_ID.fullmatch(job):
         raise InvalidTaskRequest(
             f"{SCHEDULER_JOB_NAME} must be 1-500 letters, numbers, hyphens or underscores, got {_shown(job)}"
         )

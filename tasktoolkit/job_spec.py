@@ -12,8 +12,8 @@ fails at import, not at the first fire.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,22 +22,36 @@ from cronsim import CronSim, CronSimError
 from flask import Flask
 
 from tasktoolkit.errors import ConfigurationError
+from tasktoolkit.headers import JOB_ID
 
-#: Job id: letters, numbers, hyphens or underscores, at most 500 characters (job.proto ``name``).
-_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 #: HTTP methods an HttpTarget may use (target.proto ``HttpMethod``), by preference when a route takes several.
 HTTP_METHODS = ("POST", "GET", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")
 #: ``attempt_deadline`` range for HTTP targets, seconds (job.proto).
 ATTEMPT_DEADLINE_RANGE_S = (15.0, 1800.0)
 #: Largest ``retry_count`` (job.proto ``RetryConfig.retry_count``).
 MAX_RETRY_COUNT = 5
-#: Ends the description of every job the sync command manages (Cloud Scheduler jobs have no labels).
-MARKER = "(managed by tasktoolkit)"
-#: Longest declared ``description``: job.proto's 500 characters, less a space and :data:`MARKER`.
-MAX_DESCRIPTION = 500 - 1 - len(MARKER)
-#: What the service reads a zero ``min_backoff_s`` / ``max_backoff_s`` as (job.proto ``RetryConfig``).
+#: Ends the description of every job the sync command manages (Cloud Scheduler jobs have no labels); the
+#: owner is the first 8 hex digits of the SHA-256 of the app's ``TASKTOOLKIT_BASE_URL`` (:func:`marker`).
+MARKER = "(managed by tasktoolkit {owner})"
+#: The marker of jobs synced before the marker named its owner (recognised, rewritten, never pruned).
+BARE_MARKER = MARKER.replace(" {owner}", "")
+#: Hex digits of the owner id in :data:`MARKER`.
+OWNER_DIGITS = 8
+#: Longest declared ``description``: job.proto's 500 characters, less a space and the marker.
+MAX_DESCRIPTION = 500 - 1 - len(MARKER.format(owner="0" * OWNER_DIGITS))
+#: Cloud Scheduler's defaults, which it also reads a zero field as (job.proto ``RetryConfig``,
+#: ``attempt_deadline``): the defaults of :class:`JobSpec` and ``@scheduled_handler``, and what a sync
+#: compares an absent field as.
 DEFAULT_MIN_BACKOFF_S = 5.0
 DEFAULT_MAX_BACKOFF_S = 3600.0
+DEFAULT_MAX_DOUBLINGS = 5
+DEFAULT_ATTEMPT_DEADLINE_S = 180.0
+
+
+def marker(base_url: str) -> str:
+    """The marker that ends the description of the jobs the app at ``base_url`` manages (fixed length)."""
+    owner = hashlib.sha256(base_url.encode("utf-8")).hexdigest()[:OWNER_DIGITS]
+    return MARKER.format(owner=owner)
 
 
 @dataclass(frozen=True)
@@ -54,10 +68,10 @@ class JobSpec:
     retry_count: int = 0
     #: 0: no limit.
     max_retry_duration_s: float = 0.0
-    min_backoff_s: float = 5.0
-    max_backoff_s: float = 3600.0
-    max_doublings: int = 5
-    attempt_deadline_s: float = 180.0
+    min_backoff_s: float = DEFAULT_MIN_BACKOFF_S
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S
+    max_doublings: int = DEFAULT_MAX_DOUBLINGS
+    attempt_deadline_s: float = DEFAULT_ATTEMPT_DEADLINE_S
     #: Request body (POST, PUT and PATCH only).
     body: bytes = b""
     #: Created or kept paused.
@@ -72,7 +86,7 @@ class JobSpec:
             "five unix-cron fields with a fire time, e.g. '0 9 * * 1'",
         )
         _check(
-            self.job_id is None or bool(_JOB_ID.fullmatch(self.job_id)),
+            self.job_id is None or bool(JOB_ID.fullmatch(self.job_id)),
             "job_id",
             self.job_id,
             "1-500 letters, numbers, hyphens or underscores",
@@ -206,7 +220,7 @@ def declared_jobs(app: Flask) -> list[DeclaredJob]:
             )
         job_id = spec.job_id or default_job_id(rule.endpoint)
         _check(
-            bool(_JOB_ID.fullmatch(job_id)),
+            bool(JOB_ID.fullmatch(job_id)),
             "job_id",
             job_id,
             "1-500 letters, numbers, hyphens or underscores",

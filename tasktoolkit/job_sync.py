@@ -5,11 +5,17 @@
 lists the jobs of the app's location, plans, and applies the plan through a
 :class:`~tasktoolkit.scheduler_client.SchedulerClient`.
 
-Which jobs the app manages. Cloud Scheduler jobs have no labels, so a job carries its owner in the fields it
-has: a job is the app's when its description ends with :data:`MARKER` and its URI is under the app's
-``TASKTOOLKIT_BASE_URL``. The marker keeps hand-made jobs safe (never updated or deleted); the URI keeps
-apps that share a project and location from deleting each other's jobs. A declared job id already taken by a
-job the app does not manage is a conflict: nothing is changed, and the error names the job.
+Which jobs the app manages. Cloud Scheduler jobs have no labels, so a job carries its owner in its
+description: a job is the app's when its description ends with the app's marker
+(:func:`~tasktoolkit.job_spec.marker`, an owner id derived from ``TASKTOOLKIT_BASE_URL``), matched exactly.
+Hand-made jobs and the jobs of other apps in the project and location are never updated or deleted, even when
+one app's URL is a prefix of another's. A declared job id already taken by a job the app does not manage is a
+conflict: nothing is changed, and the error names the job.
+
+Jobs synced before the marker named its owner end with :data:`~tasktoolkit.job_spec.BARE_MARKER`. One whose
+URI is under the app's URL and whose id the app declares is taken over (its description is rewritten with the
+app's marker); one the app no longer declares is kept and listed, never deleted, since an app whose URL
+extends this one's may own it.
 """
 
 from __future__ import annotations
@@ -33,13 +39,21 @@ from tasktoolkit.config import (
     token_service_account,
 )
 from tasktoolkit.errors import AlreadyExists, ApiError, ConfigurationError, JobSyncError
-from tasktoolkit.job_spec import MARKER, DeclaredJob, declared_jobs
+from tasktoolkit.job_spec import (
+    BARE_MARKER,
+    DEFAULT_ATTEMPT_DEADLINE_S,
+    DEFAULT_MAX_BACKOFF_S,
+    DEFAULT_MAX_DOUBLINGS,
+    DEFAULT_MIN_BACKOFF_S,
+    DeclaredJob,
+    declared_jobs,
+    marker,
+)
 from tasktoolkit.scheduler_client import JobJson, SchedulerClient
 from tasktoolkit.taskspec import format_duration, parse_duration
 
-__all__ = ["MARKER", "JobChange", "SyncPlan", "SyncSettings", "desired_job", "plan_sync", "sync_jobs"]
+__all__ = ["JobChange", "SyncPlan", "SyncSettings", "desired_job", "plan_sync", "sync_jobs"]
 
-#: Ends the description of every job the app manages.
 #: The fields a sync sets and compares (job.proto, target.proto); the part before the ``.`` is the
 #: update-mask path that sets it.
 FIELDS = (
@@ -60,10 +74,10 @@ FIELDS = (
 #: What the service fills in for a zero or absent field (job.proto: "The default value of this field is
 #: ..."; proto3 cannot tell zero from unset), so that a zero declared and a default answered compare equal.
 _DEFAULTS: Mapping[str, Any] = {
-    "retryConfig.minBackoffDuration": dt.timedelta(seconds=5),
-    "retryConfig.maxBackoffDuration": dt.timedelta(hours=1),
-    "retryConfig.maxDoublings": 5,
-    "attemptDeadline": dt.timedelta(minutes=3),
+    "retryConfig.minBackoffDuration": dt.timedelta(seconds=DEFAULT_MIN_BACKOFF_S),
+    "retryConfig.maxBackoffDuration": dt.timedelta(seconds=DEFAULT_MAX_BACKOFF_S),
+    "retryConfig.maxDoublings": DEFAULT_MAX_DOUBLINGS,
+    "attemptDeadline": dt.timedelta(seconds=DEFAULT_ATTEMPT_DEADLINE_S),
 }
 #: Names of UTC the service may answer for a job created with "UTC" (cron page: "Etc/UTC" is the default).
 _UTC_NAMES = frozenset({"", "utc", "etc/utc"})
@@ -113,13 +127,23 @@ class SyncSettings:
             raise ConfigurationError(f"{BASE_URL} must begin with http:// or https://, got {base!r}")
         return cls(project, location, base.rstrip("/"), account, token_audience(config))
 
+    @property
+    def marker(self) -> str:
+        """The marker ending the description of the app's jobs (owner id from :attr:`base_url`)."""
+        return marker(self.base_url)
+
     def manages(self, job: JobJson) -> bool:
-        """Whether ``job`` is one of the app's: the marker ends its description, its URI is under the app."""
+        """Whether ``job`` is one of the app's: the app's marker ends its description."""
+        description = job.get("description")
+        return isinstance(description, str) and description.endswith(self.marker)
+
+    def synced_before_owner_ids(self, job: JobJson) -> bool:
+        """Whether ``job`` carries the bare marker of earlier versions and its URI is under the app."""
         description = job.get("description")
         uri = _target(job).get("uri")
         return (
             isinstance(description, str)
-            and description.endswith(MARKER)
+            and description.endswith(BARE_MARKER)
             and isinstance(uri, str)
             and uri.startswith(self.base_url + "/")
         )
@@ -138,7 +162,7 @@ def desired_job(job: DeclaredJob, settings: SyncSettings) -> JobJson:
         target["body"] = base64.b64encode(spec.body).decode("ascii")
     return {
         "name": f"{settings.parent}/jobs/{job.job_id}",
-        "description": f"{spec.description} {MARKER}" if spec.description else MARKER,
+        "description": f"{spec.description} {settings.marker}" if spec.description else settings.marker,
         "schedule": spec.schedule,
         "timeZone": spec.time_zone,
         "httpTarget": target,
@@ -204,6 +228,9 @@ class SyncPlan:
     kept: tuple[str, ...] = ()
     #: Declared job ids taken by jobs the app does not manage, each with the reason.
     conflicts: tuple[str, ...] = ()
+    #: Jobs with the bare marker of earlier versions under the app's URL that it does not declare (never
+    #: deleted: an app whose URL extends this one's may own them).
+    unclaimed: tuple[str, ...] = ()
 
     def lines(self) -> list[str]:
         """One line per change, kept job and conflict."""
@@ -211,6 +238,11 @@ class SyncPlan:
             *(change.describe() for change in self.changes),
             *(f"keep    {job_id}: no longer declared (pruning is off)" for job_id in self.kept),
             *(f"conflict {message}" for message in self.conflicts),
+            *(
+                f"keep    {job_id}: synced by an earlier version ({BARE_MARKER!r}) and not declared; "
+                "delete it by hand if no app declares it"
+                for job_id in self.unclaimed
+            ),
         ]
 
 
@@ -220,6 +252,7 @@ def plan_sync(
     settings: SyncSettings,
     *,
     prune: bool = True,
+    prune_all: bool = False,
 ) -> SyncPlan:
     """The changes that make ``existing`` (the jobs of the location) match ``declared``.
 
@@ -230,6 +263,10 @@ def plan_sync(
         existing: Every job of the location, as ListJobs answers them.
         settings: The app's settings.
         prune: Delete managed jobs that are no longer declared (else report them as kept).
+        prune_all: Allow pruning when ``declared`` is empty (every managed job is then deleted).
+
+    Raises:
+        JobSyncError: ``declared`` is empty and pruning would delete managed jobs, without ``prune_all``.
     """
     prefix = f"{settings.parent}/jobs/"
     found = {
@@ -249,7 +286,7 @@ def plan_sync(
             if job.spec.paused:
                 changes.append(JobChange("pause", job.job_id))
             continue
-        if not settings.manages(have):
+        if not (settings.manages(have) or settings.synced_before_owner_ids(have)):
             conflicts.append(_conflict(job.job_id, have, settings))
             continue
         job_changes = _reconcile(job, want, have)
@@ -260,9 +297,21 @@ def plan_sync(
     gone = sorted(
         job_id for job_id, job in found.items() if job_id not in declared_ids and settings.manages(job)
     )
+    if prune and gone and not wanted and not prune_all:
+        raise JobSyncError(
+            f"the app declares no scheduled jobs, so pruning would delete all {len(gone)} it manages "
+            f"({', '.join(gone)}); pass --prune-all (prune_all=True) to do that, or --no-prune"
+        )
     if prune:
         changes.extend(JobChange("delete", job_id) for job_id in gone)
-    return SyncPlan(tuple(changes), tuple(unchanged), () if prune else tuple(gone), tuple(conflicts))
+    unclaimed = sorted(
+        job_id
+        for job_id, job in found.items()
+        if job_id not in declared_ids and settings.synced_before_owner_ids(job)
+    )
+    return SyncPlan(
+        tuple(changes), tuple(unchanged), () if prune else tuple(gone), tuple(conflicts), tuple(unclaimed)
+    )
 
 
 def _reconcile(job: DeclaredJob, want: JobJson, have: JobJson) -> list[JobChange]:
@@ -284,10 +333,11 @@ def _reconcile(job: DeclaredJob, want: JobJson, have: JobJson) -> list[JobChange
 
 def _conflict(job_id: str, have: JobJson, settings: SyncSettings) -> str:
     description = have.get("description")
-    if not (isinstance(description, str) and description.endswith(MARKER)):
-        why = f"its description does not end with {MARKER!r}"
+    if isinstance(description, str) and description.endswith(BARE_MARKER):
+        why = f"it was synced by an earlier version and its URI {_target(have).get('uri')!r} is not under "
+        why += f"{BASE_URL} {settings.base_url!r}"
     else:
-        why = f"its URI {_target(have).get('uri')!r} is not under {BASE_URL} {settings.base_url!r}"
+        why = f"its description does not end with this app's marker {settings.marker!r}"
     return (
         f"{job_id}: a job of that id exists and this app does not manage it ({why}); delete it, or give the "
         "route another job_id"
@@ -404,6 +454,7 @@ def sync_jobs(
     *,
     dry_run: bool = False,
     prune: bool = True,
+    prune_all: bool = False,
     client: SchedulerClient | None = None,
     report: Callable[[JobChange], None] | None = None,
 ) -> SyncPlan:
@@ -414,6 +465,7 @@ def sync_jobs(
             :class:`SyncSettings`).
         dry_run: Plan only; change nothing.
         prune: Delete the managed jobs no route declares any more.
+        prune_all: Allow pruning when the app declares no jobs at all (it deletes every managed job).
         client: The client (default: a :class:`SchedulerClient` of the app's project and location, closed
             at the end).
         report: Called after each change made.
@@ -423,7 +475,8 @@ def sync_jobs(
 
     Raises:
         ConfigurationError: A setting is missing, or the routes declare jobs wrongly.
-        JobSyncError: A declared job id is taken by a job the app does not manage (nothing is changed), or
+        JobSyncError: The app declares no jobs and pruning would delete managed ones (without ``prune_all``),
+            a declared job id is taken by a job the app does not manage (nothing is changed), or
             the service refused a change (the ones before it stay made).
         ApiError: Listing the jobs failed.
     """
@@ -432,7 +485,7 @@ def sync_jobs(
     own = client is None
     scheduler = client or SchedulerClient(settings.project, settings.location)
     try:
-        plan = plan_sync(declared, scheduler.list_jobs(), settings, prune=prune)
+        plan = plan_sync(declared, scheduler.list_jobs(), settings, prune=prune, prune_all=prune_all)
         if dry_run:
             return plan
         if plan.conflicts:

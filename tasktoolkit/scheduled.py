@@ -10,14 +10,13 @@ running the function again, and a failed fire is run again by Cloud Scheduler's 
 from __future__ import annotations
 
 import functools
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 from flask.typing import ResponseReturnValue
 
 from tasktoolkit.errors import ConfigurationError
-from tasktoolkit.handler import Caller, HandlerOptions, TaskFunction, check_duration, check_scope, dispatch
+from tasktoolkit.handler import Caller, HandlerOptions, check_duration, check_function, check_scope, dispatch
 from tasktoolkit.headers import (
     SCHEDULER_JOB_NAME,
     SCHEDULER_SCHEDULE_TIME,
@@ -25,15 +24,29 @@ from tasktoolkit.headers import (
     format_utc,
     parse_schedule_context,
 )
-from tasktoolkit.job_spec import JobSpec
+from tasktoolkit.job_spec import (
+    DEFAULT_ATTEMPT_DEADLINE_S,
+    DEFAULT_MAX_BACKOFF_S,
+    DEFAULT_MAX_DOUBLINGS,
+    DEFAULT_MIN_BACKOFF_S,
+    JobSpec,
+)
 from tasktoolkit.routes import remember
 
 ScheduledFunction = Callable[..., ResponseReturnValue]
 
+#: Added to ``attempt_deadline_s`` for the default lease: a run still going when Cloud Scheduler gives up on
+#: the attempt keeps its claim, so the retry that follows is answered "in progress" instead of running the
+#: fire a second time beside it (design.md §5: the lease covers the deadline).
+LEASE_MARGIN_S = 60.0
 
-def _fire_key(payload: Any, fire: Any) -> str:
-    """Turns dedup on; the key itself is :attr:`ScheduleContext.fire_id` (see :data:`SCHEDULER`)."""
-    return str(fire.fire_id)
+
+def _dedup_on(payload: Any, fire: Any) -> str:
+    """Never called: as ``HandlerOptions.dedup_key`` it only turns dedup on (it is not ``None``).
+
+    A fire's key is always its :attr:`ScheduleContext.fire_id`, which :data:`SCHEDULER`'s ``key`` reads.
+    """
+    raise AssertionError("scheduled fires are keyed by SCHEDULER.key, not by HandlerOptions.dedup_key")
 
 
 #: Cloud Scheduler fires: ``func(fire, **view_args)``, keyed by ``<job id>@<schedule time>``.
@@ -66,15 +79,6 @@ class ScheduledHandler:
         return dispatch(SCHEDULER, self.func, self.options, view_args)
 
 
-def _check_function(func: TaskFunction) -> None:
-    if not callable(func) or inspect.iscoroutinefunction(func):
-        raise ConfigurationError(f"scheduled_handler needs a plain (non-async) function, got {func!r}")
-    try:
-        inspect.signature(func).bind_partial(None)
-    except TypeError as exc:
-        raise ConfigurationError(f"scheduled function {func.__name__} must accept (fire): {exc}") from exc
-
-
 def scheduled_handler(
     schedule: str,
     *,
@@ -83,10 +87,10 @@ def scheduled_handler(
     description: str = "",
     retry_count: int = 0,
     max_retry_duration_s: float = 0.0,
-    min_backoff_s: float = 5.0,
-    max_backoff_s: float = 3600.0,
-    max_doublings: int = 5,
-    attempt_deadline_s: float = 180.0,
+    min_backoff_s: float = DEFAULT_MIN_BACKOFF_S,
+    max_backoff_s: float = DEFAULT_MAX_BACKOFF_S,
+    max_doublings: int = DEFAULT_MAX_DOUBLINGS,
+    attempt_deadline_s: float = DEFAULT_ATTEMPT_DEADLINE_S,
     body: bytes = b"",
     paused: bool = False,
     lease_s: float | None = None,
@@ -116,7 +120,8 @@ def scheduled_handler(
         attempt_deadline_s: How long Cloud Scheduler waits for an answer (15-1800 s).
         body: Request body (POST, PUT and PATCH routes only).
         paused: Create (or keep) the job paused.
-        lease_s: How long a claim blocks duplicates while running (default ``TASKTOOLKIT_LEASE_S``).
+        lease_s: How long a claim blocks duplicates while running; at least ``attempt_deadline_s``
+            (default: ``TASKTOOLKIT_LEASE_S``, raised to ``attempt_deadline_s`` + :data:`LEASE_MARGIN_S`).
         ttl_s: How long a fire's answer is kept for replay (default ``TASKTOOLKIT_RESULT_TTL_S``).
         dedup_scope: Key space of the dedup records (default: the route's endpoint).
 
@@ -137,16 +142,23 @@ def scheduled_handler(
         body=body,
         paused=paused,
     )
+    lease_s = check_duration("scheduled_handler", "lease_s", lease_s)
+    if lease_s is not None and lease_s < attempt_deadline_s:
+        raise ConfigurationError(
+            f"scheduled_handler lease_s must be at least attempt_deadline_s ({attempt_deadline_s:g}), "
+            f"got {lease_s!r}: a retry after the deadline would run the fire again beside the first run"
+        )
     options = HandlerOptions(
-        dedup_key=_fire_key,
-        lease_s=check_duration("scheduled_handler", "lease_s", lease_s),
+        dedup_key=_dedup_on,
+        lease_s=lease_s,
+        min_lease_s=attempt_deadline_s + LEASE_MARGIN_S,
         ttl_s=check_duration("scheduled_handler", "ttl_s", ttl_s),
         parse_json=False,
         dedup_scope=check_scope("scheduled_handler", dedup_scope),
     )
 
     def decorate(function: ScheduledFunction) -> ScheduledHandler:
-        _check_function(function)
+        check_function("scheduled_handler", function, ("fire",))
         return ScheduledHandler(function, spec, options)
 
     return decorate

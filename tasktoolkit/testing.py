@@ -725,7 +725,7 @@ class FakeScheduler:
         if app is None:
             return
         declared = declared_jobs(app)
-        settings = self._settings(app) if declared else None
+        settings = self._sync_settings(app) if declared else None
         now = fake._clock.now()
         jobs: dict[str, Job] = {}
         for job_declared in declared:
@@ -737,13 +737,13 @@ class FakeScheduler:
             except ApiError as error:
                 raise ConfigurationError(f"job {job_declared.job_id!r}: {error.message}") from None
             existing = self._jobs.get(name)
-            if existing is not None and _settings(existing) == _settings(job):
+            if existing is not None and _stateless(existing) == _stateless(job):
                 jobs[name] = existing
             else:
                 jobs[name] = firing.paused(job) if job_declared.spec.paused else firing.enabled(job, now)
         self._jobs = jobs
 
-    def _settings(self, app: Flask) -> SyncSettings:
+    def _sync_settings(self, app: Flask) -> SyncSettings:
         """Where the jobs are and whose token they send: the app's config, as ``sync-jobs`` reads it."""
         allowed = config_strings(app.config, ALLOWED_SERVICE_ACCOUNTS, split=True)
         account = self._service_account or token_service_account(app.config) or next(iter(allowed), None)
@@ -877,7 +877,7 @@ class FakeScheduler:
         return fire
 
 
-def _settings(job: Job) -> Job:
+def _stateless(job: Job) -> Job:
     """``job`` without its state: what :meth:`FakeScheduler.load` compares."""
     return job.replace(
         state=JobState.ENABLED, schedule_time=None, last_attempt_time=None, status=None, execution=None

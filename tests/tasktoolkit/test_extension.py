@@ -20,7 +20,7 @@ GOOD: dict[str, Any] = {
 
 def test_public_names() -> None:
     assert set(tasktoolkit.__all__) == {
-        "CloudTasksError",
+        "ApiError",
         "ConfigurationError",
         "FanOutResult",
         "PermanentFailure",
@@ -35,13 +35,14 @@ def test_public_names() -> None:
         "task_handler",
     }
     for name in (
-        "CloudTasksError",
+        "ApiError",
         "ConfigurationError",
         "PermanentFailure",
         "RetryTask",
         "TaskAlreadyExists",
     ):
         assert issubclass(getattr(tasktoolkit, name), TaskToolkitError)
+    assert not hasattr(tasktoolkit.errors, "CloudTasksError")  # one name per class
 
 
 def test_init_app_later_and_state(apps: Any) -> None:

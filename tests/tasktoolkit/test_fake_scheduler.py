@@ -177,6 +177,19 @@ def test_fan_out_failures_fail_the_fire(digest: Callable[..., Digest]) -> None:
     assert fake.created == []
 
 
+def test_an_invalid_item_key_fails_that_item_only(digest: Callable[..., Digest]) -> None:
+    app = digest()
+    fake = FakeQueue(app.app, start=TUESDAY)
+    monday = ScheduleContext("weekly-digest", dt.datetime(2026, 10, 19, 8, tzinfo=UTC), b"")
+    items = [("ada", {}), ("", {}), (7, {}), ("grace", {})]
+    with app.app.app_context():
+        result = fan_out(app.email, monday, items, raise_on_failure=False)
+    assert (result.enqueued, result.existing) == (2, 0)
+    assert [key for key, _ in result.failed] == ["", "7"]
+    assert "fan_out item key must be a str of 1-500 characters" in str(result.failed[0][1])
+    assert len(fake.created) == 2
+
+
 def test_a_job_the_service_would_refuse_is_refused_by_the_fake(make_app: Callable[..., Flask]) -> None:
     app = make_app(TASKTOOLKIT_STORE="memory://")
     TaskToolkit(app)

@@ -15,10 +15,9 @@ from testsupport.runner_process import RunnerProcess
 from tasktoolkit import TaskToolkit
 from tasktoolkit.client import RetryPolicy
 from tasktoolkit.errors import ConfigurationError, JobSyncError, ResourceNotFound, ServiceUnavailable
-from tasktoolkit.job_spec import JobSpec, declared_jobs
+from tasktoolkit.job_spec import BARE_MARKER, JobSpec, declared_jobs, marker
 from tasktoolkit.job_sync import (
     FIELDS,
-    MARKER,
     JobChange,
     SyncSettings,
     desired_job,
@@ -31,6 +30,7 @@ BASE = "http://127.0.0.1:8080"
 ACCOUNT = "scheduler@sync-project.iam.gserviceaccount.com"
 AUDIENCE = "https://worker.example.com"
 PROJECT = "sync-project"
+MARKER = marker(BASE)
 _locations = itertools.count()
 
 
@@ -191,10 +191,11 @@ def test_only_managed_jobs_that_no_route_declares_are_deleted() -> None:
     existing = [
         answered(desired_job(old[0], settings())),
         unmanaged("by-hand"),
-        unmanaged("other-app", uri="https://other.example.com/jobs/x", description=MARKER),
+        unmanaged("other-app", uri="https://other.example.com/jobs/x", description=BARE_MARKER),
+        unmanaged("next-door", uri="https://other.example.com/jobs/x", description=marker(BASE + "/svc2")),
         {**unmanaged("elsewhere"), "name": f"projects/{PROJECT}/locations/europe-west1/jobs/gone"},
     ]
-    plan = plan_sync([], existing, settings())
+    plan = plan_sync([], existing, settings(), prune_all=True)
     assert plan.changes == (JobChange("delete", "gone"),)
     kept = plan_sync([], existing, settings(), prune=False)
     assert (kept.changes, kept.kept) == ((), ("gone",))
@@ -205,14 +206,46 @@ def test_a_declared_id_taken_by_an_unmanaged_job_is_a_conflict() -> None:
     jobs = declared(**{"by-hand": JobSpec("0 3 * * *"), "other-app": JobSpec("0 3 * * *")})
     existing = [
         unmanaged("by-hand"),
-        unmanaged("other-app", uri="https://other.example.com/jobs/x", description=MARKER),
+        unmanaged("other-app", uri="https://other.example.com/jobs/x", description=BARE_MARKER),
     ]
     plan = plan_sync(jobs, existing, settings())
     assert plan.changes == ()
     assert len(plan.conflicts) == 2
     assert plan.conflicts[0].startswith("by-hand: a job of that id exists and this app does not manage it")
-    assert "does not end with '(managed by tasktoolkit)'" in plan.conflicts[0]
+    assert f"does not end with this app's marker {MARKER!r}" in plan.conflicts[0]
     assert "https://other.example.com/jobs/x" in plan.conflicts[1]
+
+
+def test_an_app_whose_url_extends_another_s_is_not_managed_by_it() -> None:
+    inner = SyncSettings(PROJECT, "us-central1", BASE + "/svc2", ACCOUNT, AUDIENCE)
+    theirs = answered(desired_job(declared(report=JobSpec("0 3 * * *"))[0], inner))
+    assert theirs["httpTarget"]["uri"] == f"{BASE}/svc2/jobs/report"
+    mine = declared(nightly=JobSpec("0 3 * * *"))
+    plan = plan_sync(mine, [theirs], settings())
+    assert [change.action for change in plan.changes] == ["create"]
+    assert plan_sync(declared(report=JobSpec("0 3 * * *")), [theirs], settings()).conflicts != ()
+    assert plan_sync([], [theirs], inner, prune_all=True).changes == (JobChange("delete", "report"),)
+
+
+def test_jobs_synced_before_owner_ids_are_taken_over_when_declared_and_never_pruned() -> None:
+    jobs = declared(nightly=JobSpec("0 3 * * *", description="Nightly"))
+    old = answered(desired_job(jobs[0], settings()), description=f"Nightly {BARE_MARKER}")
+    undeclared = {**old, "name": f"projects/{PROJECT}/locations/us-central1/jobs/report"}
+    plan = plan_sync(jobs, [old, undeclared], settings())
+    [update] = plan.changes
+    assert (update.action, update.fields) == ("update", ("description",))
+    assert update.job is not None and update.job["description"] == f"Nightly {MARKER}"
+    assert plan.unclaimed == ("report",)
+    assert plan.lines()[-1].startswith("keep    report: synced by an earlier version")
+
+
+def test_pruning_an_app_that_declares_no_jobs_needs_prune_all() -> None:
+    existing = [answered(desired_job(declared(gone=JobSpec("0 3 * * *"))[0], settings()))]
+    with pytest.raises(JobSyncError, match=r"declares no scheduled jobs.*\(gone\); pass --prune-all"):
+        plan_sync([], existing, settings())
+    assert plan_sync([], existing, settings(), prune=False).kept == ("gone",)
+    assert plan_sync([], existing, settings(), prune_all=True).changes == (JobChange("delete", "gone"),)
+    assert plan_sync([], [], settings()).changes == ()
 
 
 def test_settings_name_the_missing_key() -> None:
@@ -352,14 +385,14 @@ def test_unmanaged_jobs_are_never_updated_or_deleted(
         "schedule": "* * * * *",
         "httpTarget": {"uri": f"{BASE}/jobs/by-hand"},
     }
-    other_app = {**by_hand, "name": scheduler.job_path("other-app"), "description": MARKER}
+    other_app = {**by_hand, "name": scheduler.job_path("other-app"), "description": marker("http://x")}
     other_app["httpTarget"] = {"uri": "http://127.0.0.1:9090/jobs/other"}
     for job in (by_hand, other_app):
         scheduler.create_job(job)
     before = list(scheduler.list_jobs())
     code, output = cli(make_app(location, {"mine": JobSpec("0 3 * * *")}))
     assert code == 0, output
-    code, output = cli(make_app(location, {}))
+    code, output = cli(make_app(location, {}), "--prune-all")
     assert (code, output.splitlines()[0]) == (0, "delete  mine")
     assert list(scheduler.list_jobs()) == before
 
@@ -375,6 +408,26 @@ def test_unmanaged_jobs_are_never_updated_or_deleted(
     assert code == 1
     assert output.splitlines()[0] == f"create  new: 0 3 * * * (UTC), POST {BASE}/jobs/new"
     assert output.splitlines()[-1] == "Error: 1 conflict(s): sync-jobs would change nothing"
+
+
+def test_apps_sharing_a_url_prefix_never_prune_each_other(
+    cli: Callable[..., tuple[int, str]], scheduler: SchedulerClient, location: str
+) -> None:
+    inner = make_app(location, {"report": JobSpec("0 3 * * *")}, TASKTOOLKIT_BASE_URL=BASE + "/svc2")
+    outer = make_app(location, {"nightly": JobSpec("0 3 * * *")})
+    assert cli(inner)[0] == 0
+    assert cli(outer)[0] == 0
+    assert cli(outer)[0] == 0
+    assert job_ids(scheduler) == ["nightly", "report"]
+    code, output = cli(make_app(location, {}))
+    assert (code, output.splitlines()) == (
+        1,
+        [
+            "Error: the app declares no scheduled jobs, so pruning would delete all 1 it manages (nightly); "
+            "pass --prune-all (prune_all=True) to do that, or --no-prune"
+        ],
+    )
+    assert job_ids(scheduler) == ["nightly", "report"]
 
 
 def test_a_refused_job_exits_with_one_line_naming_it(

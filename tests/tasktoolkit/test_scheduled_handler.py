@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +13,9 @@ import pytest
 from flask import Flask
 
 from tasktoolkit import ConfigurationError, TaskToolkit
+from tasktoolkit.dedup.memory import MemoryDedupStore
 from tasktoolkit.headers import ScheduleContext
-from tasktoolkit.job_spec import declared_jobs
+from tasktoolkit.job_spec import JobSpec, declared_jobs
 from tasktoolkit.scheduled import scheduled_handler
 
 NINE = "2026-11-30T09:00:00Z"
@@ -172,3 +175,44 @@ def test_bad_settings_are_refused_when_decorating(kwargs: dict[str, Any], named:
 def test_a_function_that_cannot_take_the_fire_is_refused() -> None:
     with pytest.raises(ConfigurationError, match="must accept"):
         scheduled_handler("0 9 * * 1")(lambda: None)
+
+
+# -- the lease covers the attempt deadline -------------------------------------------------------
+
+
+def test_a_retry_after_the_attempt_deadline_finds_the_first_run_still_holding_its_claim(
+    make_app: Callable[..., Flask], tokens: Any
+) -> None:
+    clock = {"now": 1_700_000_000.0}
+    app = make_app()  # TASKTOOLKIT_LEASE_S: its default, 600 s, shorter than the deadline below
+    TaskToolkit(app, store=MemoryDedupStore(clock=lambda: clock["now"]))
+    headers = {
+        "X-CloudScheduler-JobName": "long",
+        "X-CloudScheduler-ScheduleTime": NINE,
+        "Authorization": f"Bearer {tokens.google()}",
+    }
+    retries: list[int] = []
+
+    @app.post("/jobs/long")
+    @scheduled_handler("0 3 * * *", retry_count=1, attempt_deadline_s=1800)
+    def long(fire: ScheduleContext) -> dict[str, Any]:
+        if not retries:  # Cloud Scheduler gives up on this attempt at its deadline, then retries
+            clock["now"] += 1800
+            retries.append(app.test_client().post("/jobs/long", headers=headers).status_code)
+        return {}
+
+    assert app.test_client().post("/jobs/long", headers=headers).status_code == 200
+    assert retries == [409]
+
+
+@pytest.mark.parametrize("lease_s", [60, 1799.5])
+def test_a_lease_shorter_than_the_attempt_deadline_is_refused(lease_s: float) -> None:
+    with pytest.raises(ConfigurationError, match=r"lease_s must be at least attempt_deadline_s \(1800\)"):
+        scheduled_handler("0 9 * * 1", attempt_deadline_s=1800, lease_s=lease_s)
+
+
+def test_the_decorator_s_defaults_are_the_job_spec_s() -> None:
+    parameters = inspect.signature(scheduled_handler).parameters
+    for spec_field in dataclasses.fields(JobSpec):
+        if spec_field.name not in ("schedule", "job_id"):
+            assert parameters[spec_field.name].default == spec_field.default, spec_field.name

@@ -24,8 +24,8 @@ from tasktoolkit.errors import (
     ServiceUnavailable,
     TaskAlreadyExists,
 )
-from tasktoolkit.job_spec import JobSpec
-from tasktoolkit.job_sync import MARKER, sync_jobs
+from tasktoolkit.job_spec import JobSpec, marker
+from tasktoolkit.job_sync import sync_jobs
 from tasktoolkit.scheduler_client import GOOGLE_ENDPOINT, SchedulerClient
 
 TOKEN = "ya29.test-access-token"
@@ -155,7 +155,7 @@ URI = "https://worker-abc.a.run.app/jobs/nightly"
 #: The job the app of :func:`google_app` declares, as sync_jobs sends it.
 NIGHTLY = {
     "name": f"{JOBS[4:]}/nightly",
-    "description": MARKER,
+    "description": marker("https://worker-abc.a.run.app"),
     "schedule": "0 3 * * *",
     "timeZone": "Europe/Paris",
     "httpTarget": {
