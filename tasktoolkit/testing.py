@@ -209,11 +209,21 @@ class AttemptRecord:
         )
 
 
-class _Answered:
-    """What a sent request's record offers about the app's answer."""
+@dataclass(frozen=True, kw_only=True)
+class _Exchange:
+    """A request the fake sent to the app, and the app's answer (a :class:`Delivery` or a :class:`Fire`)."""
 
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes
     status: int
     response_body: bytes
+    response_headers: Mapping[str, str] = field(default_factory=dict)
+    exception: BaseException | None = None
+    #: True for a deliberate second request (:meth:`FakeQueue.redeliver`, :meth:`FakeScheduler.refire`,
+    #: ``duplicate_deliveries``).
+    duplicate: bool = False
 
     @property
     def ok(self) -> bool:
@@ -230,26 +240,16 @@ class _Answered:
 
 
 @dataclass(frozen=True)
-class Delivery(_Answered):
-    """One request the fake sent to the app, and the answer."""
+class Delivery(_Exchange):
+    """One request the fake sent to the app for a task, and the answer."""
 
     task: FakeTask
     time: dt.datetime
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes
-    status: int
-    response_body: bytes
-    response_headers: Mapping[str, str] = field(default_factory=dict)
-    exception: BaseException | None = None
-    #: True for a deliberate second delivery (:meth:`FakeQueue.redeliver`, ``duplicate_deliveries``).
-    duplicate: bool = False
     retry_after_s: float | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
-class Fire(_Answered):
+class Fire(_Exchange):
     """One request the fake scheduler sent to the app for a job, and the answer."""
 
     job_id: str
@@ -257,16 +257,6 @@ class Fire(_Answered):
     schedule_time: dt.datetime
     #: When it was sent (virtual time).
     time: dt.datetime
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes
-    status: int
-    response_body: bytes
-    response_headers: Mapping[str, str] = field(default_factory=dict)
-    exception: BaseException | None = None
-    #: True for a deliberate second request (:meth:`FakeScheduler.refire`, ``duplicate_deliveries``).
-    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -622,16 +612,16 @@ class FakeQueue(TasksClient):
         return Delivery(
             task,
             now,
-            method,
-            url,
-            headers,
-            body,
-            sent.status,
-            sent.body,
-            sent.headers,
-            sent.exception,
-            duplicate,
             sent.retry_after_s,
+            method=method,
+            url=url,
+            headers=headers,
+            body=body,
+            status=sent.status,
+            response_body=sent.body,
+            response_headers=sent.headers,
+            exception=sent.exception,
+            duplicate=duplicate,
         )
 
     def _record(self, delivery: Delivery) -> Delivery:
@@ -859,15 +849,15 @@ class FakeScheduler:
             job_id,
             schedule_time,
             now,
-            request.method,
-            request.url,
-            dict(request.headers),
-            request.body,
-            sent.status,
-            sent.body,
-            sent.headers,
-            sent.exception,
-            duplicate,
+            method=request.method,
+            url=request.url,
+            headers=dict(request.headers),
+            body=request.body,
+            status=sent.status,
+            response_body=sent.body,
+            response_headers=sent.headers,
+            exception=sent.exception,
+            duplicate=duplicate,
         )
 
     def _record(self, fire: Fire) -> Fire:
