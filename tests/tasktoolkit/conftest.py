@@ -426,3 +426,9 @@ def make_worker(google_certs_url: str, tokens: Tokens) -> Iterator[Callable[...,
     for worker in workers:
         worker.unblock.set()
         TaskToolkit.state(worker.app).close()
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    """The waits between retries a client asked for (passed as its ``sleep``)."""
+    return []

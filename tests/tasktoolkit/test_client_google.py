@@ -8,13 +8,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import json
 import socket
 from collections.abc import Iterator
 
 import pytest
 from google.oauth2.credentials import Credentials
 from pytest_httpserver import HTTPServer
+from testsupport.google_api import error
 from werkzeug import Request, Response
 
 from tasktoolkit.client import GOOGLE_ENDPOINT, RetryPolicy, TasksClient
@@ -39,16 +39,6 @@ def task_answer(name: str = f"{PARENT[4:]}/tasks/123") -> dict[str, object]:
         "dispatchDeadline": "600s",
         "view": "BASIC",
     }
-
-
-def error(status: str, code: int, message: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message, "status": status}})
-    return Response(body, status=code, content_type="application/json")
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    return []
 
 
 @pytest.fixture

@@ -99,11 +99,6 @@ def server() -> Iterator[CountingServer]:
 
 
 @pytest.fixture
-def waits() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def client(server: CountingServer, waits: list[float]) -> Iterator[TasksClient]:
     with TasksClient(
         "p", "l", endpoint=server.url, retry=RetryPolicy(attempts=3), sleep=waits.append

@@ -6,14 +6,13 @@ and where requests go.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 
 import pytest
 from flask import Flask
 from google.oauth2.credentials import Credentials
 from pytest_httpserver import HTTPServer
-from werkzeug import Response
+from testsupport.google_api import error
 
 from tasktoolkit.client import RetryPolicy
 from tasktoolkit.errors import (
@@ -31,16 +30,6 @@ from tasktoolkit.scheduler_client import GOOGLE_ENDPOINT, SchedulerClient
 TOKEN = "ya29.test-access-token"
 JOBS = "/v1/projects/my-proj/locations/europe-west1/jobs"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def error(status: str, code: int, message: str) -> Response:
-    body = json.dumps({"error": {"code": code, "message": message, "status": status}})
-    return Response(body, status=code, content_type="application/json")
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    return []
 
 
 @pytest.fixture
