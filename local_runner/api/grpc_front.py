@@ -121,7 +121,7 @@ class _Unimplemented(grpc.GenericRpcHandler):
         name = str(handler_call_details.method)
         served = (
             f"{grpc_methods.TASKS_SERVICE}, {grpc_methods.LOCATIONS_SERVICE} and "
-            f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation"
+            f"{grpc_methods.OPERATIONS_SERVICE}"
         )
         message = f"Method {name} is not implemented by the local Cloud Tasks runner; it serves {served}."
         service = name.rpartition("/")[0]
