@@ -118,8 +118,8 @@ def _done_filter(text: str) -> Callable[[JsonObject], bool]:
     match = _FILTER_RE.fullmatch(text)
     if match is None:
         raise InvalidArgument(
-            f'Unsupported filter "{text}": the local runner supports "done = true", "done = false", '
-            '"done:true" and "done != true" (every operation of the runner is done).'
+            f'Unsupported filter "{text}": the local runner supports only "done" compared to true or false '
+            'with "=", ":" or "!=", e.g. "done = true" (every operation of the runner is done).'
         )
     wanted = (match.group(2) == "true") != (match.group(1) == "!=")
     return lambda operation: bool(operation.get("done")) is wanted
