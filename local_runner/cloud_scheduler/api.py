@@ -44,6 +44,8 @@ def _update(service: JobsService, call: Call) -> JsonObject:
     return service.update_job(call.params["name"], call.body, paths)
 
 
-def register(app: web.Application, service: JobsService) -> None:
-    """Serve the Cloud Scheduler API under ``/v1/``."""
-    app.router.add_route("*", PREFIX + r"{tail:[\s\S]*}", make_view(routes(service), PREFIX))
+def register(app: web.Application, service: JobsService) -> Router:
+    """Serve the Cloud Scheduler API under ``/v1/``; returns the router, which the gRPC front shares."""
+    router = routes(service)
+    app.router.add_route("*", PREFIX + r"{tail:[\s\S]*}", make_view(router, PREFIX))
+    return router

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from local_runner.api.routing import Router
 from local_runner.clock import Clock
 from local_runner.cloud_scheduler import api
 from local_runner.cloud_scheduler.jobs_file import JobSpec
@@ -28,9 +29,9 @@ class CloudScheduler:
         self.clock = clock
         self._loop: JobLoop | None = None
 
-    def register(self, app: web.Application) -> None:
-        """Add the REST v1 routes."""
-        api.register(app, self.service)
+    def register(self, app: web.Application) -> Router:
+        """Add the REST v1 routes; returns their router (the gRPC front answers from it, too)."""
+        return api.register(app, self.service)
 
     async def start(self, dispatcher: Dispatcher, issuer: TokenIssuer) -> None:
         """Start firing jobs (on the running loop)."""
