@@ -100,3 +100,21 @@ def test_rest_takes_the_http_method_as_a_number(
     job["name"], job["httpTarget"]["httpMethod"] = f"{PARENT}/jobs/out-of-range", 8  # type: ignore[index]
     refused = requests.post(f"{runner.base_url}/v1/{PARENT}/jobs", json=job, timeout=10)
     assert refused.status_code == 400 and "job.http_target.http_method" in refused.json()["error"]["message"]
+
+
+def test_unknown_enum_numbers_and_unencodable_values_name_the_field(
+    channel: grpc.Channel, quiet: pytest.LogCaptureFixture
+) -> None:
+    create = "/google.cloud.scheduler.v1.CloudScheduler/CreateJob"
+    for field, job in (
+        ("job.http_target.http_method", {"http_target": {"uri": SINK, "http_method": 99}}),
+        ("attempt_deadline", {"http_target": {"uri": SINK}, "attempt_deadline": {"seconds": 10**12}}),
+    ):
+        request = scheduler_v1.CreateJobRequest.pb()(
+            parent=PARENT, job={"name": f"{PARENT}/jobs/bad", "schedule": "0 3 * * *", **job}
+        )
+        error = raw_call(channel, create, request.SerializeToString())
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field in str(error.details())
+    garbage = raw_call(channel, create, b"\xff\xff not a protobuf")
+    assert "not a valid google.cloud.scheduler.v1.CreateJobRequest" in str(garbage.details())
