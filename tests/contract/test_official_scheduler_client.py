@@ -145,7 +145,7 @@ def test_job_lifecycle_is_the_same_on_both_transports(
 
     httpserver.expect_request("/nightly", method="POST").respond_with_handler(handler)
     sink = httpserver.url_for("/nightly")
-    parent = f"projects/scheduler-{scheduler._transport.kind}/locations/us-central1"
+    parent = f"projects/scheduler-{scheduler.transport.kind}/locations/us-central1"
     transcript = _scenario(scheduler, parent, sink, arrived)
     expected = [
         (step, {**CREATED, "httpTarget": {**CREATED["httpTarget"], "uri": sink}})

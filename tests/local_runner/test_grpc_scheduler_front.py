@@ -36,9 +36,8 @@ def test_grpc_answers_are_the_rest_documents(
     over_rest = requests.get(f"{runner.base_url}/v1/{job.name}", timeout=10).json()
     assert over_rest == json_format.MessageToDict(scheduler_v1.Job.pb(client.get_job(name=job.name)))
     listed = requests.get(f"{runner.base_url}/v1/{PARENT}/jobs", timeout=10).json()
-    assert listed == json_format.MessageToDict(
-        scheduler_v1.ListJobsResponse.pb(client.list_jobs(parent=PARENT)._response)
-    )
+    page = next(iter(client.list_jobs(parent=PARENT).pages))
+    assert listed == json_format.MessageToDict(scheduler_v1.ListJobsResponse.pb(page))
 
 
 def test_errors_carry_the_grpc_status_codes(
