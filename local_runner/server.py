@@ -104,7 +104,7 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         api_router = views.register(app, self.service, self.settings.test_aids)
-        scheduler_router = self.cloud_scheduler.register(app)
+        scheduler_router = self.cloud_scheduler.register(app, api_router)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
             console.register(app)

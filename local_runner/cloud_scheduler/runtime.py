@@ -29,9 +29,12 @@ class CloudScheduler:
         self.clock = clock
         self._loop: JobLoop | None = None
 
-    def register(self, app: web.Application) -> Router:
-        """Add the REST v1 routes; returns their router (the gRPC front answers from it, too)."""
-        return api.register(app, self.service)
+    def register(self, app: web.Application, locations: Router | None = None) -> Router:
+        """Add the REST v1 routes (Locations from the Cloud Tasks router ``locations``); returns their router.
+
+        The gRPC front answers from that router, too.
+        """
+        return api.register(app, self.service, locations)
 
     async def start(self, dispatcher: Dispatcher, issuer: TokenIssuer) -> None:
         """Start firing jobs (on the running loop)."""

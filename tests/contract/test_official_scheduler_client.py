@@ -85,6 +85,10 @@ def _scenario(
     client.delete_job(name=created.name)
     transcript.append(("deleted", _failure(lambda: client.get_job(name=created.name))))
     transcript.append(("missing", _failure(lambda: client.pause_job(name=f"{parent}/jobs/none"))))
+    project = parent.rpartition("/locations/")[0]
+    listed = client.list_locations(request={"name": project}).locations
+    transcript.append(("locations", [location.name.removeprefix(project) for location in listed]))
+    transcript.append(("location", client.get_location(request={"name": parent}).location_id))
     for field, value in (("schedule", "not a schedule"), ("time_zone", "Mars/Olympus")):
         bad = {**job, "name": f"{parent}/jobs/bad", field: value}
         transcript.append(
@@ -126,6 +130,8 @@ EXPECTED: list[tuple[str, object]] = [
     ("run", "nightly"),
     ("deleted", (404, "Job not found.")),
     ("missing", (404, "Job not found.")),
+    ("locations", ["/locations/us-central1"]),
+    ("location", "us-central1"),
     ("bad schedule", INVALID_SCHEDULE),
     ("bad time_zone", INVALID_SCHEDULE),
 ]

@@ -68,13 +68,6 @@ def test_a_name_outside_the_rule_names_the_field(
     assert "projects/*/locations/*/jobs/*" in str(raised.value.message)
 
 
-def test_the_clients_location_mixin_is_answered(
-    client: scheduler_v1.CloudSchedulerClient, quiet: pytest.LogCaptureFixture
-) -> None:
-    listed = client.list_locations(request={"name": "projects/grpc-scheduler"})
-    assert [location.location_id for location in listed.locations] == ["us-central1"]
-
-
 def test_v1beta1_is_unimplemented_and_v1_named_as_served(
     channel: grpc.Channel, quiet: pytest.LogCaptureFixture
 ) -> None:
