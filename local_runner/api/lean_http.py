@@ -40,6 +40,8 @@ ProtocolFactory = Callable[[], asyncio.Protocol]
 LEAN_MAX_HEAD = 8 * 1024
 #: Largest body read here; aiohttp reads larger ones (up to ``views.MAX_REQUEST_BYTES``, then refuses).
 LEAN_MAX_BODY = 64 * 1024
+#: Bytes of calls sent ahead of their answers that are read before the connection stops reading.
+_MAX_BUFFERED = LEAN_MAX_HEAD + LEAN_MAX_BODY
 #: Seconds an idle connection stays open (aiohttp's own ``keepalive_timeout``).
 KEEPALIVE_TIMEOUT_S = 3630.0
 
@@ -155,6 +157,8 @@ class _LeanConnection(asyncio.Protocol):
         self.closing = False
         self._last_active = 0.0
         self._idle: asyncio.TimerHandle | None = None
+        self._write_paused = False
+        self._read_paused = False
 
     # -- asyncio.Protocol -------------------------------------------------------------------------
 
@@ -171,6 +175,16 @@ class _LeanConnection(asyncio.Protocol):
         self._buffer = self._buffer + data if self._buffer else data
         if not self._busy:
             self._next()
+        elif len(self._buffer) > _MAX_BUFFERED:
+            self._pace()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pace()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._pace()
 
     def eof_received(self) -> bool | None:
         return None  # as aiohttp: the transport closes
@@ -223,6 +237,8 @@ class _LeanConnection(asyncio.Protocol):
             return
         self._busy = False
         self._last_active = asyncio.get_running_loop().time()
+        if self._read_paused:
+            self._pace()
         if self._buffer:
             self._next()
 
@@ -240,6 +256,18 @@ class _LeanConnection(asyncio.Protocol):
 
     # -- connection ---------------------------------------------------------------------------------
 
+    def _pace(self) -> None:
+        """Stop reading while the client does not read its answers or sends far ahead of them."""
+        transport = self._transport
+        pause = self._write_paused or (self._busy and len(self._buffer) > _MAX_BUFFERED)
+        if transport is None or pause is self._read_paused or transport.is_closing():
+            return
+        self._read_paused = pause
+        if pause:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
     def _hand_over(self) -> None:
         """Give the connection to aiohttp, replaying the bytes of the calls not answered here."""
         transport = self._transport
@@ -247,6 +275,8 @@ class _LeanConnection(asyncio.Protocol):
             return
         self._handing_over = True
         self._forget()
+        if self._read_paused:  # aiohttp paces the connection from here on
+            transport.resume_reading()
         protocol = self._owner.fallback()
         transport.set_protocol(protocol)
         protocol.connection_made(transport)

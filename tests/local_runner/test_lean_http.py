@@ -11,6 +11,7 @@ import itertools
 import json
 import re
 import socket
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -252,3 +253,19 @@ def test_stopping_closes_idle_connections() -> None:
         assert client.at_end()
     finally:
         client.close()
+
+
+def test_calls_sent_far_ahead_of_their_answers(runner: RunnerServer) -> None:
+    """1,500 CreateTasks written at once while the answers are read on: all answered, in order."""
+    names = [f"ahead-{next(_ids)}" for _ in range(1500)]
+    client = Client(runner)
+    sender = threading.Thread(
+        target=client.send, args=(b"".join(request("POST", TASKS, create_body(n)) for n in names),)
+    )
+    sender.start()
+    try:
+        answered = [client.read().document["name"] for _ in names]
+    finally:
+        sender.join()
+        client.close()
+    assert answered == [f"{QUEUE}/tasks/{n}" for n in names]
