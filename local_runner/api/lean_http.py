@@ -1,18 +1,18 @@
-"""The REST API's plain calls without aiohttp's request and response objects.
+"""The REST API's plain calls, answered without aiohttp's request and response objects.
 
-Most calls a client makes are alike: ``GET``, ``POST``, ``PATCH`` or ``DELETE`` of a ``/v2/`` path,
-HTTP/1.1, a ``Content-Length`` body of a few hundred bytes, no query string. A connection starts here;
-each such call is read straight from the connection's bytes, checked by the same browser guard
-(:func:`~local_runner.api.browser_guard.refusal`), answered by the same code as the aiohttp view
-(:func:`~local_runner.api.views.answer`) and written with aiohttp's own status line and headers. That is
-about a third of the runner's CPU per CreateTask that aiohttp's objects would take.
+Most calls a client makes look alike: ``GET``, ``POST``, ``PATCH`` or ``DELETE`` of a ``/v2/`` path over
+HTTP/1.1, a ``Content-Length`` body of a few hundred bytes, at most a plain ``key=value`` query. Every
+HTTP connection starts here. Such a call is read straight from the connection's bytes, checked by the
+same browser guard (:func:`~local_runner.api.browser_guard.refusal`), answered by the same code as the
+aiohttp view (:func:`~local_runner.api.views.answer`) and written with aiohttp's status line and headers.
+aiohttp's objects cost about 35 µs per call, a third of a CreateTask (docs/performance.md).
 
-The first request of a connection that is anything else (another path, a query string, chunked or
+The first request of a connection that is anything else (another path, percent-encoding, chunked or
 compressed bodies, ``Expect``, ``Upgrade``, ``Connection: close``, HTTP/1.0, a body over
-:data:`LEAN_MAX_BODY`, a head over :data:`LEAN_MAX_HEAD`, non-ASCII or malformed header lines, repeated
-headers the guard reads) hands the connection to aiohttp for good, at that request's first byte, once
-the calls before it are answered: aiohttp then answers it, errors included, as it answers every
-connection.
+:data:`LEAN_MAX_BODY`, a head over :data:`LEAN_MAX_HEAD`, non-ASCII or malformed header lines, a
+repeated header that the guard reads) hands the connection to aiohttp for good, from that request's
+first byte, once the calls before it are answered. aiohttp then answers it, errors included, as it
+answers any connection.
 """
 
 from __future__ import annotations
@@ -46,7 +46,12 @@ _MAX_BUFFERED = LEAN_MAX_HEAD + LEAN_MAX_BODY
 KEEPALIVE_TIMEOUT_S = 3630.0
 
 _METHODS = frozenset({"GET", "POST", "PATCH", "DELETE"})
-_REQUEST_LINE = re.compile(rb"([A-Z]{3,6}) (/v2/[A-Za-z0-9._~:@,=+/-]*) HTTP/1\.1")
+_QUERY_PAIR = rb"[A-Za-z0-9_.$-]+=[A-Za-z0-9._~$;,:=-]*"
+#: A path aiohttp reads as it is written (nothing to decode or normalize), and a query of plain
+#: ``key=value`` pairs (such as the official clients' ``$alt=json;enum-encoding=int``).
+_REQUEST_LINE = re.compile(
+    rb"([A-Z]{3,6}) (/v2/[A-Za-z0-9._~:@,=+/-]*)(?:\?(%s(?:&%s)*))? HTTP/1\.1" % (_QUERY_PAIR, _QUERY_PAIR)
+)
 #: Header lines as RFC 9110 writes them: a token, a colon, visible ASCII, spaces and tabs.
 _HEADER_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e]*\r\n)*")
 #: Headers after which aiohttp does more than read a plain body (or closes): those calls go to aiohttp.
@@ -72,21 +77,28 @@ _HEADS = {
 class _Call:
     """One plain call read from the connection."""
 
-    __slots__ = ("body", "headers", "method", "path")
+    __slots__ = ("body", "headers", "method", "path", "query")
 
-    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes) -> None:
+    def __init__(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes) -> None:
         self.method = method
         self.path = path
+        self.query = query
         self.headers = headers
         self.body = body
+
+    def query_items(self) -> list[tuple[str, str]]:
+        """The query's ``(key, value)`` pairs, in order."""
+        if not self.query:
+            return []
+        return [(key, value) for key, _, value in (pair.partition("=") for pair in self.query.split("&"))]
 
     async def read_body(self) -> bytes:
         """The body, read with the head."""
         return self.body
 
 
-def _read_head(head: bytes) -> tuple[str, str, dict[str, str], int] | None:
-    """Method, path, the headers of :data:`_READ` and the body length; ``None``: aiohttp reads it."""
+def _read_head(head: bytes) -> tuple[str, str, str, dict[str, str], int] | None:
+    """Method, path, query, the headers of :data:`_READ` and the body length; ``None``: aiohttp reads it."""
     line_end = head.find(b"\r\n")  # ``head`` ends with one
     first = _REQUEST_LINE.fullmatch(head, 0, line_end)
     if first is None or _HEADER_LINES.fullmatch(head, line_end + 2) is None:
@@ -113,7 +125,8 @@ def _read_head(head: bytes) -> tuple[str, str, dict[str, str], int] | None:
     length = headers.get("Content-Length", "0")
     if not length.isdigit() or len(length) > 9 or int(length) > LEAN_MAX_BODY:
         return None
-    return method, path, headers, int(length)
+    query = first[3].decode() if first[3] is not None else ""
+    return method, path, query, headers, int(length)
 
 
 class LeanHttp:
@@ -208,13 +221,13 @@ class _LeanConnection(asyncio.Protocol):
         if read is None:
             self._hand_over()
             return
-        method, path, headers, length = read
+        method, path, query, headers, length = read
         start = end + 4
         if len(buffer) < start + length:
             return  # the rest of the body is on its way
         self._buffer = buffer[start + length :]
         self._busy = True
-        call = _Call(method, path, headers, buffer[start : start + length])
+        call = _Call(method, path, query, headers, buffer[start : start + length])
         task = asyncio.get_running_loop().create_task(self._answer(call))
         self._owner.serving.add(task)
         task.add_done_callback(self._owner.serving.discard)
@@ -228,7 +241,12 @@ class _LeanConnection(asyncio.Protocol):
                 status, document = refused.code.http_status, error_document(refused.code, refused.message)
             else:
                 status, document = await views.answer(
-                    self._owner.router, call.method, call.path, len(views.API_PREFIX), (), call.read_body
+                    self._owner.router,
+                    call.method,
+                    call.path,
+                    len(views.API_PREFIX),
+                    call.query_items(),
+                    call.read_body,
                 )
             self._write(status, document)
         except Exception:  # a bug here must not leave the client waiting

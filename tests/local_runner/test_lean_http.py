@@ -1,7 +1,8 @@
 """Plain REST calls answered without aiohttp's objects (``api/lean_http.py``), over real HTTP on 127.0.0.1.
 
-Each call is sent twice on fresh connections: as is, and with an empty query string (``?``), which
-aiohttp answers; the two answers must be the same, status line and headers included.
+Each call is sent twice on fresh connections: as is, and in a form only aiohttp reads (an empty query
+``?``, or a percent-encoded byte in it); the two answers must be the same, status line and headers
+included.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from local_runner.server import RunnerServer
 PARENT = "projects/lean/locations/us-central1"
 QUEUE = f"{PARENT}/queues/q"
 TASKS = f"/v2/{QUEUE}/tasks"
+QUEUE_PATH = f"/v2/{QUEUE}"
 _ids = itertools.count()
 
 
@@ -118,15 +120,15 @@ def test_create_task_is_answered_without_aiohttp(runner: RunnerServer) -> None:
     assert aiohttp_server is not None
     client = Client(runner)
     try:
-        client.send(request("POST", TASKS, create_body()))
-        assert client.read().status_line == "HTTP/1.1 200 OK"
+        for path in (TASKS, TASKS + "?$alt=json;enum-encoding=int", QUEUE_PATH):
+            client.send(request("POST", path, create_body()) if path != QUEUE_PATH else request("GET", path))
+            assert client.read().status_line == "HTTP/1.1 200 OK"
         assert len(runner._lean.connections) == 1  # type: ignore[union-attr]
         assert not aiohttp_server.connections
     finally:
         client.close()
 
 
-QUEUE_PATH = f"/v2/{QUEUE}"
 JSON = {"Content_Type": "application/json"}
 #: ``(id, method, path, body, headers)``: each answered here and by aiohttp alike.
 CASES: list[tuple[str, str, str, bytes | None, dict[str, str]]] = [
@@ -149,6 +151,11 @@ CASES: list[tuple[str, str, str, bytes | None, dict[str, str]]] = [
     ("patch-queue", "PATCH", QUEUE_PATH, b'{"name": "' + QUEUE.encode() + b'"}', {}),
     ("pause-no-body", "POST", QUEUE_PATH + ":pause", None, {"Content_Type": ""}),
     ("keep-alive", "POST", TASKS, create_body(), {"Connection": "keep-alive", **JSON}),
+    ("int-enums", "POST", TASKS + "?$alt=json;enum-encoding=int", create_body(), {}),
+    ("list-query", "GET", TASKS + "?pageSize=1&responseView=FULL&alt=json", None, {}),
+    ("unknown-query", "GET", TASKS + "?nope=1", None, {}),
+    ("bad-page-size", "GET", TASKS + "?pageSize=x", None, {}),
+    ("system-query", "DELETE", TASKS + "/missing?prettyPrint=false&$.xgafv=2", None, {}),
 ]  # fmt: skip
 
 
@@ -159,15 +166,21 @@ def test_answers_are_aiohttps(
     runner: RunnerServer, method: str, path: str, body: bytes | None, headers: dict[str, str]
 ) -> None:
     lean = one(runner, request(method, path, body, **headers))
-    aiohttp = one(runner, request(method, path + "?", body, **headers))
+    aiohttp = one(runner, request(method, aiohttps(path), body, **headers))
     assert lean.shape() == aiohttp.shape()
+
+
+def aiohttps(path: str) -> str:
+    """The same call in a form only aiohttp reads: an empty query, or one with a percent-encoded byte."""
+    path, mark, query = path.partition("?")
+    return f"{path}?%{ord(query[0]):02X}{query[1:]}" if mark else path + "?"
 
 
 def test_duplicate_name_is_already_exists_both_ways(runner: RunnerServer) -> None:
     name = f"dup-{next(_ids)}"
     assert one(runner, request("POST", TASKS, create_body(name))).status_line == "HTTP/1.1 200 OK"
     lean = one(runner, request("POST", TASKS, create_body(name)))
-    aiohttp = one(runner, request("POST", TASKS + "?", create_body(name)))
+    aiohttp = one(runner, request("POST", aiohttps(TASKS), create_body(name)))
     assert lean.status_line == "HTTP/1.1 409 Conflict"
     assert lean.shape() == aiohttp.shape()
 
