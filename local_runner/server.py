@@ -106,7 +106,7 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         api_router = views.register(app, self.service, self.settings.test_aids)
-        self.cloud_scheduler.register(app)
+        scheduler_router = self.cloud_scheduler.register(app, api_router)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
             console.register(app)
@@ -115,7 +115,7 @@ class RunnerServer:
         assert self._runner.server is not None
         # REST and gRPC on one port; plain REST calls without aiohttp's objects (api/lean_http.py)
         self._lean = LeanHttp(self._runner.server, api_router, hosts)
-        self._port = OnePortServer(self._lean, GrpcFront(api_router))
+        self._port = OnePortServer(self._lean, GrpcFront(api_router, scheduler_router))
         try:
             port = await self._port.start(self.settings.host, self.settings.port)
         except BaseException:
