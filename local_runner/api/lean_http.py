@@ -203,6 +203,8 @@ class _LeanConnection(asyncio.Protocol):
         return None  # as aiohttp: the transport closes
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True  # the calls still buffered are not answered (as aiohttp)
+        self._buffer = b""
         self._forget()
 
     # -- calls --------------------------------------------------------------------------------------
@@ -214,8 +216,9 @@ class _LeanConnection(asyncio.Protocol):
             return
         end = buffer.find(b"\r\n\r\n", 0, LEAN_MAX_HEAD + 4)
         if end < 0:
-            if len(buffer) > LEAN_MAX_HEAD:
-                self._hand_over()
+            crlf = buffer.count(b"\r\n")
+            if len(buffer) > LEAN_MAX_HEAD or buffer.count(b"\n") != crlf or buffer.count(b"\r") != crlf:
+                self._hand_over()  # too long, or a bare CR or LF: never a plain call
             return
         read = _read_head(buffer[: end + 2])
         if read is None:

@@ -176,6 +176,14 @@ def aiohttps(path: str) -> str:
     return f"{path}?%{ord(query[0]):02X}{query[1:]}" if mark else path + "?"
 
 
+@pytest.mark.parametrize("line_end", [b"\n", b"\r"])
+def test_lines_ending_otherwise_than_in_crlf_are_aiohttps(runner: RunnerServer, line_end: bytes) -> None:
+    """aiohttp refuses them (its message quotes the request line, so only the status is compared)."""
+    lean = one(runner, request("GET", TASKS).replace(b"\r\n", line_end))
+    aiohttp = one(runner, request("GET", aiohttps(TASKS)).replace(b"\r\n", line_end))
+    assert lean.status_line == aiohttp.status_line == "HTTP/1.0 400 Bad Request"
+
+
 def test_duplicate_name_is_already_exists_both_ways(runner: RunnerServer) -> None:
     name = f"dup-{next(_ids)}"
     assert one(runner, request("POST", TASKS, create_body(name))).status_line == "HTTP/1.1 200 OK"
