@@ -301,7 +301,6 @@ def _record(
     state: ToolkitState, claim: DedupRecord, effect: RecordEffect, stored: StoredResponse | None, ttl_s: float
 ) -> None:
     """Completes, fails or releases the claim; a store failure here is logged and never changes the answer."""
-    verb = _VERBS[effect]
     try:
         if effect is RecordEffect.RELEASED or stored is None:
             held = state.store.release(claim)
@@ -310,9 +309,9 @@ def _record(
         else:
             held = state.store.complete(claim, stored, ttl_s=ttl_s)
         if not held:
-            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, verb)
+            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, _VERBS[effect])
     except DedupStoreUnavailable as exc:
-        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, verb, exc)
+        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, _VERBS[effect], exc)
 
 
 def _scope(options: HandlerOptions, func: TaskFunction, req: Request) -> str:
@@ -387,10 +386,15 @@ def _status(response: Response | HTTPException) -> int:
 
 
 def _log_delivery(
-    caller: Caller[Any], answer: Delivered, started: float, clock: Callable[[], float], dedup: bool, path: str
+    caller: Caller[Any],
+    answer: Delivered,
+    status: int,
+    started: float,
+    clock: Callable[[], float],
+    dedup: bool,
+    path: str,
 ) -> None:
-    response, situation, context = answer
-    status = _status(response)
+    _, situation, context = answer
     if not logging_json.delivery_logged(situation, status):
         return
     logging_json.log_delivery(
@@ -417,10 +421,10 @@ def dispatch(
     with consumer_span(environ) as span:
         answer = _deliver(caller, func, options, view_args, req)
         environ.pop(_SITUATION_KEY, None)
-        _log_delivery(caller, answer, started, clock, options.dedup_key is not None, req.path)
         response, situation, context = answer
         status = _status(response)
-        if context is not None:
+        _log_delivery(caller, answer, status, started, clock, options.dedup_key is not None, req.path)
+        if context is not None and span.recording:
             name, destination, message_id = caller.span(context)
             span.update(name, destination_name=destination, message_id=message_id)
         if status >= 500 or situation is Situation.PAYLOAD_MISMATCH:

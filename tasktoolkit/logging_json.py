@@ -72,6 +72,16 @@ _ERROR = frozenset(
         Situation.STORE_UNAVAILABLE,
     }
 )
+#: The level of each situation whose level does not depend on the answer's status (one lookup per delivery).
+_LEVELS = {
+    situation: logging.ERROR
+    if situation in _ERROR
+    else logging.WARNING
+    if situation in _WARNING
+    else logging.INFO
+    for situation in Situation
+    if situation not in (Situation.RETURNED_OTHER, Situation.HTTP_EXCEPTION)
+}
 _SEVERITIES = {
     logging.DEBUG: "DEBUG",
     logging.INFO: "INFO",
@@ -87,13 +97,10 @@ def delivery_level(situation: Situation, status: int) -> int:
     ERROR when work is lost or something is broken, WARNING when the caller or the task is at fault, INFO for
     the ways a delivery ends as designed (ran, replayed, retried later).
     """
-    if situation in _ERROR:
-        return logging.ERROR
-    if situation in _WARNING:
-        return logging.WARNING
-    if situation in (Situation.RETURNED_OTHER, Situation.HTTP_EXCEPTION):
+    level = _LEVELS.get(situation)
+    if level is None:  # the handler's own answer: its status decides
         return logging.ERROR if status >= 500 else logging.WARNING
-    return logging.INFO
+    return level
 
 
 def dedup_outcome(situation: Situation, dedup: bool) -> str | None:

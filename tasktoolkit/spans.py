@@ -84,6 +84,8 @@ class Span:
 
     def __init__(self, span: Any = None) -> None:
         self._span = span
+        #: Whether anything is recorded (else every method is a no-op).
+        self.recording = span is not None
 
     def update(self, name: str | None = None, **attributes: str | int) -> None:
         """Renames the span and sets ``messaging.*`` attributes (``message_id``: ``messaging.message.id``)."""
