@@ -199,7 +199,7 @@ TASKS: Caller[TaskContext] = Caller(
 
 def _caller_headers(caller: Caller[Any], environ: dict[str, Any]) -> dict[str, str]:
     """The caller's headers of the request, names in lower case, read straight from the environ."""
-    return {name: environ[key] for name, key in caller.environ_keys if key in environ}
+    return {name: value for name, key in caller.environ_keys if (value := environ.get(key)) is not None}
 
 
 def _bearer_token(environ: dict[str, Any]) -> str | None:

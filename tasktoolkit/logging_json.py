@@ -73,7 +73,7 @@ _ERROR = frozenset(
     }
 )
 #: The level of each situation whose level does not depend on the answer's status (one lookup per delivery).
-_LEVELS = {
+_LEVELS: dict[Situation, int] = {
     situation: logging.ERROR
     if situation in _ERROR
     else logging.WARNING
