@@ -29,7 +29,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 1
 
 # KEYS[1] key; ARGV: new record, now, ttl in ms. Returns the live record, or nil once the new one is stored.
-# One round trip whether the key is free, live, or present in Redis but expired by the store's clock.
+# Takes over a record present in Redis but expired by the store's clock (claims begin with SET NX GET, which
+# cannot tell), and claims on servers before Redis 7.0.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if current and tonumber(cjson.decode(current)['expires_at']) > tonumber(ARGV[2]) then
@@ -91,7 +92,7 @@ def _round_trip(connection: AbstractConnection, command: bytes, script: Script |
 
 
 class _ThreadConnection:
-    """The pooled connection one thread keeps for the scripts, handed back when the thread's locals go.
+    """The pooled connection one thread keeps for its commands, handed back when the thread's locals go.
 
     Holding it saves taking and returning a pooled connection per command (a lock, a fork check and a
     poll for stray data each time): a third of a round trip's client CPU. Python drops a thread's
@@ -142,7 +143,10 @@ def _ttl_ms(expires_at: float, now: float) -> int:
 
 
 class RedisDedupStore(DedupStore):
-    """Dedup records as Redis strings (JSON) with a TTL: one round trip (a Lua script) per operation.
+    """Dedup records as Redis strings (JSON) with a TTL: one round trip per operation.
+
+    A claim is one ``SET NX PX GET`` (Redis 7.0 and later; a Lua script before), a completion or release
+    one owner-checked Lua script.
 
     A first delivery makes two round trips, the claim and the completion, and waits for both replies. The
     completion's reply could be read later (after the answer) without letting a duplicate run while the lease
@@ -176,7 +180,7 @@ class RedisDedupStore(DedupStore):
         self._settle_script = client.register_script(_SETTLE)
         #: Whether claims start with ``SET NX GET`` (until a server before Redis 7.0 refuses it).
         self._set_get = True
-        #: The pool whose connections run the scripts directly; None: through redis-py's command layers.
+        #: The pool whose connections the store writes its commands to; None: through redis-py's layers.
         self._pool = client.connection_pool if _plain(client) else None
         self._local = threading.local()
         #: Threads keep their own connection while fewer than this many do; the others take one per command.
