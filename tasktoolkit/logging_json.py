@@ -72,15 +72,11 @@ _ERROR = frozenset(
         Situation.STORE_UNAVAILABLE,
     }
 )
-#: The level of each situation whose level does not depend on the answer's status (one lookup per delivery).
+#: The level of each situation, unless the handler's own answer decides it (see :func:`delivery_level`).
 _LEVELS: dict[Situation, int] = {
-    situation: logging.ERROR
-    if situation in _ERROR
-    else logging.WARNING
-    if situation in _WARNING
-    else logging.INFO
-    for situation in Situation
-    if situation not in (Situation.RETURNED_OTHER, Situation.HTTP_EXCEPTION)
+    **dict.fromkeys(Situation, logging.INFO),
+    **dict.fromkeys(_WARNING, logging.WARNING),
+    **dict.fromkeys(_ERROR, logging.ERROR),
 }
 _SEVERITIES = {
     logging.DEBUG: "DEBUG",
@@ -97,10 +93,9 @@ def delivery_level(situation: Situation, status: int) -> int:
     ERROR when work is lost or something is broken, WARNING when the caller or the task is at fault, INFO for
     the ways a delivery ends as designed (ran, replayed, retried later).
     """
-    level = _LEVELS.get(situation)
-    if level is None:  # the handler's own answer: its status decides
+    if situation is Situation.RETURNED_OTHER or situation is Situation.HTTP_EXCEPTION:
         return logging.ERROR if status >= 500 else logging.WARNING
-    return level
+    return _LEVELS[situation]
 
 
 def dedup_outcome(situation: Situation, dedup: bool) -> str | None:
