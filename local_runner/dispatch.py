@@ -60,6 +60,11 @@ class DeadlineTimers:
         shared[0].add(deadline)
         return deadline
 
+    @property
+    def timers(self) -> int:
+        """Loop timers set: one per tick with deadlines still running."""
+        return len(self._ticks)
+
     def end(self, deadline: _Deadline) -> None:
         """The attempt ended (answered, failed or expired): its deadline no longer applies."""
         shared = self._ticks.get(deadline.tick)

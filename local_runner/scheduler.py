@@ -40,12 +40,9 @@ MAX_ERROR_BACKOFF = 5.0
 RECORD_WAIT = 0.005
 #: Shortest wait of a queue's loop for its next token, in seconds: a queue paced at a high rate claims
 #: the tokens of this interval together (one wake-up and one store transaction for several tasks), never
-#: more than its token bucket allows. The wait is shorter where the bucket would be full sooner
-#: (:data:`REFILL_SHARE` of its refill time), so no token is lost to a full bucket.
+#: more than its token bucket allows. A bucket holds at least 0.2 s of tokens (``derive_burst_size``;
+#: 100 at 500/s, the highest rate), so none is lost to a full bucket while the loop waits.
 MIN_TOKEN_WAIT = 0.05
-#: Share of a queue's bucket refill time its loop may wait for tokens: a bucket of 100 at 5,000/s
-#: fills in 20 ms, so its loop waits 10 ms at most.
-REFILL_SHARE = 0.5
 
 
 @functools.lru_cache(maxsize=1024)
@@ -60,6 +57,18 @@ def _destination(url: str) -> Origin | None:
 def error_backoff(failures: int) -> float:
     """Seconds to wait after the ``failures``-th store error in a row (50 ms doubling, at most 5 s)."""
     return min(MAX_ERROR_BACKOFF, 0.05 * 2.0 ** min(failures, 10))
+
+
+def next_claim_time(pacer: QueuePacer, now: float) -> float | None:
+    """When a queue's loop claims again after its tokens ran out (``None``: when an attempt ends).
+
+    At its next token, but not sooner than :data:`MIN_TOKEN_WAIT` (one claim for the tokens of that
+    interval).
+    """
+    next_start = pacer.next_start_time(now)
+    if next_start is None or next_start <= now:
+        return next_start
+    return max(next_start, now + MIN_TOKEN_WAIT)
 
 
 class _QueueWorker:
@@ -269,7 +278,7 @@ class Scheduler:
                     return now  # more may be due and allowed at once
                 if len(claimed) == wanted:  # the bucket or the concurrency ran out, not the due tasks
                     self._stop_waiting(worker)
-                    return self._next_start(pacer, now)
+                    return next_claim_time(pacer, now)
                 if len(claimed) == granted:
                     return None  # more may be due: woken at the loop's turn for a slot
         next_due = self.store.next_schedule_time(queue.name)
@@ -278,15 +287,7 @@ class Scheduler:
             return next_due
         if self.slots.waits(worker):
             return None  # due tasks wait for a connection slot
-        return self._next_start(pacer, now)
-
-    @staticmethod
-    def _next_start(pacer: QueuePacer, now: float) -> float | None:
-        """When the queue may start its next task: its next token, but not sooner than ``MIN_TOKEN_WAIT``."""
-        next_start = pacer.next_start_time(now)
-        if next_start is None or next_start <= now:
-            return next_start
-        return max(next_start, now + min(MIN_TOKEN_WAIT, REFILL_SHARE * pacer.refill_time()))
+        return next_claim_time(pacer, now)
 
     def _run_claimed(self, task: Task) -> None:
         if self._stopping:  # stays DISPATCHING: dispatched again after the restart

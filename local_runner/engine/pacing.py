@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from local_runner.engine.token_bucket import TokenBucket
 from local_runner.model import RateLimits
 
@@ -57,11 +55,6 @@ class QueuePacer:
         else:
             return
         self._bucket.reconfigure(self._effective_rate(), self.limits.max_burst_size, now)
-
-    def refill_time(self) -> float:
-        """Seconds the token bucket takes to fill from empty at the current rate (``inf`` at rate 0)."""
-        rate = self._bucket.rate
-        return self._bucket.capacity / rate if rate > 0 else math.inf
 
     def next_start_time(self, now: float) -> float | None:
         """When a dispatch may next start, or ``None`` if only a finishing attempt can free a slot."""
