@@ -194,6 +194,10 @@ def main() -> None:
     if "baseline" in medians:
         ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["baseline"], strict=True)]
         figures.add("ratio_vs_baseline", "runner / baseline on the aiohttp sink", median(ratios), "x", ratios)
+        pairs = zip(sides["sink"], sides["baseline"], strict=True)
+        cpu_ratios = [a["window_cpu_s"] / b["window_cpu_s"] for a, b in pairs]
+        label = "runner / baseline CPU per dispatched task, first to last delivery, pair by pair"
+        figures.add("cpu_ratio_vs_baseline", label, median(cpu_ratios), "x", cpu_ratios)
     if "peer" in medians:
         ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["peer"], strict=True)]
         figures.add("ratio_vs_peer", "runner / peer on the aiohttp sink", median(ratios), "x", ratios)

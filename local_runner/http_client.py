@@ -8,6 +8,7 @@ decompression, tracing); this one writes the request in one call and parses the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import socket
@@ -74,7 +75,9 @@ class _Target(NamedTuple):
     path: str
 
 
+@functools.lru_cache(maxsize=1024)
 def _split(url: str) -> _Target:
+    """Where ``url`` goes and what its request line and ``Host`` say; a queue's tasks repeat their URLs."""
     try:
         parts = urlsplit(url)
         port = parts.port
