@@ -1,8 +1,11 @@
-"""The gRPC front: every RPC of :mod:`~local_runner.api.grpc_methods`, answered by the REST handlers.
+"""The gRPC front: every RPC of the method tables, answered by the REST handlers.
+
+The tables are :mod:`~local_runner.api.grpc_methods` (Cloud Tasks v2) and
+:mod:`~local_runner.api.grpc_scheduler_methods` (Cloud Scheduler v1).
 
 Each call is transcoded to the REST call its HTTP rule describes (:mod:`~local_runner.api.grpc_messages`)
-and routed through the same :class:`~local_runner.api.routing.Router` as REST, so both fronts run the same
-validation against the same :class:`~local_runner.service.TasksService` and answer the same messages; the
+and routed through the same :class:`~local_runner.api.routing.Router` as REST (the one of the rule's API
+version), so both fronts run the same validation against the same service and answer the same messages; the
 canonical code becomes the gRPC status. A method the runner does not serve answers UNIMPLEMENTED.
 
 The server is gRPC's threaded one: its C core reads and writes the connections on its own threads, and
@@ -21,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
-from local_runner.api import grpc_methods
+from local_runner.api import grpc_methods, grpc_scheduler_methods
 from local_runner.api.errors import INTERNAL_MESSAGE, store_error_status
 from local_runner.api.grpc_hop import LoopClosed, LoopHop
 from local_runner.api.grpc_messages import parse_request, to_response, to_rest_call
@@ -43,10 +46,16 @@ _SHUTTING_DOWN = "The runner is shutting down."
 
 
 class GrpcFront:
-    """The gRPC handlers over one REST router (the ``/v2/`` router of the REST API)."""
+    """The gRPC handlers over the REST routers, one per API version prefix of the method tables."""
 
-    def __init__(self, router: Router) -> None:
-        self._router = router
+    def __init__(self, router: Router, scheduler_router: Router | None = None) -> None:
+        """``router`` answers the ``/v2/`` (Cloud Tasks) rules, ``scheduler_router`` the ``/v1/`` ones.
+
+        Without ``scheduler_router``, Cloud Scheduler calls answer UNIMPLEMENTED.
+        """
+        self._routers = {"/v2/": router}
+        if scheduler_router is not None:
+            self._routers[grpc_scheduler_methods.PREFIX] = scheduler_router
 
     def handlers(self, hop: LoopHop) -> Sequence[grpc.GenericRpcHandler]:
         """One generic handler per gRPC service, then the UNIMPLEMENTED answer for any other method.
@@ -61,9 +70,15 @@ class GrpcFront:
                     for method in methods
                 },
             )
-            for service, methods in grpc_methods.by_service()
+            for service, methods in self._served()
         ]
         return [*services, _Unimplemented()]
+
+    def _served(self) -> list[tuple[str, list[RpcMethod]]]:
+        """Each service's methods whose API version has a router here."""
+        tables = [*grpc_methods.by_service(), *grpc_scheduler_methods.by_service()]
+        served = [(service, [m for m in methods if m.prefix in self._routers]) for service, methods in tables]
+        return [(service, methods) for service, methods in served if methods]
 
     def _behaviour(self, method: RpcMethod, hop: LoopHop) -> Behaviour:
         def behaviour(raw: bytes, context: grpc.ServicerContext) -> bytes:
@@ -95,7 +110,7 @@ class GrpcFront:
     async def answer(self, method: RpcMethod, raw: bytes) -> bytes:
         """The serialized response to the serialized request ``raw`` (raises the API's errors)."""
         rest = to_rest_call(method, parse_request(method, raw))
-        match = self._router.match(method.verb, rest.path)
+        match = self._routers[method.prefix].match(method.verb, rest.path)
         if match is None:  # the path variables matched the rule, but not the REST route's stricter form
             raise InvalidArgument(f"Invalid resource field value in the request: {rest.path}.")
         result = match.route.handler(Call(params=match.params, query=rest.query, body=rest.body))
@@ -120,8 +135,8 @@ class _Unimplemented(grpc.GenericRpcHandler):
     def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler[bytes, bytes]:
         name = str(handler_call_details.method)
         served = (
-            f"{grpc_methods.TASKS_SERVICE}, {grpc_methods.LOCATIONS_SERVICE} and "
-            f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation"
+            f"{grpc_methods.TASKS_SERVICE}, {grpc_scheduler_methods.SCHEDULER_SERVICE}, "
+            f"{grpc_methods.LOCATIONS_SERVICE} and {grpc_methods.OPERATIONS_SERVICE}"
         )
         message = f"Method {name} is not implemented by the local Cloud Tasks runner; it serves {served}."
         service = name.rpartition("/")[0]

@@ -49,10 +49,12 @@ class RpcMethod:
     response: type[Message]
     #: HTTP verb of the rule (upper case).
     verb: str
-    #: The rule's path after ``/v2/``, variables included, e.g. ``{parent=projects/*/locations/*}/queues``.
+    #: The rule's path after ``prefix``, variables included, e.g. ``{parent=projects/*/locations/*}/queues``.
     path: str
     #: ``*`` (every field not in the path), a top-level field name, or ``""`` (every field is a query one).
     body: str = ""
+    #: The rule's API version prefix (``/v2/``: Cloud Tasks; ``/v1/``: Cloud Scheduler): the REST router.
+    prefix: str = "/v2/"
     variables: tuple[PathVariable, ...] = field(init=False)
     #: ``body`` as a proto3 JSON (lowerCamelCase) name, when it names one field.
     body_field: str = field(init=False)
@@ -208,6 +210,42 @@ METHODS: tuple[RpcMethod, ...] = (
         operations_pb2.Operation,
         "GET",
         f"{{name={_LOCATION}/operations/*}}",
+    ),
+    # The other Operations methods have no HTTP rule in the Cloud Tasks service config: these are
+    # google-api-core's REST defaults under /v2/, and WaitOperation's ``:wait`` is the runner's own.
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "ListOperations",
+        operations_pb2.ListOperationsRequest,
+        operations_pb2.ListOperationsResponse,
+        "GET",
+        f"{{name={_LOCATION}}}/operations",
+    ),
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "DeleteOperation",
+        operations_pb2.DeleteOperationRequest,
+        _EMPTY,
+        "DELETE",
+        f"{{name={_LOCATION}/operations/*}}",
+    ),
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "CancelOperation",
+        operations_pb2.CancelOperationRequest,
+        _EMPTY,
+        "POST",
+        f"{{name={_LOCATION}/operations/*}}:cancel",
+        "*",
+    ),
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "WaitOperation",
+        operations_pb2.WaitOperationRequest,
+        operations_pb2.Operation,
+        "POST",
+        f"{{name={_LOCATION}/operations/*}}:wait",
+        "*",
     ),
 )
 
