@@ -1,7 +1,7 @@
 """Dispatch throughput: a backlog over 10 queues at 500/s each to an aiohttp sink and gunicorn, and the peer.
 
-Usage: python bench/dispatch_throughput.py [--tasks 20000] [--queues 10] [--concurrency 1000] [--runs 3]
-       [--no-peer] [--no-flask] [--baseline CHECKOUT] [--open-files N] [--smoke]
+Usage: python bench/dispatch_throughput.py [--tasks 20000] [--queues 10] [--rate 500] [--concurrency 1000]
+       [--runs 3] [--no-peer] [--no-flask] [--baseline CHECKOUT] [--open-files N] [--smoke]
 Each run starts a fresh `runner serve` on a data directory whose queues already hold the backlog (written
 through the runner's store before it starts, so only dispatch is timed), and counts tasks/s from the first
 to the last delivery. Runner CPU per task is read from /proc over that same window, so start-up is left
@@ -29,6 +29,7 @@ class Setup:
     tasks: int
     queues: int
     concurrency: int
+    rate: float
     open_files: int | None
 
 
@@ -53,7 +54,11 @@ def runner_to_sink(
     sink.reset()
     data = tmp / name
     benchlib.populate(
-        data, spread(setup.tasks, setup.queues), f"{sink.url}/task", concurrency=setup.concurrency
+        data,
+        spread(setup.tasks, setup.queues),
+        f"{sink.url}/task",
+        rate=setup.rate,
+        concurrency=setup.concurrency,
     )
     runner = Runner(tmp, data, checkout=checkout, open_files=setup.open_files).wait_ready()
     try:
@@ -123,6 +128,7 @@ def main() -> None:
     p = benchlib.parser(__doc__, runs=3)
     p.add_argument("--tasks", type=int, default=20_000)
     p.add_argument("--queues", type=int, default=10)
+    p.add_argument("--rate", type=float, default=500.0, help="maxDispatchesPerSecond of each queue")
     p.add_argument("--concurrency", type=int, default=1000, help="maxConcurrentDispatches of each queue")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--no-flask", action="store_true")
@@ -132,7 +138,7 @@ def main() -> None:
     figures = Figures("dispatch_throughput", args)
     loop = benchlib.python_loop_seconds()
     figures.add("python_loop_10m_s", "machine speed: pure-Python 10M-iteration loop", loop, "s")
-    setup = Setup(args.tasks, args.queues, args.concurrency, args.open_files)
+    setup = Setup(args.tasks, args.queues, args.concurrency, args.rate, args.open_files)
     peer_python = None if args.no_peer else benchlib.peer_python()
     if peer_python is None and not args.no_peer:
         figures.note("peer could not be installed; peer figures skipped")
@@ -157,11 +163,11 @@ def main() -> None:
                 print(f"run {run + 1}/{args.runs} ({took:.0f} s): {summary}", flush=True)
         finally:
             sink.stop()
-    n, q = args.tasks, args.queues
+    n, q, r = args.tasks, args.queues, f"{args.rate:g}"
     c = args.concurrency
     limit = f", ulimit -n {args.open_files}" if args.open_files else ""
     labels = {
-        "sink": f"runner -> aiohttp sink, {n} tasks over {q} queues at 500/s, {c} concurrent each{limit}",
+        "sink": f"runner -> aiohttp sink, {n} tasks over {q} queues at {r}/s, {c} concurrent each{limit}",
         "baseline": f"baseline runner ({args.baseline}) -> aiohttp sink, same backlog",
         "peer": f"gcloud-tasks-emulator -> aiohttp sink, {n} tasks over {q} queues",
         "flask": "runner -> gunicorn 2 sync workers, @task_handler (OIDC + memory dedup), 8 in flight/queue",
@@ -194,6 +200,10 @@ def main() -> None:
     if "baseline" in medians:
         ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["baseline"], strict=True)]
         figures.add("ratio_vs_baseline", "runner / baseline on the aiohttp sink", median(ratios), "x", ratios)
+        pairs = zip(sides["sink"], sides["baseline"], strict=True)
+        cpu_ratios = [a["window_cpu_s"] / b["window_cpu_s"] for a, b in pairs]
+        label = "runner / baseline CPU per dispatched task, first to last delivery, pair by pair"
+        figures.add("cpu_ratio_vs_baseline", label, median(cpu_ratios), "x", cpu_ratios)
     if "peer" in medians:
         ratios = [a["rate"] / b["rate"] for a, b in zip(sides["sink"], sides["peer"], strict=True)]
         figures.add("ratio_vs_peer", "runner / peer on the aiohttp sink", median(ratios), "x", ratios)

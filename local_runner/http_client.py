@@ -8,6 +8,7 @@ decompression, tracing); this one writes the request in one call and parses the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import resource
 import socket
@@ -74,7 +75,9 @@ class _Target(NamedTuple):
     path: str
 
 
+@functools.lru_cache(maxsize=1024)
 def _split(url: str) -> _Target:
+    """Where ``url`` goes and what its request line and ``Host`` say; a queue's tasks repeat their URLs."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -132,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self._on_lost = on_lost
         self._parser = httptools.HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[Response] | None = None
         self._head_only = False
         self.closed = False
@@ -151,9 +155,9 @@ class _Connection(asyncio.Protocol):
 
     async def exchange(self, data: bytes, url: str, head_only: bool) -> Response:
         """Write one request for ``url`` and wait for its response."""
-        assert self._transport is not None and self._waiter is None
+        assert self._transport is not None and self._loop is not None and self._waiter is None
         self._url = url
-        self._waiter = asyncio.get_running_loop().create_future()
+        self._waiter = self._loop.create_future()
         self._head_only = head_only
         self.reusable = False
         self._transport.write(data)
@@ -189,6 +193,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        # Kept: in Python 3.11 each asyncio.get_running_loop() is a getpid() system call.
+        self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
         if self._waiter is None:  # nothing was asked: the connection is out of step
@@ -268,6 +274,7 @@ class HttpClient:
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
         self._sweep: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Sockets open or opening; each is counted until its ``connection_lost`` (its fd is closed).
         self.open_connections = 0
         #: Requests waiting at the cap, each for its origin: given a connection, or ``None`` (room).
@@ -285,7 +292,9 @@ class HttpClient:
         """
         target = _split(url)
         data = _encode_head(method, target, headers, len(body)) + body
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:  # kept: in Python 3.11 each asyncio.get_running_loop() is a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
         connection = self._idle_connection(target.origin, loop.time()) or await self._connect(target, url)
         try:
             response = await connection.exchange(data, url, head_only=method == "HEAD")

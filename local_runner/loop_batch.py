@@ -7,6 +7,7 @@ its own policy: how long to gather, and which write errors to wait out rather th
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -26,27 +27,29 @@ class Retry(Generic[T]):
     pause: Callable[[int], Awaitable[None]]
 
 
+def _settle_future(future: asyncio.Future[R], result: R | BaseException) -> None:
+    if future.done():  # its caller went away
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
 class _Entry(Generic[T, R]):
-    __slots__ = ("item", "refused", "result")
+    __slots__ = ("item", "refused", "settle")
 
-    def __init__(self, item: T, result: asyncio.Future[R]) -> None:
+    def __init__(self, item: T, settle: Callable[[R | BaseException], None]) -> None:
         self.item = item
-        self.result = result
+        self.settle = settle
         self.refused = False
-
-    def settle(self, result: R | BaseException) -> None:
-        if self.result.done():  # its caller went away
-            return
-        if isinstance(result, BaseException):
-            self.result.set_exception(result)
-        else:
-            self.result.set_result(result)
 
 
 class LoopBatch(Generic[T, R]):
     """Gathers the items added while a write is pending and writes them together.
 
-    Each :meth:`add` returns its own item's result. ``write`` takes the items in the order they came and
+    Each :meth:`add` returns its own item's result; :meth:`put` hands it to a callback instead (no
+    coroutine to wake up per item). ``write`` takes the items in the order they came and
     returns one result per item: a value, or an exception that only that item's caller gets. Another error
     of the write goes to every caller of the batch, unless ``retry`` names it: then the items are written
     again, with those added meanwhile.
@@ -72,11 +75,23 @@ class LoopBatch(Generic[T, R]):
 
     async def add(self, item: T) -> R:
         """Write ``item`` with the others of this turn of the loop; returns its result once written."""
-        entry: _Entry[T, R] = _Entry(item, asyncio.get_running_loop().create_future())
-        self._waiting.append(entry)
+        result: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self.put(item, functools.partial(_settle_future, result))
+        return await result
+
+    def put(self, item: T, settle: Callable[[R | BaseException], None]) -> None:
+        """Write ``item`` with the others of this turn of the loop; ``settle`` gets its result once written.
+
+        ``settle`` runs inside the writer, one item after another: it must not raise.
+        """
+        self._waiting.append(_Entry(item, settle))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
-        return await entry.result
+
+    @property
+    def writer(self) -> asyncio.Task[None] | None:
+        """The task writing the items put so far, while it runs (``None``: nothing is waiting)."""
+        return self._writer if self._writer is not None and not self._writer.done() else None
 
     async def _drain(self) -> None:
         if self._gather_s > 0:

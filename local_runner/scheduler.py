@@ -40,8 +40,9 @@ MAX_ERROR_BACKOFF = 5.0
 RECORD_WAIT = 0.005
 #: Shortest wait of a queue's loop for its next token, in seconds: a queue paced at a high rate claims
 #: the tokens of this interval together (one wake-up and one store transaction for several tasks), never
-#: more than its token bucket allows.
-MIN_TOKEN_WAIT = 0.02
+#: more than its token bucket allows. A bucket holds at least 0.2 s of tokens (``derive_burst_size``;
+#: 100 at 500/s, the highest rate), so none is lost to a full bucket while the loop waits.
+MIN_TOKEN_WAIT = 0.05
 
 
 @functools.lru_cache(maxsize=1024)
@@ -56,6 +57,18 @@ def _destination(url: str) -> Origin | None:
 def error_backoff(failures: int) -> float:
     """Seconds to wait after the ``failures``-th store error in a row (50 ms doubling, at most 5 s)."""
     return min(MAX_ERROR_BACKOFF, 0.05 * 2.0 ** min(failures, 10))
+
+
+def next_claim_time(pacer: QueuePacer, now: float) -> float | None:
+    """When a queue's loop claims again after its tokens ran out (``None``: when an attempt ends).
+
+    At its next token, but not sooner than :data:`MIN_TOKEN_WAIT` (one claim for the tokens of that
+    interval).
+    """
+    next_start = pacer.next_start_time(now)
+    if next_start is None or next_start <= now:
+        return next_start
+    return max(next_start, now + MIN_TOKEN_WAIT)
 
 
 class _QueueWorker:
@@ -175,9 +188,14 @@ class Scheduler:
             task.cancel()
         pending = [w.task for w in self._workers.values() if w.task] + self._background
         await asyncio.gather(*pending, return_exceptions=True)
+        loop = asyncio.get_running_loop()
+        ends = loop.time() + grace
         if self._attempts:
             await finish_or_cancel(self._attempts, grace)
             self._attempts = {attempt for attempt in self._attempts if not attempt.done()}  # never started
+        writer = self._outcomes.writer  # the outcomes of finished attempts: written within the same grace
+        if writer is not None:
+            await finish_or_cancel([writer], max(0.0, ends - loop.time()))
         await self._attempt_log.close()
 
     def _wake_queue(self, name: str) -> None:
@@ -260,7 +278,7 @@ class Scheduler:
                     return now  # more may be due and allowed at once
                 if len(claimed) == wanted:  # the bucket or the concurrency ran out, not the due tasks
                     self._stop_waiting(worker)
-                    return self._next_start(pacer, now)
+                    return next_claim_time(pacer, now)
                 if len(claimed) == granted:
                     return None  # more may be due: woken at the loop's turn for a slot
         next_due = self.store.next_schedule_time(queue.name)
@@ -269,15 +287,7 @@ class Scheduler:
             return next_due
         if self.slots.waits(worker):
             return None  # due tasks wait for a connection slot
-        return self._next_start(pacer, now)
-
-    @staticmethod
-    def _next_start(pacer: QueuePacer, now: float) -> float | None:
-        """When the queue may start its next task: its next token, but not sooner than ``MIN_TOKEN_WAIT``."""
-        next_start = pacer.next_start_time(now)
-        if next_start is None or next_start <= now:
-            return next_start
-        return max(next_start, now + MIN_TOKEN_WAIT)
+        return next_claim_time(pacer, now)
 
     def _run_claimed(self, task: Task) -> None:
         if self._stopping:  # stays DISPATCHING: dispatched again after the restart
@@ -339,17 +349,20 @@ class Scheduler:
             self._release(slot.origin)
 
     def _spawn(self, task: Task, worker: _QueueWorker | None, pacer: QueuePacer | None, slot: _Slot) -> None:
-        self._attempts.add(asyncio.create_task(self._attempt(task, worker, pacer, slot)))
+        loop = self._loop  # given, not looked up: in Python 3.11 each lookup is a getpid() system call
+        assert loop is not None, "Scheduler.start() was not awaited"
+        self._attempts.add(loop.create_task(self._attempt(task, worker, pacer, slot)))
 
     # -- one attempt -----------------------------------------------------------------------------
 
     async def _attempt(
         self, task: Task, worker: _QueueWorker | None, pacer: QueuePacer | None, slot: _Slot
     ) -> None:
+        """Send one attempt, then hand its outcome to the recorder, which finishes it (:meth:`_recorded`)."""
         started = self.clock.now()
         outcome: Outcome | None = None
         duplicate: Outcome | None = None
-        done = False
+        handed_over = False
         wake = pacer is None
         try:
             queue = self.store.get_queue(task.queue_name)
@@ -373,20 +386,55 @@ class Scheduler:
             if pacer is not None:  # the request is over: its dispatch no longer counts against the queue
                 self._dispatch_ended(task, pacer, outcome)
                 pacer = None
-            decision, recorded = await self._record(task, outcome, queue, duplicate)
-            for observe in self.outcome_observers if recorded else ():
-                observe(task, outcome)
-            done = decision.deletes and recorded
-            self._attempt_log.finished(task, outcome, decision, outcome.response_time - started, recorded)
+            finished = decide(task, outcome, queue.retry_config, tombstone=self.service.task_tombstone)
+            recorded = finished.duplicated(duplicate.http_status) if duplicate is not None else finished
+            latency = outcome.response_time - started
+            self._outcomes.put(
+                recorded, functools.partial(self._recorded, task, outcome, finished, latency, wake)
+            )
+            handed_over = True
         except Exception:
             log.exception(
                 "recording an attempt of %s failed; it is dispatched again after a restart", task.name
             )
         finally:
-            self._attempts.discard(asyncio.current_task())
+            self._attempts.discard(asyncio.current_task(self._loop))
             self._let_go(slot)
             if pacer is not None:  # ended before its request did
                 self._dispatch_ended(task, pacer, outcome)
+            if not handed_over:  # an attempt that ended in error leaves its task due: the loop looks
+                self._wake_queue(task.queue_name)
+
+    def _recorded(
+        self,
+        task: Task,
+        outcome: Outcome,
+        finished: FinishedAttempt,
+        latency: float,
+        wake: bool,
+        stored: bool | BaseException,
+    ) -> None:
+        """Finish an attempt once the recorder wrote its outcome (or failed to): observers, log line, wake-up.
+
+        Called by the recorder's writer (``LoopBatch.put``), so an attempt needs no second wake-up of its
+        coroutine; ``stored`` is ``False`` when the task was deleted meanwhile.
+        """
+        done = False
+        try:
+            if isinstance(stored, BaseException):
+                log.error(
+                    "recording an attempt of %s failed; it is dispatched again after a restart",
+                    task.name,
+                    exc_info=stored,
+                )
+                return
+            for observe in self.outcome_observers if stored else ():
+                observe(task, outcome)
+            done = finished.deletes and stored
+            self._attempt_log.finished(task, outcome, finished, latency, stored)
+        except Exception:
+            log.exception("finishing an attempt of %s failed", task.name)
+        finally:
             # A recorded retry (or an attempt that ended in error) may be due at once: the loop looks.
             if wake or not done:
                 self._wake_queue(task.queue_name)
@@ -424,18 +472,6 @@ class Scheduler:
             if not slot.held:
                 await self._take_slot(slot, origin)
         return self.clock.now()
-
-    async def _record(
-        self, task: Task, outcome: Outcome, queue: Queue, duplicate: Outcome | None = None
-    ) -> tuple[FinishedAttempt, bool]:
-        """Store an attempt's outcome with the others that ended in the same turn of the loop.
-
-        While the store refuses, the attempt stays in flight (its task DISPATCHING) and the write is tried
-        again; the result says whether the outcome was stored (``False``: the task was deleted meanwhile).
-        """
-        finished = decide(task, outcome, queue.retry_config, tombstone=self.service.task_tombstone)
-        recorded = finished.duplicated(duplicate.http_status) if duplicate is not None else finished
-        return finished, await self._outcomes.add(recorded)
 
     def _refused(self, finished: FinishedAttempt, error: Exception, first: bool) -> None:
         """Log the store's refusal of an outcome: once as an error, then quietly while it lasts."""
