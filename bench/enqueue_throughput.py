@@ -15,8 +15,9 @@ Sides alternate within each run. Prints one figure per line and writes bench/res
 
 ``--grpc-ceilings`` measures gRPC CreateTask only, alternating within each run: the peer and the runner
 from the official client (1 and 8 threads) and from a faster client (one ``grpc.aio`` channel, 64 calls
-in flight), and null gRPC servers (grpcio's threaded one and ``grpc.aio``) that answer with a fixed Task
-and store nothing (what each client reaches at all here). ``--baseline`` adds a runner from another
+in flight), and null gRPC servers (grpcio's threaded one, ``grpc.aio``, and one on gRPC's core with one
+Python thread, the runner's kind of server) that answer with a fixed Task and store nothing (what each
+client reaches at all here). ``--baseline`` adds a runner from another
 checkout (a worktree of an older commit) under the same loads. Every task a runner acknowledged is
 counted back through ListTasks.
 Writes bench/results/enqueue_grpc_ceilings.json.
@@ -306,6 +307,7 @@ def null_server(tmp: Path, python: Path, kind: str) -> Iterator[int]:
 
 
 _AIO = f"one grpc.aio channel, {AIO_CONCURRENCY} calls in flight"
+_CORE_NULL = "null server on gRPC's core, one Python thread (the runner's kind)"
 CEILING_LABELS = {
     "peer_1_thread": LABELS["peer_1_thread"],
     "peer_8_threads": LABELS["peer_8_threads"],
@@ -321,6 +323,8 @@ CEILING_LABELS = {
     "null_8_threads": "null gRPC server (threaded, fixed answer, no storage), official client, 8 threads",
     "null_aio": f"null gRPC server (threaded, fixed answer, no storage), {_AIO}",
     "aio_null_8_threads": "null grpc.aio server (fixed answer, no storage), official client, 8 threads",
+    "core_null_8_threads": f"{_CORE_NULL}, official client, 8 threads",
+    "core_null_aio": f"{_CORE_NULL}, {_AIO}",
 }
 CEILING_RATIOS = {
     "runner_vs_peer_1_thread": (
@@ -331,6 +335,18 @@ CEILING_RATIOS = {
     "runner_vs_peer": ("runner_8_threads", "peer_8_threads", "runner / peer, official client, 8 threads"),
     "null_vs_peer": ("null_8_threads", "peer_8_threads", "null server / peer, official client, 8 threads"),
     "null_aio_vs_peer_aio": ("null_aio", "peer_aio", "null server / peer, grpc.aio client"),
+    "runner_vs_null": ("runner_8_threads", "null_8_threads", "runner / threaded null server, 8 threads"),
+    "runner_aio_vs_null_aio": ("runner_aio", "null_aio", "runner / threaded null server, grpc.aio client"),
+    "runner_vs_core_null": (
+        "runner_8_threads",
+        "core_null_8_threads",
+        "runner / core null server, 8 threads",
+    ),
+    "runner_aio_vs_core_null_aio": (
+        "runner_aio",
+        "core_null_aio",
+        "runner / core null server, grpc.aio client",
+    ),
     "runner_aio_vs_peer_aio": ("runner_aio", "peer_aio", "runner / peer, grpc.aio client"),
     "runner_vs_baseline_1_thread": ("runner_1_thread", "baseline_1_thread", "runner / baseline, 1 thread"),
     "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
@@ -361,6 +377,9 @@ def grpc_ceilings(args: object, python: Path) -> None:
                 figures_of_run["null_aio"] = grpc_aio_rate(python, port, count)
             with null_server(tmp, python, "aio") as port:
                 figures_of_run["aio_null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+            with null_server(tmp, python, "core") as port:
+                figures_of_run["core_null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+                figures_of_run["core_null_aio"] = grpc_aio_rate(python, port, count)
             for key, value in figures_of_run.items():
                 runs[key].append(value)
             print(
