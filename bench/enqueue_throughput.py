@@ -337,16 +337,8 @@ CEILING_RATIOS = {
     "null_aio_vs_peer_aio": ("null_aio", "peer_aio", "null server / peer, grpc.aio client"),
     "runner_vs_null": ("runner_8_threads", "null_8_threads", "runner / threaded null server, 8 threads"),
     "runner_aio_vs_null_aio": ("runner_aio", "null_aio", "runner / threaded null server, grpc.aio client"),
-    "runner_vs_core_null": (
-        "runner_8_threads",
-        "core_null_8_threads",
-        "runner / core null server, 8 threads",
-    ),
-    "runner_aio_vs_core_null_aio": (
-        "runner_aio",
-        "core_null_aio",
-        "runner / core null server, grpc.aio client",
-    ),
+    "runner_vs_core_null": ("runner_8_threads", "core_null_8_threads", "runner / core null, 8 threads"),
+    "runner_aio_vs_core_null_aio": ("runner_aio", "core_null_aio", "runner / core null, grpc.aio client"),
     "runner_aio_vs_peer_aio": ("runner_aio", "peer_aio", "runner / peer, grpc.aio client"),
     "runner_vs_baseline_1_thread": ("runner_1_thread", "baseline_1_thread", "runner / baseline, 1 thread"),
     "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
