@@ -7,7 +7,7 @@ loop, where :class:`~local_runner.api.grpc_front.GrpcFront` answers it; the loop
 the status in one batch. Calls that arrive while the loop has not yet woken for earlier ones share one
 wake-up.
 
-``grpc.server`` (a thread per call, each waiting for the loop) cost about twice the CPU per call, mostly
+``grpc.server`` (a thread per call, each waiting for the loop) cost about 1.5x the CPU per call, mostly
 in waking threads and handing the interpreter lock around; ``grpc.aio`` runs the core's callbacks on
 the loop itself (docs/performance.md, "gRPC CreateTask"). grpcio's public API offers nothing between
 the two, so this uses ``grpc._cython.cygrpc``, the layer under both of them (the same calls
