@@ -104,14 +104,16 @@ class RunnerServer:
         app.router.add_get(oidc.JWKS_PATH, self._issuer_view(TokenIssuer.jwks_document))
         app.router.add_get(oidc.DISCOVERY_PATH, self._issuer_view(TokenIssuer.openid_configuration))
         api_router = views.register(app, self.service, self.settings.test_aids)
-        self.cloud_scheduler.register(app)
+        scheduler_router = self.cloud_scheduler.register(app, api_router)
         console = Console(self.service, self.settings.test_aids) if self.settings.console else None
         if console is not None:
             console.register(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         assert self._runner.server is not None
-        self._port = OnePortServer(self._runner.server, GrpcFront(api_router))  # REST and gRPC, one port
+        self._port = OnePortServer(
+            self._runner.server, GrpcFront(api_router, scheduler_router)
+        )  # REST and gRPC, one port
         try:
             port = await self._port.start(self.settings.host, self.settings.port)
         except BaseException:

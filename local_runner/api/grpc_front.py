@@ -1,8 +1,11 @@
-"""The gRPC front: every RPC of :mod:`~local_runner.api.grpc_methods`, answered by the REST handlers.
+"""The gRPC front: every RPC of the method tables, answered by the REST handlers.
+
+The tables are :mod:`~local_runner.api.grpc_methods` (Cloud Tasks v2) and
+:mod:`~local_runner.api.grpc_scheduler_methods` (Cloud Scheduler v1).
 
 Each call is transcoded to the REST call its HTTP rule describes (:mod:`~local_runner.api.grpc_messages`)
-and routed through the same :class:`~local_runner.api.routing.Router` as REST, so both fronts run the same
-validation against the same :class:`~local_runner.service.TasksService` and answer the same messages; the
+and routed through the same :class:`~local_runner.api.routing.Router` as REST (the one of the rule's API
+version), so both fronts run the same validation against the same service and answer the same messages; the
 canonical code becomes the gRPC status. A method the runner does not serve answers UNIMPLEMENTED.
 
 The server (:mod:`~local_runner.api.grpc_core`) answers each call on the event loop through
@@ -16,7 +19,7 @@ import logging
 
 import grpc
 
-from local_runner.api import grpc_methods
+from local_runner.api import grpc_methods, grpc_scheduler_methods
 from local_runner.api.errors import INTERNAL_MESSAGE, store_error_status
 from local_runner.api.grpc_messages import parse_request, to_response, to_rest_call
 from local_runner.api.grpc_methods import RpcMethod
@@ -34,15 +37,22 @@ Outcome = bytes | tuple[grpc.StatusCode, str]
 
 
 class GrpcFront:
-    """The gRPC handlers over one REST router (the ``/v2/`` router of the REST API)."""
+    """The gRPC handlers over the REST routers, one per API version prefix of the method tables."""
 
-    def __init__(self, router: Router) -> None:
-        self._router = router
+    def __init__(self, router: Router, scheduler_router: Router | None = None) -> None:
+        """``router`` answers the ``/v2/`` (Cloud Tasks) rules, ``scheduler_router`` the ``/v1/`` ones.
+
+        Without ``scheduler_router``, Cloud Scheduler calls answer UNIMPLEMENTED.
+        """
+        self._routers = {"/v2/": router}
+        if scheduler_router is not None:
+            self._routers[grpc_scheduler_methods.PREFIX] = scheduler_router
         self._hinted: set[str] = set()
 
     def methods(self) -> dict[str, RpcMethod]:
-        """The methods served, by gRPC path (``/package.Service/Method``)."""
-        return {method.full_name: method for _, methods in grpc_methods.by_service() for method in methods}
+        """The methods served (those whose API version has a router here), by gRPC path."""
+        tables = [*grpc_methods.by_service(), *grpc_scheduler_methods.by_service()]
+        return {m.full_name: m for _, methods in tables for m in methods if m.prefix in self._routers}
 
     def unimplemented(self, name: str) -> str:
         """The UNIMPLEMENTED message for method ``name``, naming what the runner serves.
@@ -50,7 +60,8 @@ class GrpcFront:
         The first call to each unserved service also logs a one-line hint (a v2beta3 client, say).
         """
         served = (
-            f"{grpc_methods.TASKS_SERVICE}, {grpc_methods.LOCATIONS_SERVICE} and "
+            f"{grpc_methods.TASKS_SERVICE}, {grpc_scheduler_methods.SCHEDULER_SERVICE}, "
+            f"{grpc_methods.LOCATIONS_SERVICE} and "
             f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation"
         )
         service = name.rpartition("/")[0]
@@ -76,7 +87,7 @@ class GrpcFront:
     async def answer(self, method: RpcMethod, raw: bytes) -> bytes:
         """The serialized response to the serialized request ``raw`` (raises the API's errors)."""
         rest = to_rest_call(method, parse_request(method, raw))
-        match = self._router.match(method.verb, rest.path)
+        match = self._routers[method.prefix].match(method.verb, rest.path)
         if match is None:  # the path variables matched the rule, but not the REST route's stricter form
             raise InvalidArgument(f"Invalid resource field value in the request: {rest.path}.")
         result = match.route.handler(Call(params=match.params, query=rest.query, body=rest.body))

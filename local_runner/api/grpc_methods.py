@@ -49,10 +49,12 @@ class RpcMethod:
     response: type[Message]
     #: HTTP verb of the rule (upper case).
     verb: str
-    #: The rule's path after ``/v2/``, variables included, e.g. ``{parent=projects/*/locations/*}/queues``.
+    #: The rule's path after ``prefix``, variables included, e.g. ``{parent=projects/*/locations/*}/queues``.
     path: str
     #: ``*`` (every field not in the path), a top-level field name, or ``""`` (every field is a query one).
     body: str = ""
+    #: The rule's API version prefix (``/v2/``: Cloud Tasks; ``/v1/``: Cloud Scheduler): the REST router.
+    prefix: str = "/v2/"
     variables: tuple[PathVariable, ...] = field(init=False)
     #: ``body`` as a proto3 JSON (lowerCamelCase) name, when it names one field.
     body_field: str = field(init=False)

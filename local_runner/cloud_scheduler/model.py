@@ -42,6 +42,7 @@ MAX_URI = 2083
 MAX_HEADER_BYTES = 80 * 1024
 #: target.proto: "A request body is allowed only if the HTTP method is POST, PUT, or PATCH."
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: target.proto ``HttpMethod`` by number.
 HTTP_METHODS = ("HTTP_METHOD_UNSPECIFIED", "POST", "GET", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS")
 #: Fields a client may write (output-only ones are ignored on input, as the service does).
 WRITABLE = (
@@ -229,11 +230,14 @@ def http_target_from_json(value: object, path: str = "job.http_target") -> JobHt
         raise InvalidArgument(f"{path}.uri must begin with http:// or https://, got {uri!r}.")
     if len(uri) > MAX_URI:
         raise InvalidArgument(f"{path}.uri must be at most {MAX_URI} characters long.")
-    method = _string(data, "httpMethod", path, "POST")
-    if method not in HTTP_METHODS:
+    method = data.get("httpMethod", "POST")
+    if type(method) is int and 0 <= method < len(HTTP_METHODS):
+        method = HTTP_METHODS[method]  # a number, as the official clients' REST transport sends enums
+    if not isinstance(method, str) or method not in HTTP_METHODS:
+        shown = f'"{method}"' if isinstance(method, str) else repr(method)
         raise InvalidArgument(
             f"Invalid value at '{path}.http_method' "
-            f'(type.googleapis.com/google.cloud.scheduler.v1.HttpMethod), "{method}"'
+            f"(type.googleapis.com/google.cloud.scheduler.v1.HttpMethod), {shown}"
         )
     method = "POST" if method == "HTTP_METHOD_UNSPECIFIED" else method
     raw_headers = data.get("headers", {})

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from local_runner.api.routing import Router
 from local_runner.clock import Clock
 from local_runner.cloud_scheduler import api
 from local_runner.cloud_scheduler.jobs_file import JobSpec
@@ -28,9 +29,12 @@ class CloudScheduler:
         self.clock = clock
         self._loop: JobLoop | None = None
 
-    def register(self, app: web.Application) -> None:
-        """Add the REST v1 routes."""
-        api.register(app, self.service)
+    def register(self, app: web.Application, locations: Router | None = None) -> Router:
+        """Add the REST v1 routes (Locations from the Cloud Tasks router ``locations``); returns their router.
+
+        The gRPC front answers from that router, too.
+        """
+        return api.register(app, self.service, locations)
 
     async def start(self, dispatcher: Dispatcher, issuer: TokenIssuer) -> None:
         """Start firing jobs (on the running loop)."""

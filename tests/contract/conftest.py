@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import grpc
 import pytest
@@ -28,13 +29,18 @@ def client(request: pytest.FixtureRequest, runner_url: str) -> Iterator[tasks_v2
     ``rest``: the REST transport with no credentials; ``grpc``: the default transport on an insecure
     channel, exactly as docs/connect-your-client.md shows.
     """
-    if request.param == "rest":
-        yield tasks_v2.CloudTasksClient(
+    yield from official_client(tasks_v2.CloudTasksClient, CloudTasksGrpcTransport, request.param, runner_url)
+
+
+def official_client(client_class: Any, grpc_transport: Any, kind: str, runner_url: str) -> Iterator[Any]:
+    """An official client on ``kind`` ("rest" or "grpc") at ``runner_url``, closed after use."""
+    if kind == "rest":
+        yield client_class(
             transport="rest",
             credentials=AnonymousCredentials(),
             client_options=ClientOptions(api_endpoint=runner_url),
         )
         return
     channel = grpc.insecure_channel(runner_url.removeprefix("http://"))
-    yield tasks_v2.CloudTasksClient(transport=CloudTasksGrpcTransport(channel=channel))
+    yield client_class(transport=grpc_transport(channel=channel))
     channel.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from google.cloud import scheduler_v1
 from google.cloud.location import locations_pb2
 from google.cloud.tasks_v2 import types
 from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2
@@ -87,6 +88,27 @@ REQUESTS: list[tuple[str, Message]] = [
     ),
     ("ListLocations (string filter)", locations_pb2.ListLocationsRequest(name="projects/p", filter="a=b")),
     ("GetOperation", operations_pb2.GetOperationRequest(name="projects/p/locations/l/operations/1")),
+    (
+        "Cloud Scheduler CreateJob (map, enum, int32, Durations, a oneof target)",
+        scheduler_v1.CreateJobRequest.pb()(
+            parent="projects/p/locations/l",
+            job=scheduler_v1.Job.pb()(
+                name="projects/p/locations/l/jobs/j",
+                schedule="*/5 * * * *",
+                time_zone="Europe/Paris",
+                http_target=scheduler_v1.HttpTarget.pb()(
+                    uri="https://worker.example/fire",
+                    http_method=scheduler_v1.HttpMethod.POST,
+                    headers={"X-Kind": "fire"},
+                    body=b"{}",
+                ),
+                retry_config=scheduler_v1.RetryConfig.pb()(
+                    retry_count=3, max_backoff_duration=duration_pb2.Duration(seconds=60)
+                ),
+                attempt_deadline=duration_pb2.Duration(seconds=180),
+            ),
+        ),
+    ),
     ("an empty request", types.GetQueueRequest.pb()()),
     (
         "well-known types the writer leaves to MessageToDict (Struct, Value)",
@@ -109,7 +131,7 @@ def test_a_value_without_a_json_form_fails_as_message_to_dict_fails() -> None:
         request_json(out_of_range)
 
 
-@pytest.mark.parametrize("request_message", [r[1] for r in REQUESTS[:11]], ids=[r[0] for r in REQUESTS[:11]])
+@pytest.mark.parametrize("request_message", [r[1] for r in REQUESTS[:12]], ids=[r[0] for r in REQUESTS[:12]])
 def test_the_runners_requests_are_written_without_message_to_dict(
     request_message: Message, monkeypatch: pytest.MonkeyPatch
 ) -> None:
