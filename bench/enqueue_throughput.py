@@ -19,7 +19,8 @@ in flight), and null gRPC servers (grpcio's threaded one, ``grpc.aio``, and one 
 Python thread, the runner's kind of server) that answer with a fixed Task and store nothing (what each
 client reaches at all here). ``--baseline`` adds a runner from another
 checkout (a worktree of an older commit) under the same loads. Every task a runner acknowledged is
-counted back through ListTasks.
+counted back through ListTasks. Each runner then takes wrk's REST CreateTasks (when wrk is there), for
+its CPU per gRPC call against its CPU per REST call in the same process.
 Writes bench/results/enqueue_grpc_ceilings.json.
 """
 
@@ -270,14 +271,20 @@ def grpc_side(python: Path, port: int, count: int, name: str, pid: int | None = 
 
 
 def runner_grpc(
-    tmp: Path, name: str, python: Path, count: int, checkout: Path = benchlib.ROOT
+    tmp: Path, name: str, python: Path, count: int, wrk_seconds: int, checkout: Path = benchlib.ROOT
 ) -> dict[str, float]:
-    """A runner's :func:`grpc_side` figures; every task acknowledged is then counted back."""
+    """A runner's :func:`grpc_side` figures; every task acknowledged is then counted back.
+
+    With ``wrk_seconds``, the same runner's CPU per REST CreateTask under wrk too (``{name}_rest_cpu_us``).
+    """
     data = tmp / f"data-{name}"
     runner = Runner(tmp, data, checkout=checkout).wait_ready()
     try:
         out = grpc_side(python, int(runner.url.rpartition(":")[2]), count, name, runner.pid)
         check_stored(runner, count // 2 + 2 * count)
+        if wrk_seconds:
+            benchlib.create_queue(requests.Session(), runner.url, QUEUE, paused=True)
+            out[f"{name}_rest_cpu_us"] = wrk_rate(runner.url, tmp, wrk_seconds, runner.pid)[1]
     finally:
         runner.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -316,10 +323,12 @@ CEILING_LABELS = {
     "runner_8_threads": LABELS["grpc_8_threads"],
     "runner_aio": f"runner CreateTask, gRPC, {_AIO}",
     "runner_cpu_us": LABELS["grpc_cpu_us"],
+    "runner_rest_cpu_us": LABELS["wrk_cpu_us"],
     "baseline_1_thread": "baseline " + LABELS["grpc_1_thread"],
     "baseline_8_threads": "baseline " + LABELS["grpc_8_threads"],
     "baseline_aio": f"baseline runner CreateTask, gRPC, {_AIO}",
     "baseline_cpu_us": "baseline " + LABELS["grpc_cpu_us"],
+    "baseline_rest_cpu_us": "baseline " + LABELS["wrk_cpu_us"],
     "null_8_threads": "null gRPC server (threaded, fixed answer, no storage), official client, 8 threads",
     "null_aio": f"null gRPC server (threaded, fixed answer, no storage), {_AIO}",
     "aio_null_8_threads": "null grpc.aio server (fixed answer, no storage), official client, 8 threads",
@@ -344,6 +353,12 @@ CEILING_RATIOS = {
     "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
     "runner_vs_baseline_aio": ("runner_aio", "baseline_aio", "runner / baseline, grpc.aio client"),
     "cpu_vs_baseline": ("runner_cpu_us", "baseline_cpu_us", "runner CPU per call / baseline, 8 threads"),
+    "grpc_vs_rest_cpu": ("runner_cpu_us", "runner_rest_cpu_us", "runner CPU per call, gRPC / REST (wrk)"),
+    "baseline_grpc_vs_rest_cpu": (
+        "baseline_cpu_us",
+        "baseline_rest_cpu_us",
+        "baseline CPU per call, gRPC / REST (wrk)",
+    ),
 }
 
 
@@ -353,6 +368,7 @@ def grpc_ceilings(args: object, python: Path) -> None:
     count = args.tasks  # type: ignore[attr-defined]
     baseline = Path(args.baseline) if args.baseline else None  # type: ignore[attr-defined]
     figures.note(f"pure-Python 10M-iteration loop (benchlib): {benchlib.python_loop_seconds():.3f} s")
+    wrk_seconds = args.wrk_seconds if benchlib.have_wrk(figures) else 0  # type: ignore[attr-defined]
     runs: dict[str, list[float]] = {key: [] for key in CEILING_LABELS}
     with benchlib.workdir("enqueue-grpc") as tmp:
         for run in range(args.runs):  # type: ignore[attr-defined]
@@ -361,9 +377,9 @@ def grpc_ceilings(args: object, python: Path) -> None:
                 figures_of_run = grpc_side(python, peer.port, count, "peer")
             finally:
                 peer.stop()
-            figures_of_run |= runner_grpc(tmp, "runner", python, count)
+            figures_of_run |= runner_grpc(tmp, "runner", python, count, wrk_seconds)
             if baseline is not None:
-                figures_of_run |= runner_grpc(tmp, "baseline", python, count, baseline)
+                figures_of_run |= runner_grpc(tmp, "baseline", python, count, wrk_seconds, baseline)
             with null_server(tmp, python, "threads") as port:
                 figures_of_run["null_8_threads"] = grpc_rate(python, port, count, 8)[0]
                 figures_of_run["null_aio"] = grpc_aio_rate(python, port, count)
