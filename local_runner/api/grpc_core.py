@@ -25,6 +25,7 @@ from typing import Any
 
 import grpc
 
+from local_runner.api.errors import INTERNAL_MESSAGE
 from local_runner.api.grpc_front import GrpcFront, Outcome
 from local_runner.api.grpc_methods import RpcMethod
 
@@ -82,6 +83,8 @@ class GrpcServer:
     def start(self, address: str) -> int:
         """Listen on ``address`` (``unix:PATH``, ``unix-abstract:NAME`` or ``HOST:PORT``); the bound port."""
         port: int = self._server.add_http2_port(address.encode())
+        if port == 0:  # the core says no more than this
+            raise RuntimeError(f"the gRPC server cannot listen on {address}")
         self._server.start()
         for _ in range(_REQUESTED_CALLS):
             self._server.request_call(self._queue, self._queue, _NEW_CALL)
@@ -91,7 +94,8 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         """Refuse new calls, give those in flight ``grace`` seconds, then cancel the rest (UNAVAILABLE)."""
         with self._lock:
-            if self._stopping:
+            if self._stopping or self._poller.ident is None:  # stopped, or never started
+                self._stopping = True
                 return
             self._stopping = True
             self._server.shutdown(self._queue, _SHUTDOWN)
@@ -112,16 +116,22 @@ class GrpcServer:
         while True:
             event = self._queue.poll()
             tag = event.tag
-            if tag is _NEW_CALL:
-                self._new_call(event)
-            elif isinstance(tag, _Received):
-                if event.success:  # else the call ended before its message came: nothing to answer
-                    tag.raw = event.batch_operations[0].message()
-                    self._hand_over(tag)
-            elif tag is _SHUTDOWN:
+            if tag is _SHUTDOWN:
                 self._shut_down.set()
                 return
-            # _SENT (an answer went out, or the client had gone) and queue timeouts need nothing
+            try:
+                if tag is _NEW_CALL:
+                    self._new_call(event)
+                elif isinstance(tag, _Received) and event.success:  # else the call ended before its message
+                    tag.raw = event.batch_operations[0].message()
+                    self._hand_over(tag)
+                # _SENT (an answer went out, or the client had gone) and queue timeouts need nothing
+            except Exception:  # a bug must not stop the poller: every later call would hang
+                log.exception("the gRPC poller failed on an event")
+                call = event.call if tag is _NEW_CALL else getattr(tag, "call", None)
+                if call is not None:
+                    with contextlib.suppress(Exception):
+                        _send(call, (grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE))
 
     def _new_call(self, event: Any) -> None:
         with self._lock:
@@ -172,7 +182,10 @@ class GrpcServer:
             outcome = (grpc.StatusCode.UNAVAILABLE, _SHUTTING_DOWN)
         finally:
             self._answering.pop(received, None)
-        _send(received.call, outcome)
+        try:
+            _send(received.call, outcome)
+        except Exception:
+            log.exception("%s: the answer could not be sent", received.method.full_name)
 
 
 def _send(call: Any, outcome: Outcome) -> None:

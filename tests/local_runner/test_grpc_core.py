@@ -24,7 +24,10 @@ T = TypeVar("T")
 
 
 class _Front(GrpcFront):
-    """Answers CreateTask with its request bytes reversed, once ``release`` is set (at once if it is)."""
+    """Answers CreateTask with its request bytes reversed, once ``release`` is set (at once if it is).
+
+    An unserved method named ``.../Broken`` makes it fail (a bug in the front).
+    """
 
     def __init__(self) -> None:
         super().__init__(Router())
@@ -34,6 +37,11 @@ class _Front(GrpcFront):
 
     def methods(self) -> dict[str, RpcMethod]:
         return {CREATE.full_name: CREATE}
+
+    def unimplemented(self, name: str) -> str:
+        if name.endswith("/Broken"):
+            raise RuntimeError("a bug")
+        return super().unimplemented(name)
 
     async def outcome(self, method: RpcMethod, raw: bytes) -> Outcome:
         self.arrived.release()
@@ -152,3 +160,24 @@ def _clear(event: asyncio.Event) -> Callable[[], Coroutine[Any, Any, None]]:
         event.clear()
 
     return clear
+
+
+def test_a_bug_on_the_poller_fails_that_call_only(served: _Served, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(grpc.RpcError) as failed:
+        served.channel.unary_unary("/google.cloud.tasks.v2.CloudTasks/Broken")(b"", timeout=_WAIT_S)
+    assert failed.value.code() is grpc.StatusCode.INTERNAL
+    assert "the gRPC poller failed on an event" in caplog.text
+    assert served.create(b"ab", timeout=_WAIT_S) == b"ba"
+
+
+def test_an_address_in_use_is_refused_and_the_unstarted_server_stops() -> None:
+    async def start_twice() -> None:
+        first = GrpcServer(_Front())
+        port = first.start("127.0.0.1:0")
+        second = GrpcServer(_Front())
+        with pytest.raises(RuntimeError, match="cannot listen"):
+            second.start(f"127.0.0.1:{port}")
+        await second.stop(0)
+        await first.stop(0)
+
+    asyncio.run(start_twice())
