@@ -92,8 +92,10 @@ def store_key(scope: str, key: str) -> str:
 
 @dataclass(frozen=True)
 class HandlerOptions:
-    """Validated options of one :func:`task_handler`."""
+    """Validated options of one :func:`task_handler` (or ``scheduled_handler``)."""
 
+    #: A task handler's key function; ``None`` turns its dedup off. Each :class:`Caller` says whether
+    #: it deduplicates and how it keys a request (scheduled handlers: always, by the fire, without it).
     dedup_key: DedupKey | None
     lease_s: float | None
     ttl_s: float | None
@@ -121,6 +123,8 @@ class Caller(Generic[C]):
     header_names: tuple[str, ...]
     #: ``(headers in lower case, body, options) -> context``; raises InvalidTaskRequest naming a header.
     parse: Callable[[Mapping[str, str], bytes, HandlerOptions], C]
+    #: ``options -> bool``: whether the handler's requests are claimed and recorded under a dedup key.
+    deduplicates: Callable[[HandlerOptions], bool]
     #: ``(options, context) -> key``: the context's dedup key within the handler's scope.
     key: Callable[[HandlerOptions, C], str]
     #: ``(function, context, view_args) -> answer``: calls the user's function.
@@ -179,6 +183,7 @@ def _task_label(task: TaskContext) -> str:
 TASKS: Caller[TaskContext] = Caller(
     header_names=(QUEUE_NAME, TASK_NAME, RETRY_COUNT, EXECUTION_COUNT, ETA, PREVIOUS_RESPONSE, RETRY_REASON),
     parse=lambda headers, body, options: parse_task_context(headers, body, parse_json=options.parse_json),
+    deduplicates=lambda options: options.dedup_key is not None,
     key=lambda options, task: options.dedup_key(task.payload, task) if options.dedup_key else "",
     call=lambda func, task, view_args: func(task.payload, task, **view_args),
     label=_task_label,
@@ -323,7 +328,6 @@ def _claim(
 
     ``body`` is the request's: its digest tells a duplicate from a reuse of the key with another payload.
     """
-    assert options.dedup_key is not None
     try:
         user_key = caller.key(options, context)
         if not isinstance(user_key, str) or not 0 < len(user_key) <= MAX_KEY_LENGTH:
@@ -360,7 +364,7 @@ def _deliver(
         return _answered(context, None)
     claim = (
         _claim(caller, options, state, context, request.get_data(), _scope(options, func))
-        if options.dedup_key is not None
+        if caller.deduplicates(options)
         else None
     )
     if isinstance(claim, Response):
@@ -407,7 +411,7 @@ def dispatch(
     with consumer_span(trace_from_environ(request.environ)) as span:
         answer = _deliver(caller, func, options, view_args)
         request.environ.pop(_SITUATION_KEY, None)
-        _log_delivery(caller, answer, started, clock, options.dedup_key is not None)
+        _log_delivery(caller, answer, started, clock, caller.deduplicates(options))
         response, situation, context = answer
         status = _status(response)
         if context is not None:

@@ -41,18 +41,11 @@ ScheduledFunction = Callable[..., ResponseReturnValue]
 LEASE_MARGIN_S = 60.0
 
 
-def _dedup_on(payload: Any, fire: Any) -> str:
-    """Never called: as ``HandlerOptions.dedup_key`` it only turns dedup on (it is not ``None``).
-
-    A fire's key is always its :attr:`ScheduleContext.fire_id`, which :data:`SCHEDULER`'s ``key`` reads.
-    """
-    raise AssertionError("scheduled fires are keyed by SCHEDULER.key, not by HandlerOptions.dedup_key")
-
-
 #: Cloud Scheduler fires: ``func(fire, **view_args)``, keyed by ``<job id>@<schedule time>``.
 SCHEDULER: Caller[ScheduleContext] = Caller(
     header_names=(SCHEDULER_JOB_NAME, SCHEDULER_SCHEDULE_TIME),
     parse=lambda headers, body, options: parse_schedule_context(headers, body),
+    deduplicates=lambda options: True,  # every fire, by its fire id: there is no key function to choose
     key=lambda options, fire: fire.fire_id,
     call=lambda func, fire, view_args: func(fire, **view_args),
     label=lambda fire: f"job {fire.fire_id}",
@@ -149,7 +142,7 @@ def scheduled_handler(
             f"got {lease_s!r}: a retry after the deadline would run the fire again beside the first run"
         )
     options = HandlerOptions(
-        dedup_key=_dedup_on,
+        dedup_key=None,  # the task handlers' key function; fires are keyed by SCHEDULER.key
         lease_s=lease_s,
         min_lease_s=attempt_deadline_s + LEASE_MARGIN_S,
         ttl_s=check_duration("scheduled_handler", "ttl_s", ttl_s),

@@ -24,6 +24,7 @@ from tasktoolkit.client import (
 )
 from tasktoolkit.config import EMULATOR_HOST_ENV, SCHEDULER_EMULATOR_HOST_ENV
 from tasktoolkit.errors import AlreadyExists, ApiError
+from tasktoolkit.headers import JOB_ID
 from tasktoolkit.taskspec import invalid
 
 __all__ = ["GOOGLE_ENDPOINT", "JobJson", "SchedulerClient"]
@@ -97,10 +98,12 @@ class SchedulerClient(ApiClient):
         )
 
     def job_path(self, job_id: str) -> str:
-        """``projects/P/locations/L/jobs/J`` for a job id."""
-        if not isinstance(job_id, str) or not job_id or "/" in job_id:
-            raise invalid(f"job_id must be a non-empty id without '/', got {job_id!r}")
-        return f"{self.parent}/jobs/{job_id}"
+        """``projects/P/locations/L/jobs/J`` for a job id.
+
+        Raises:
+            InvalidArgument: ``job_id`` is not one Cloud Scheduler accepts (nothing is sent).
+        """
+        return f"{self.parent}/jobs/{_checked_job_id(job_id, 'job_id')}"
 
     def _call(
         self,
@@ -137,8 +140,10 @@ class SchedulerClient(ApiClient):
         if not update_mask:
             raise invalid("update_mask must name at least one field")
         name = job.get("name")
-        if not isinstance(name, str) or not name.startswith(f"{self.parent}/jobs/"):
+        prefix = f"{self.parent}/jobs/"
+        if not isinstance(name, str) or not name.startswith(prefix):
             raise invalid(f"job name must be a job path under {self.parent}, got {name!r}")
+        _checked_job_id(name.removeprefix(prefix), "job name's job id")
         return self._call("PATCH", name, params={"updateMask": ",".join(update_mask)}, body=job)
 
     def delete_job(self, job_id: str) -> None:
@@ -156,3 +161,17 @@ class SchedulerClient(ApiClient):
     def run_job(self, job_id: str) -> JobJson:
         """Fires the job now, paused or not (never retried: a repeat would fire it twice)."""
         return self._call("POST", f"{self.job_path(job_id)}:run", body={}, idempotent=False)
+
+
+def _checked_job_id(job_id: object, field: str) -> str:
+    """``job_id`` if Cloud Scheduler accepts it as a job id (job.proto ``name``), else INVALID_ARGUMENT."""
+    if isinstance(job_id, str) and JOB_ID.fullmatch(job_id):
+        return job_id
+    shown = (
+        repr(job_id)
+        if not isinstance(job_id, str) or len(job_id) <= 60
+        else f"{job_id[:57]!r}... ({len(job_id)} characters)"
+    )
+    raise invalid(
+        f"{field} must be 1-500 letters, numbers, hyphens or underscores ([A-Za-z0-9_-]), got {shown}"
+    )

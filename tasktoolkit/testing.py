@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import enum
 import functools
 import json
 import threading
@@ -270,6 +271,32 @@ class _Sent:
     retry_after_s: float | None
 
 
+class _Step(enum.Enum):
+    """What one step of :meth:`FakeQueue.run_until_idle` or :meth:`FakeQueue.advance` makes."""
+
+    TASK = "task"
+    FIRE = "fire"
+
+
+class _Limits:
+    """The safety limits of one ``run_until_idle`` or ``advance``: task deliveries and fires, apart."""
+
+    def __init__(self, max_deliveries: int, max_fires: int) -> None:
+        self._left = {_Step.TASK: max_deliveries, _Step.FIRE: max_fires}
+        self._max = dict(self._left)
+
+    def count(self, step: _Step, busy: str) -> None:
+        """Counts a step about to be made; past its limit, raises :class:`FakeQueueError` headed ``busy``."""
+        self._left[step] -= 1
+        if self._left[step] >= 0:
+            return
+        if step is _Step.TASK:
+            raise FakeQueueError(
+                f"{busy} after {self._max[step]} deliveries (max_deliveries); a task keeps failing?"
+            )
+        raise FakeQueueError(f"{busy} after {self._max[step]} job fires (max_fires)")
+
+
 def _finish(result: Any) -> Any:
     """The value of a REST method: as is, or from a coroutine that completes without waiting."""
     if not isinstance(result, Coroutine):
@@ -300,7 +327,10 @@ class FakeQueue(TasksClient):
         auto_create_queues: Create a missing queue with default settings on first use (the real service
             answers NOT_FOUND).
         tombstone: How long a task name stays taken after the task ends (Cloud Tasks: about an hour).
-        max_deliveries: Safety limit of deliveries (and fires) per :meth:`run_until_idle` or :meth:`advance`.
+        max_deliveries: Safety limit of task deliveries (attempts) per :meth:`run_until_idle` or
+            :meth:`advance`, which stops a task that fails forever; job fires do not count.
+        max_fires: Safety limit of Cloud Scheduler fires (attempts, retries included) per call; the default
+            lets an every-minute job run 69 days (30 days are 43,200 fires).
         scheduler_service_account: The email of the fake scheduler's tokens (default:
             ``TASKTOOLKIT_SERVICE_ACCOUNT``, else the first of ``TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS``).
     """
@@ -317,6 +347,7 @@ class FakeQueue(TasksClient):
         auto_create_queues: bool = True,
         tombstone: dt.timedelta = dt.timedelta(hours=1),
         max_deliveries: int = 10_000,
+        max_fires: int = 100_000,
         scheduler_service_account: str | None = None,
     ) -> None:
         self._clock = VirtualClock((start or dt.datetime.now(dt.UTC)).timestamp())
@@ -326,6 +357,7 @@ class FakeQueue(TasksClient):
         self.duplicate_deliveries = duplicate_deliveries
         self.auto_create_queues = auto_create_queues
         self.max_deliveries = max_deliveries
+        self.max_fires = max_fires
         #: Every task ever created, in creation order.
         self.created: list[FakeTask] = []
         #: Every request sent to the app, in order.
@@ -393,11 +425,12 @@ class FakeQueue(TasksClient):
             The deliveries made.
 
         Raises:
-            FakeQueueError: Still busy after ``max_deliveries``.
+            FakeQueueError: Still busy after ``max_deliveries`` task deliveries or ``max_fires`` fires.
         """
         start = len(self.deliveries)
-        for _ in range(self.max_deliveries):
-            if self._step(self.now):
+        limits = _Limits(self.max_deliveries, self.max_fires)
+        while True:
+            if self._step(self.now, limits, "not idle"):
                 continue
             retry = next((t for t in self._due_order() if t.dispatch_count > 0), None)
             retries = [retry.schedule_time.timestamp()] if retry is not None else []
@@ -405,7 +438,6 @@ class FakeQueue(TasksClient):
             if not retries:
                 return self.deliveries[start:]
             self._clock.set(max(self._clock.now(), min(retries)))
-        raise FakeQueueError(f"not idle after {self.max_deliveries} deliveries; a task keeps failing?")
 
     def advance(self, delta: dt.timedelta | None = None, **kwargs: float) -> list[Delivery]:
         """Moves the clock forward, delivering every task and retry that falls due on the way, in order.
@@ -420,19 +452,23 @@ class FakeQueue(TasksClient):
         Returns:
             The task deliveries made.
         """
-        step = (delta or dt.timedelta()) + dt.timedelta(**kwargs)
-        if step < dt.timedelta(0):
-            raise FakeQueueError(f"advance cannot go back in time, got {step}")
-        end = self.now + step
+        span = (delta or dt.timedelta()) + dt.timedelta(**kwargs)
+        if span < dt.timedelta(0):
+            raise FakeQueueError(f"advance cannot go back in time, got {span}")
+        end = self.now + span
         start = len(self.deliveries)
-        for _ in range(self.max_deliveries):
-            if not self._step(end):
-                self._clock.set(end.timestamp())
-                return self.deliveries[start:]
-        raise FakeQueueError(f"still busy after {self.max_deliveries} deliveries")
+        limits = _Limits(self.max_deliveries, self.max_fires)
+        while self._step(end, limits, "still busy"):
+            pass
+        self._clock.set(end.timestamp())
+        return self.deliveries[start:]
 
-    def _step(self, until: dt.datetime) -> bool:
-        """Makes the earliest task delivery or job fire due by ``until`` (at its time); False if none."""
+    def _step(self, until: dt.datetime, limits: _Limits, busy: str) -> bool:
+        """Makes the earliest task delivery or job fire due by ``until`` (at its time); False if none.
+
+        Raises:
+            FakeQueueError: That step is one more than ``limits`` allow (``busy`` heads the message).
+        """
         task = self._next(until)
         job = self.scheduler.next_due(until.timestamp())
         if task is None and job is None:
@@ -440,12 +476,14 @@ class FakeQueue(TasksClient):
         fire_at = job.schedule_time if job is not None else None
         task_at = task.schedule_time.timestamp() if task is not None else None
         if job is not None and fire_at is not None and (task_at is None or fire_at < task_at):
+            limits.count(_Step.FIRE, busy)
             self._clock.set(max(self._clock.now(), fire_at))
             self.scheduler.attempt(job.name)
-        else:
-            assert task is not None
-            self._clock.set(max(self._clock.now(), task.schedule_time.timestamp()))
-            self._attempt(task)
+            return True
+        assert task is not None
+        limits.count(_Step.TASK, busy)
+        self._clock.set(max(self._clock.now(), task.schedule_time.timestamp()))
+        self._attempt(task)
         return True
 
     # -- inspection -------------------------------------------------------------------------------

@@ -1,31 +1,29 @@
 """BatchCreateTasks, BatchDeleteTasks and the long-running operations they answer with.
 
 Both run to completion inside the call, so the returned ``google.longrunning.Operation`` is already
-``done``; GetOperation reads it back. Each request of a batch succeeds or fails on its own (the real
-service's batches are not atomic), and failures are reported per index in the metadata's
-``failedRequests``. When every request fails the operation carries ``error`` ABORTED, as the v2 protos
-document. Operations are kept in memory (the most recent :data:`MAX_OPERATIONS`), not in the store.
+``done``; :class:`~local_runner.api.operations.Operations` keeps it for GetOperation and the other
+Operations methods. Each request of a batch succeeds or fails on its own (the real service's batches
+are not atomic), and failures are reported per index in the metadata's ``failedRequests``. When every
+request fails the operation carries ``error`` ABORTED, as the v2 protos document.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from local_runner.api.operations import Operations
 from local_runner.api.request import Call, check_fields, parse_view
 from local_runner.codec.scalars import JsonObject, format_timestamp
 from local_runner.codec.tasks import new_task_from_json, task_to_json
-from local_runner.errors import ApiError, InvalidArgument, NotFound
-from local_runner.model import Task, TaskView, parse_location, parse_queue_name, parse_task_name
+from local_runner.errors import ApiError, InvalidArgument
+from local_runner.model import Task, TaskView, parse_queue_name, parse_task_name
 from local_runner.service import TasksService
 
 MAX_CREATE_REQUESTS = 100
 MAX_DELETE_NAMES = 1000
-#: How many finished operations GetOperation can still read back.
-MAX_OPERATIONS = 10_000
 _TYPE = "type.googleapis.com/google.cloud.tasks.v2."
 #: The metadata's State numbers (the two messages number PARTIALLY_SUCCEEDED differently).
 _STATE_NUMBERS = {
@@ -50,11 +48,14 @@ class _Batch:
 
 
 class BatchTasks:
-    """The batch methods and GetOperation, over the same service as CreateTask and DeleteTask."""
+    """The batch methods, over the same service as CreateTask and DeleteTask.
 
-    def __init__(self, service: TasksService) -> None:
+    ``operations`` keeps the operations they answer, for GetOperation and a retried ``requestId``.
+    """
+
+    def __init__(self, service: TasksService, operations: Operations) -> None:
         self.service = service
-        self._operations: OrderedDict[str, JsonObject] = OrderedDict()
+        self.operations = operations
 
     def create(self, call: Call) -> JsonObject:
         """BatchCreateTasks: up to 100 CreateTaskRequests for the queue in the path."""
@@ -106,15 +107,6 @@ class BatchTasks:
             batch, failed, {"@type": "type.googleapis.com/google.protobuf.Empty", "value": {}}
         )
 
-    def get_operation(self, call: Call) -> JsonObject:
-        """GetOperation: a batch's operation, while the runner still remembers it."""
-        name = call.params["name"]
-        parse_location(name.rsplit("/operations/", 1)[0])
-        operation = self._operations.get(name)
-        if operation is None:
-            raise NotFound(f"Operation {name} was not found.")
-        return operation
-
     def _begin(self, call: Call, key: str, limit: int, metadata_type: str) -> _Batch | JsonObject:
         """The batch to run, or the operation of an earlier call with the same ``requestId``.
 
@@ -129,8 +121,9 @@ class BatchTasks:
             raise InvalidArgument(f"Invalid value at 'request_id' (TYPE_STRING), {request_id!r}")
         location = str(parse_queue_name(parent)).split("/queues/")[0]
         operation = f"{location}/operations/{request_id}"
-        if operation in self._operations:  # a retry is not run twice
-            return self._operations[operation]
+        earlier = self.operations.find(operation)
+        if earlier is not None:  # a retry is not run twice
+            return earlier
         items = _list(fields, key, limit)
         self.service.get_queue(parent)
         return _Batch(parent, operation, metadata_type, items, self.service.clock.now(), call.int_enums)
@@ -155,9 +148,7 @@ class BatchTasks:
             operation["error"] = {"code": 10, "message": message}  # google.rpc.Code.ABORTED
         else:
             operation["response"] = response
-        self._operations[batch.operation] = operation
-        while len(self._operations) > MAX_OPERATIONS:
-            self._operations.popitem(last=False)
+        self.operations.keep(operation)
         return operation
 
 

@@ -61,8 +61,7 @@ class GrpcFront:
         """
         served = (
             f"{grpc_methods.TASKS_SERVICE}, {grpc_scheduler_methods.SCHEDULER_SERVICE}, "
-            f"{grpc_methods.LOCATIONS_SERVICE} and "
-            f"{grpc_methods.OPERATIONS_SERVICE}/GetOperation"
+            f"{grpc_methods.LOCATIONS_SERVICE} and {grpc_methods.OPERATIONS_SERVICE}"
         )
         service = name.rpartition("/")[0]
         if service not in self._hinted and len(self._hinted) < _MAX_HINTS:

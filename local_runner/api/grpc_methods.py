@@ -211,6 +211,42 @@ METHODS: tuple[RpcMethod, ...] = (
         "GET",
         f"{{name={_LOCATION}/operations/*}}",
     ),
+    # The other Operations methods have no HTTP rule in the Cloud Tasks service config: these are
+    # google-api-core's REST defaults under /v2/, and WaitOperation's ``:wait`` is the runner's own.
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "ListOperations",
+        operations_pb2.ListOperationsRequest,
+        operations_pb2.ListOperationsResponse,
+        "GET",
+        f"{{name={_LOCATION}}}/operations",
+    ),
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "DeleteOperation",
+        operations_pb2.DeleteOperationRequest,
+        _EMPTY,
+        "DELETE",
+        f"{{name={_LOCATION}/operations/*}}",
+    ),
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "CancelOperation",
+        operations_pb2.CancelOperationRequest,
+        _EMPTY,
+        "POST",
+        f"{{name={_LOCATION}/operations/*}}:cancel",
+        "*",
+    ),
+    RpcMethod(
+        OPERATIONS_SERVICE,
+        "WaitOperation",
+        operations_pb2.WaitOperationRequest,
+        operations_pb2.Operation,
+        "POST",
+        f"{{name={_LOCATION}/operations/*}}:wait",
+        "*",
+    ),
 )
 
 

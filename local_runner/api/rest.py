@@ -14,6 +14,7 @@ from typing import Any
 from local_runner.api import field_mask, iam
 from local_runner.api.batch import BatchTasks
 from local_runner.api.cmek import CmekConfigs
+from local_runner.api.operations import Operations
 from local_runner.api.request import (
     Call,
     check_fields,
@@ -72,7 +73,8 @@ class CloudTasksApi:
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks", self.create_task)
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks:buffer", self.buffer_task)
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks/(?P<task_id>[^/:]+):buffer", self.buffer_task)
-        batch = BatchTasks(service)
+        operations = Operations()
+        batch = BatchTasks(service, operations)
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks:batchCreate", batch.create)
         r.add("POST", rf"(?P<parent>{QUEUE})/tasks:batchDelete", batch.delete)
         r.add("GET", rf"(?P<name>{TASK})", self.get_task, ("responseView",))
@@ -81,7 +83,17 @@ class CloudTasksApi:
         cmek = CmekConfigs()
         r.add("GET", rf"(?P<name>{LOCATION}/cmekConfig)", cmek.get)
         r.add("PATCH", rf"(?P<name>{LOCATION}/cmekConfig)", cmek.update, ("updateMask",))
-        r.add("GET", rf"(?P<name>{LOCATION}/operations/[^/:]+)", batch.get_operation)
+        operation = rf"(?P<name>{LOCATION}/operations/[^/:]+)"
+        r.add(
+            "GET",
+            rf"(?P<name>{LOCATION})/operations",
+            operations.list,
+            ("filter", *page, "returnPartialSuccess"),
+        )
+        r.add("GET", operation, operations.get)
+        r.add("DELETE", operation, operations.delete)
+        r.add("POST", operation + ":cancel", operations.cancel)
+        r.add("POST", operation + ":wait", operations.wait)
 
     # -- locations ---------------------------------------------------------------------------------
 

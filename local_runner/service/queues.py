@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections.abc import Callable
 
@@ -12,6 +9,7 @@ from local_runner import errors
 from local_runner.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from local_runner.model import Queue, QueueState, parse_location, parse_queue_name
 from local_runner.service.base import Page, ServiceBase
+from local_runner.service.page_tokens import INVALID, decode_page_token, encode_page_token
 
 #: ListQueues' largest (and default) page size (reference §1).
 MAX_QUEUE_PAGE_SIZE = 9800
@@ -107,7 +105,7 @@ class QueueAdmin(ServiceBase):
         size = page_size or MAX_QUEUE_PAGE_SIZE
         after = _decode_queue_token(page_token, parent, filter_text) if page_token else None
         items = [q for q in queues if keep(q) and (after is None or q.name > after)]
-        token = _encode_queue_token(filter_text, items[size - 1].name) if len(items) > size else ""
+        token = encode_page_token(filter_text, items[size - 1].name) if len(items) > size else ""
         return Page(items[:size], token)
 
 
@@ -136,23 +134,8 @@ def _queue_filter(text: str) -> Callable[[Queue], bool]:
     return lambda queue: queue.state is state
 
 
-def _encode_queue_token(filter_text: str, last_name: str) -> str:
-    raw = json.dumps([filter_text, last_name]).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
 def _decode_queue_token(token: str, parent: str, filter_text: str) -> str:
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, ValueError, RecursionError):
-        raise InvalidArgument("Invalid page token.") from None
-    if (
-        not isinstance(decoded, list)
-        or len(decoded) != 2
-        or not all(isinstance(part, str) for part in decoded)
-        or not decoded[1].startswith(parent + "/queues/")
-    ):
-        raise InvalidArgument("Invalid page token.")
-    if decoded[0] != filter_text:
-        raise InvalidArgument("The filter must not change between pages; ask for page 1 with the new filter.")
-    return str(decoded[1])
+    after = decode_page_token(token, filter_text)
+    if not isinstance(after, str) or not after.startswith(parent + "/queues/"):
+        raise InvalidArgument(INVALID)
+    return after

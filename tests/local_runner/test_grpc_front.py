@@ -102,7 +102,7 @@ def test_unknown_methods_are_unimplemented(channel: grpc.Channel, quiet: pytest.
     for path in (
         "/google.cloud.tasks.v2beta3.CloudTasks/CreateTask",
         "/google.cloud.tasks.v2.CloudTasks/LeaseTasks",
-        "/google.longrunning.Operations/ListOperations",
+        "/google.longrunning.Operations/WatchOperation",
     ):
         error = raw_call(channel, path, b"")
         assert error.code() is grpc.StatusCode.UNIMPLEMENTED, path

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 from reliability.figures import Figures, Row
 from reliability.outage import COPIES, deliver_through_outage, google_sender
-from testsupport.firestore_emulator import FirestoreEmulator
+from testsupport.firestore_emulator import TEST_TIMEOUT_S, FirestoreEmulator
 
 from tasktoolkit.dedup import FirestoreDedupStore
 
@@ -40,6 +40,7 @@ DOWN_S = 1.0
 FAULTS = {"killed": "SIGKILLed, restarted", "paused": "SIGSTOPped, resumed"}
 
 
+@pytest.mark.timeout(TEST_TIMEOUT_S)  # two cold starts of the emulator's JVM in the killed variant
 @pytest.mark.parametrize("outage", sorted(FAULTS))
 def test_firestore_emulator_stopped_mid_load(
     outage: str,

@@ -19,7 +19,12 @@ import redis
 from flask import Flask, abort
 from google.auth import jwt
 from pytest_httpserver import HTTPServer
-from testsupport.firestore_emulator import FirestoreEmulator, emulator_command
+from testsupport.firestore_emulator import (
+    PATIENT_TIMEOUT_S,
+    FirestoreEmulator,
+    allow_emulator_starts,
+    emulator_command,
+)
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from local_runner.oidc import SigningKey
@@ -120,6 +125,11 @@ def own_redis_server() -> Iterator[RedisServer]:
 # -- Firestore emulator --------------------------------------------------------------------------
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that may start the Firestore emulator get the time a cold JVM needs on a loaded machine."""
+    allow_emulator_starts(items)
+
+
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[FirestoreEmulator]:
     emulator = FirestoreEmulator(emulator_command(), free_port()).start()
@@ -159,6 +169,7 @@ def store_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[St
             )
         elif kind == "firestore":
             emulator: FirestoreEmulator = request.getfixturevalue("firestore_emulator")
+            kwargs.setdefault("timeout_s", PATIENT_TIMEOUT_S)  # the contract is the subject, not the budget
             store = FirestoreDedupStore(
                 collection=f"dedup-{uuid.uuid4().hex}", client=emulator.client(), clock=clock, **kwargs
             )

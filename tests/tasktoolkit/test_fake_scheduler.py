@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from tasktoolkit import ConfigurationError, TaskContext, TaskToolkit, task_handler
+from tasktoolkit import ConfigurationError, RetryTask, TaskContext, TaskToolkit, task_handler
 from tasktoolkit.fanout import FanOutIncomplete, fan_out
 from tasktoolkit.headers import ScheduleContext
 from tasktoolkit.scheduled import scheduled_handler
-from tasktoolkit.testing import FakeQueue
+from tasktoolkit.testing import FakeQueue, FakeQueueError
 
 UTC = dt.UTC
 USERS = ("ada", "grace", "linus")
@@ -201,3 +201,48 @@ def test_a_job_the_service_would_refuse_is_refused_by_the_fake(make_app: Callabl
 
     with pytest.raises(ConfigurationError, match=r"job 'month-end': Schedule or time zone is invalid\."):
         FakeQueue(app)
+
+
+def minute_job_app(make_app: Callable[..., Flask]) -> Flask:
+    """An every-minute job beside a task that always asks to be retried."""
+    app = make_app(TASKTOOLKIT_STORE="memory://")
+    TaskToolkit(app)
+    app.config.update(TASKTOOLKIT_BASE_URL="https://worker.example.test")
+
+    @app.post("/jobs/tick")
+    @scheduled_handler("* * * * *")
+    def tick(fire: ScheduleContext) -> str:
+        return "ok"
+
+    @app.post("/tasks/flaky")
+    @task_handler(queue="flaky")
+    def flaky(payload: Any, task: TaskContext) -> str:
+        raise RetryTask(1.0)
+
+    app.config["flaky"] = flaky
+    return app
+
+
+def test_fires_do_not_spend_the_delivery_limit(make_app: Callable[..., Flask]) -> None:
+    app = minute_job_app(make_app)
+    # 1,440 fires against a limit of 10 deliveries: as 43,200 fires (30 days) against the default 10,000.
+    fake = FakeQueue(app, start=TUESDAY, max_deliveries=10)
+    fake.advance(days=1)
+    assert len(fake.scheduler.fires) == 24 * 60 and all(fire.ok for fire in fake.scheduler.fires)
+    assert fake.scheduler.next_fire("tick") == TUESDAY + dt.timedelta(days=1, minutes=1)
+
+    fake.ensure_queue("flaky", retry_config={"max_attempts": -1})
+    with app.app_context():
+        app.config["flaky"].enqueue({})
+    with pytest.raises(FakeQueueError, match=r"still busy after 10 deliveries \(max_deliveries\)"):
+        fake.advance(hours=1)  # a task failing forever is still stopped, between the fires
+    assert len(fake.deliveries) == 10
+    with pytest.raises(FakeQueueError, match=r"not idle after 10 deliveries \(max_deliveries\)"):
+        fake.run_until_idle()
+
+
+def test_fires_have_their_own_limit(make_app: Callable[..., Flask]) -> None:
+    fake = FakeQueue(minute_job_app(make_app), start=TUESDAY, max_fires=30)
+    with pytest.raises(FakeQueueError, match=r"still busy after 30 job fires \(max_fires\)"):
+        fake.advance(hours=1)
+    assert len(fake.scheduler.fires) == 30

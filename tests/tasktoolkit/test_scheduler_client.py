@@ -7,6 +7,7 @@ and where requests go.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -234,3 +235,17 @@ def test_sync_jobs_updates_with_top_level_mask_paths(httpserver: HTTPServer, cli
     [update] = sync_jobs(google_app(), client=client).changes
     httpserver.check_assertions()
     assert update.describe() == "update  nightly: schedule, httpTarget.uri"
+
+
+@pytest.mark.parametrize("job_id", ["a?b", "", "x" * 501, "a/b", "nightly:run", "é", None])
+def test_a_job_id_the_service_refuses_is_refused_before_sending(
+    httpserver: HTTPServer, client: SchedulerClient, job_id: Any
+) -> None:
+    for call in (client.get_job, client.delete_job, client.pause_job, client.resume_job, client.run_job):
+        with pytest.raises(InvalidArgument, match=r"job_id must be 1-500 letters, numbers, hyphens or under"):
+            call(job_id)
+    name = f"{JOBS[4:]}/{job_id or ''}"
+    with pytest.raises(InvalidArgument, match=r"job name's job id must be 1-500 letters"):
+        client.update_job({"name": name, "schedule": "0 3 * * *"}, ["schedule"])
+    assert httpserver.log == []
+    assert client.job_path("x" * 500).endswith("/jobs/" + "x" * 500)

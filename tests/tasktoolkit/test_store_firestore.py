@@ -21,7 +21,12 @@ from typing import Any
 
 import pytest
 import requests
-from testsupport.firestore_emulator import FirestoreEmulator
+from testsupport.firestore_emulator import (
+    PATIENT_TIMEOUT_S,
+    RECONNECT_TIMEOUT_S,
+    START_TIMEOUT_S,
+    FirestoreEmulator,
+)
 
 from sample_worker.launch import ChildProcess, child_env
 from tasktoolkit.dedup import DedupStatus, StoredResponse
@@ -77,7 +82,9 @@ def test_firestore_is_imported_lazily_with_an_install_hint(monkeypatch: pytest.M
 
 def test_any_key_gets_a_valid_document_id_and_a_ttl_timestamp(firestore_emulator: FirestoreEmulator) -> None:
     client = firestore_emulator.client()
-    store = FirestoreDedupStore(collection=f"dedup-{uuid.uuid4().hex}", client=client)
+    store = FirestoreDedupStore(
+        collection=f"dedup-{uuid.uuid4().hex}", client=client, timeout_s=PATIENT_TIMEOUT_S
+    )
     keys = ["work|emails/task-1", "a/b/c/d", "/", ".", "__id__", "ü" * 400, "k" * 3000]
     try:
         for key in keys:
@@ -97,8 +104,12 @@ def test_any_key_gets_a_valid_document_id_and_a_ttl_timestamp(firestore_emulator
 
 def test_a_claim_made_elsewhere_is_settled_after_a_read(firestore_emulator: FirestoreEmulator) -> None:
     collection = f"dedup-{uuid.uuid4().hex}"
-    claimer = FirestoreDedupStore(collection=collection, client=firestore_emulator.client())
-    other = FirestoreDedupStore(collection=collection, client=firestore_emulator.client())
+    claimer = FirestoreDedupStore(
+        collection=collection, client=firestore_emulator.client(), timeout_s=PATIENT_TIMEOUT_S
+    )
+    other = FirestoreDedupStore(
+        collection=collection, client=firestore_emulator.client(), timeout_s=PATIENT_TIMEOUT_S
+    )
     try:
         first = claimer.claim("q/a", "fp").record
         second = claimer.claim("q/b", "fp").record
@@ -122,7 +133,9 @@ def test_a_release_whose_answer_is_lost_still_counts_as_released(
     from google.api_core import exceptions as api_exceptions
 
     client = firestore_emulator.client()
-    store = FirestoreDedupStore(collection=f"dedup-{uuid.uuid4().hex}", client=client)
+    store = FirestoreDedupStore(
+        collection=f"dedup-{uuid.uuid4().hex}", client=client, timeout_s=PATIENT_TIMEOUT_S
+    )
     try:
         claim = store.claim("k", "fp").record
         transport = client._firestore_api._transport
@@ -151,7 +164,11 @@ def test_a_release_whose_answer_is_lost_still_counts_as_released(
 def test_a_response_too_large_for_a_document_is_refused_before_any_write(
     firestore_emulator: FirestoreEmulator,
 ) -> None:
-    store = FirestoreDedupStore(collection=f"dedup-{uuid.uuid4().hex}", client=firestore_emulator.client())
+    store = FirestoreDedupStore(
+        collection=f"dedup-{uuid.uuid4().hex}",
+        client=firestore_emulator.client(),
+        timeout_s=PATIENT_TIMEOUT_S,
+    )
     try:
         largest = StoredResponse(200, b"x" * max_body_bytes("q/big"))
         claim = store.claim("q/big", "fp").record
@@ -167,53 +184,74 @@ def test_a_response_too_large_for_a_document_is_refused_before_any_write(
         store.close()
 
 
+#: The budget of the store calls made while the emulator is away: short, so the test is quick.
+OUTAGE_TIMEOUT_S = 0.5
+
+
+def record_deadlines(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The gRPC deadline (``timeout``) of every Commit and BatchGetDocuments attempt the client sends."""
+    deadlines: list[float] = []
+    transport = client._firestore_api._transport
+    for rpc in (transport.commit, transport.batch_get_documents):
+        wrapped = transport._wrapped_methods[rpc]  # what the store's Retry wraps
+        send = wrapped._target
+
+        def recording(*args: Any, _send: Any = send, **kwargs: Any) -> Any:
+            deadlines.append(kwargs["timeout"])
+            return _send(*args, **kwargs)
+
+        monkeypatch.setattr(wrapped, "_target", recording)
+    return deadlines
+
+
 def test_a_paused_emulator_is_unavailable_within_the_budget_and_keeps_its_records(
-    own_firestore_emulator: FirestoreEmulator,
+    own_firestore_emulator: FirestoreEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = FirestoreDedupStore(collection="dedup", client=own_firestore_emulator.client(), timeout_s=0.5)
+    client = own_firestore_emulator.client()
+    store = FirestoreDedupStore(collection="dedup", client=client, timeout_s=PATIENT_TIMEOUT_S)
+    hasty = FirestoreDedupStore(collection="dedup", client=client, timeout_s=OUTAGE_TIMEOUT_S)
+    deadlines = record_deadlines(client, monkeypatch)
     try:
         claim = store.claim("q/before", "fp").record
         own_firestore_emulator.pause()
+        deadlines.clear()
         try:
-            started = time.monotonic()
             with pytest.raises(DedupStoreUnavailable, match="FirestoreDedupStore unavailable"):
-                store.claim("q/during", "fp")
-            assert time.monotonic() - started < 5  # bounded by timeout_s, not by the client's 60 s default
+                hasty.claim("q/during", "fp")
             with pytest.raises(DedupStoreUnavailable):
-                store.get("q/before")
+                hasty.get("q/before")
         finally:
             own_firestore_emulator.resume()
+        # Each attempt waited at most the store's budget, not the client's 60 s default.
+        assert deadlines and max(deadlines) <= OUTAGE_TIMEOUT_S
         assert store.complete(claim, StoredResponse(200, b"ok"))
         again = store.claim("q/before", "fp")
         assert not again.acquired and again.record.response == StoredResponse(200, b"ok")
     finally:
         store.close()
+        hasty.close()
 
 
 def test_a_killed_emulator_is_unavailable_then_a_restart_recovers(
     own_firestore_emulator: FirestoreEmulator,
 ) -> None:
-    store = FirestoreDedupStore(collection="dedup", client=own_firestore_emulator.client(), timeout_s=0.5)
+    client = own_firestore_emulator.client()
+    # The store that must come back waits for the gRPC channel to reconnect, with its own backoff.
+    store = FirestoreDedupStore(collection="dedup", client=client, timeout_s=RECONNECT_TIMEOUT_S)
+    hasty = FirestoreDedupStore(collection="dedup", client=client, timeout_s=OUTAGE_TIMEOUT_S)
     try:
         claim = store.claim("q/before", "fp").record
         own_firestore_emulator.kill()
         with pytest.raises(DedupStoreUnavailable):
-            store.claim("q/during", "fp")
+            hasty.claim("q/during", "fp")
         with pytest.raises(DedupStoreUnavailable):
-            store.release(claim)
+            hasty.release(claim)
         own_firestore_emulator.start()
-        deadline = time.monotonic() + 30  # the gRPC channel reconnects with its own backoff
-        while True:
-            try:
-                assert store.claim("q/during", "fp").acquired
-                break
-            except DedupStoreUnavailable:
-                if time.monotonic() > deadline:
-                    raise
-                threading.Event().wait(0.1)
+        assert store.claim("q/during", "fp").acquired  # the same channel, reconnected
         assert store.claim("q/before", "fp").acquired  # the emulator keeps data in memory only
     finally:
         store.close()
+        hasty.close()
 
 
 # -- two gunicorn instances ----------------------------------------------------------------------
@@ -237,7 +275,7 @@ class GunicornInstance:
                 "testsupport.firestore_worker:create_app()",
             ]
             self.process = ChildProcess(command, child_env(env), lambda _line: None, [listener.fileno()])
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + START_TIMEOUT_S  # a wait for a real server to come up
         while True:
             try:
                 if requests.get(f"{self.url}/healthz", timeout=2).ok:
@@ -259,7 +297,8 @@ def two_instances(
         **firestore_emulator.env(),
         "PYTHONPATH": f"{REPO}:{REPO / 'tests'}",
         "GOOGLE_CLOUD_PROJECT": "tasktoolkit-test",
-        "TASKTOOLKIT_STORE": f"firestore:///dedup-{uuid.uuid4().hex}",
+        "DEDUP_COLLECTION": f"dedup-{uuid.uuid4().hex}",
+        "DEDUP_TIMEOUT_S": str(PATIENT_TIMEOUT_S),
         "TASKTOOLKIT_AUDIENCE": tokens.audience,
         "TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS": tokens.email,
         "TASKTOOLKIT_GOOGLE_CERTS_URL": google_certs_url,

@@ -1,9 +1,12 @@
-"""A task worker for gunicorn whose dedup store is ``TASKTOOLKIT_STORE``; each body run is appended to a file.
+"""A task worker for gunicorn with a Firestore dedup store; each body run is appended to a file.
 
-``create_app()`` reads ``TASKTOOLKIT_STORE``, ``TASKTOOLKIT_AUDIENCE``,
-``TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS`` and ``TASKTOOLKIT_GOOGLE_CERTS_URL`` from the environment, and
-appends ``<pid> <task name>`` to ``RUNS_FILE`` each time the handler body runs (one ``write`` on an
-``O_APPEND`` file, so lines from several processes never interleave).
+``create_app()`` reads ``TASKTOOLKIT_AUDIENCE``, ``TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS`` and
+``TASKTOOLKIT_GOOGLE_CERTS_URL`` from the environment, and the store's ``DEDUP_COLLECTION`` and
+``DEDUP_TIMEOUT_S`` (a budget generous enough for the emulator on a loaded machine: a call that outlasts a
+short one answers 503, which is not what the test is about). The project and emulator host come from
+``GOOGLE_CLOUD_PROJECT`` and ``FIRESTORE_EMULATOR_HOST``. It appends ``<pid> <task name>`` to
+``RUNS_FILE`` each time the handler body runs (one ``write`` on an ``O_APPEND`` file, so lines from
+several processes never interleave).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from typing import Any
 from flask import Flask, Response
 
 from tasktoolkit import TaskContext, TaskToolkit, task_handler
+from tasktoolkit.dedup import FirestoreDedupStore
 
 SETTINGS = (
-    "TASKTOOLKIT_STORE",
     "TASKTOOLKIT_AUDIENCE",
     "TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS",
     "TASKTOOLKIT_GOOGLE_CERTS_URL",
@@ -29,7 +32,10 @@ def create_app() -> Flask:
     for name in SETTINGS:
         value = os.environ[name]
         app.config[name] = [value] if name == "TASKTOOLKIT_ALLOWED_SERVICE_ACCOUNTS" else value
-    TaskToolkit(app)
+    store = FirestoreDedupStore(
+        collection=os.environ["DEDUP_COLLECTION"], timeout_s=float(os.environ["DEDUP_TIMEOUT_S"])
+    )
+    TaskToolkit(app, store=store)
     runs_file = os.environ["RUNS_FILE"]
 
     @app.get("/healthz")
