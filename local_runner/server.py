@@ -13,6 +13,7 @@ from aiohttp import web
 from local_runner import oidc
 from local_runner.api import browser_guard, views
 from local_runner.api.grpc_front import GrpcFront
+from local_runner.api.lean_http import LeanHttp
 from local_runner.api.one_port import OnePortServer
 from local_runner.clock import Clock, SystemClock
 from local_runner.cloud_scheduler.jobs_file import load_jobs_file
@@ -88,6 +89,7 @@ class RunnerServer:
         self.base_url = ""
         self._runner: web.AppRunner | None = None
         self._port: OnePortServer | None = None
+        self._lean: LeanHttp | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None
@@ -111,9 +113,9 @@ class RunnerServer:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         assert self._runner.server is not None
-        self._port = OnePortServer(
-            self._runner.server, GrpcFront(api_router, scheduler_router)
-        )  # REST and gRPC, one port
+        # REST and gRPC on one port; plain REST calls without aiohttp's objects (api/lean_http.py)
+        self._lean = LeanHttp(self._runner.server, api_router, hosts)
+        self._port = OnePortServer(self._lean, GrpcFront(api_router, scheduler_router))
         try:
             port = await self._port.start(self.settings.host, self.settings.port)
         except BaseException:
@@ -168,6 +170,8 @@ class RunnerServer:
         await asyncio.gather(*stopping)
         if self._port is not None:
             await self._port.close()
+        if self._lean is not None:
+            await self._lean.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.dispatcher.close()

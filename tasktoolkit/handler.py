@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 from urllib.parse import quote
 
-from flask import Response, jsonify, make_response, request
+from flask import Flask, Request, Response, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
@@ -46,12 +46,11 @@ from tasktoolkit.headers import (
     RETRY_REASON,
     TASK_NAME,
     TaskContext,
-    parse_task_context,
+    task_context,
 )
 from tasktoolkit.routes import remember
 from tasktoolkit.spans import consumer_span
 from tasktoolkit.taskspec import CreatedTask, check_queue_id
-from tasktoolkit.tracing import trace_from_environ
 
 log = logging.getLogger("tasktoolkit")
 
@@ -87,7 +86,13 @@ def store_key(scope: str, key: str) -> str:
     The scope is the handler's Flask endpoint (or its ``dedup_scope``), percent-encoded so that the first
     ``|`` always ends it: two different (scope, key) pairs never share a record.
     """
-    return f"{quote(scope, safe='')}|{key}"
+    return f"{_quoted(scope)}|{key}"
+
+
+@functools.lru_cache(maxsize=1024)
+def _quoted(scope: str) -> str:
+    """``scope`` percent-encoded; a handler's scope is the same on every delivery, so it is encoded once."""
+    return quote(scope, safe="")
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,7 @@ def _task_label(task: TaskContext) -> str:
 #: Cloud Tasks deliveries: ``func(payload, task, **view_args)``, keyed by the handler's ``dedup_key``.
 TASKS: Caller[TaskContext] = Caller(
     header_names=(QUEUE_NAME, TASK_NAME, RETRY_COUNT, EXECUTION_COUNT, ETA, PREVIOUS_RESPONSE, RETRY_REASON),
-    parse=lambda headers, body, options: parse_task_context(headers, body, parse_json=options.parse_json),
+    parse=lambda headers, body, options: task_context(headers, body, parse_json=options.parse_json),
     deduplicates=lambda options: options.dedup_key is not None,
     key=lambda options, task: options.dedup_key(task.payload, task) if options.dedup_key else "",
     call=lambda func, task, view_args: func(task.payload, task, **view_args),
@@ -199,7 +204,7 @@ TASKS: Caller[TaskContext] = Caller(
 
 def _caller_headers(caller: Caller[Any], environ: dict[str, Any]) -> dict[str, str]:
     """The caller's headers of the request, names in lower case, read straight from the environ."""
-    return {name: environ[key] for name, key in caller.environ_keys if key in environ}
+    return {name: value for name, key in caller.environ_keys if (value := environ.get(key)) is not None}
 
 
 def _bearer_token(environ: dict[str, Any]) -> str | None:
@@ -207,34 +212,35 @@ def _bearer_token(environ: dict[str, Any]) -> str | None:
     return (token.strip() or None) if scheme.lower() == "bearer" else None
 
 
-def _admit(caller: Caller[C], options: HandlerOptions, state: ToolkitState) -> C | Response:
+def _admit(caller: Caller[C], options: HandlerOptions, state: ToolkitState, req: Request) -> C | Response:
     """Verifies the caller and parses its context, or returns the rejection."""
-    environ = request.environ
+    environ = req.environ
     token = _bearer_token(environ)
     if token is None:
-        log.warning("rejected request to %s: missing bearer token", request.path)
+        log.warning("rejected request to %s: missing bearer token", req.path)
         return _json(Situation.BAD_TOKEN, {"error": "missing bearer token"}, {"WWW-Authenticate": "Bearer"})
-    extra = (request.url, request.base_url) if state.audience_from_request else ()
+    extra = (req.url, req.base_url) if state.audience_from_request else ()
     try:
         verified = state.verifier.verify(token, extra_audiences=extra)
-        context = caller.parse(_caller_headers(caller, environ), request.get_data(), options)
+        context = caller.parse(_caller_headers(caller, environ), req.get_data(), options)
     except TokenVerificationError as exc:
-        log.warning("rejected request to %s: %s", request.path, exc)
+        log.warning("rejected request to %s: %s", req.path, exc)
         return _json(
             Situation.BAD_TOKEN, {"error": str(exc)}, {"WWW-Authenticate": 'Bearer error="invalid_token"'}
         )
     except CallerNotAllowed as exc:
-        log.warning("rejected request to %s: %s", request.path, exc)
+        log.warning("rejected request to %s: %s", req.path, exc)
         return _json(Situation.CALLER_NOT_ALLOWED, {"error": str(exc)})
     except CertificateFetchError as exc:
-        log.error("cannot verify request to %s: %s", request.path, exc)
+        log.error("cannot verify request to %s: %s", req.path, exc)
         return _retry_after(
             Situation.CERTS_UNAVAILABLE, "token verification unavailable", UNAVAILABLE_RETRY_AFTER_S
         )
     except InvalidTaskRequest as exc:
-        log.warning("rejected request to %s: %s", request.path, exc)
+        log.warning("rejected request to %s: %s", req.path, exc)
         return _json(Situation.BAD_TASK_REQUEST, {"error": str(exc)})
-    log.debug("%s from %s", caller.label(context), verified.email)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("%s from %s", caller.label(context), verified.email)
     return context
 
 
@@ -246,11 +252,11 @@ def _report(exc: Exception) -> None:
 
 
 def _execute(
-    caller: Caller[C], func: TaskFunction, context: C, view_args: dict[str, Any]
+    caller: Caller[C], func: TaskFunction, context: C, view_args: dict[str, Any], app: Flask
 ) -> tuple[Response | HTTPException, Situation]:
     """Runs the user's function and returns its answer and how it ended (a row of the answer table)."""
     try:
-        response = make_response(caller.call(func, context, view_args))
+        response = app.make_response(caller.call(func, context, view_args))
     except RetryTask as exc:
         log.debug("%s asked to be retried in %gs", caller.label(context), exc.delay_s)
         return _retry_after(
@@ -300,7 +306,6 @@ def _record(
     state: ToolkitState, claim: DedupRecord, effect: RecordEffect, stored: StoredResponse | None, ttl_s: float
 ) -> None:
     """Completes, fails or releases the claim; a store failure here is logged and never changes the answer."""
-    verb = _VERBS[effect]
     try:
         if effect is RecordEffect.RELEASED or stored is None:
             held = state.store.release(claim)
@@ -309,16 +314,16 @@ def _record(
         else:
             held = state.store.complete(claim, stored, ttl_s=ttl_s)
         if not held:
-            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, verb)
+            log.warning("dedup key %r: lease ended before %s; nothing recorded", claim.key, _VERBS[effect])
     except DedupStoreUnavailable as exc:
-        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, verb, exc)
+        log.error("dedup key %r: cannot %s, claimed until its lease ends: %s", claim.key, _VERBS[effect], exc)
 
 
-def _scope(options: HandlerOptions, func: TaskFunction) -> str:
+def _scope(options: HandlerOptions, func: TaskFunction, req: Request) -> str:
     """The handler's key space: its ``dedup_scope``, else the endpoint Flask dispatched the request to."""
     if options.dedup_scope is not None:
         return options.dedup_scope
-    return request.endpoint or f"{func.__module__}.{func.__qualname__}"
+    return req.endpoint or f"{func.__module__}.{func.__qualname__}"
 
 
 def _claim(
@@ -356,20 +361,21 @@ def _answered(answer: Response, context: Any) -> Delivered:
 
 
 def _deliver(
-    caller: Caller[C], func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any]
+    caller: Caller[C], func: TaskFunction, options: HandlerOptions, view_args: dict[str, Any], req: Request
 ) -> Delivered:
-    state = TaskToolkit.state()
-    context = _admit(caller, options, state)
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    state = TaskToolkit.state(app)
+    context = _admit(caller, options, state, req)
     if isinstance(context, Response):
         return _answered(context, None)
     claim = (
-        _claim(caller, options, state, context, request.get_data(), _scope(options, func))
+        _claim(caller, options, state, context, req.get_data(), _scope(options, func, req))
         if caller.deduplicates(options)
         else None
     )
     if isinstance(claim, Response):
         return _answered(claim, context)
-    answer, situation = _execute(caller, func, context, view_args)
+    answer, situation = _execute(caller, func, context, view_args, app)
     if claim is not None:
         effect = situation.answer.record
         stored = (
@@ -384,10 +390,15 @@ def _status(response: Response | HTTPException) -> int:
 
 
 def _log_delivery(
-    caller: Caller[Any], answer: Delivered, started: float, clock: Callable[[], float], dedup: bool
+    caller: Caller[Any],
+    answer: Delivered,
+    status: int,
+    started: float,
+    clock: Callable[[], float],
+    dedup: bool,
+    path: str,
 ) -> None:
-    response, situation, context = answer
-    status = _status(response)
+    _, situation, context = answer
     if not logging_json.delivery_logged(situation, status):
         return
     logging_json.log_delivery(
@@ -395,7 +406,7 @@ def _log_delivery(
             situation=situation,
             status=status,
             latency_s=clock() - started,
-            path=request.path,
+            path=path,
             dedup=logging_json.dedup_outcome(situation, dedup),
             **(caller.log_fields(context) if context is not None else {}),
         )
@@ -408,13 +419,16 @@ def dispatch(
     """Handles one request to a handler of ``caller``'s kind: the whole cycle, logged and traced."""
     clock = logging_json.clock
     started = clock()
-    with consumer_span(trace_from_environ(request.environ)) as span:
-        answer = _deliver(caller, func, options, view_args)
-        request.environ.pop(_SITUATION_KEY, None)
-        _log_delivery(caller, answer, started, clock, caller.deduplicates(options))
+    # The request behind Flask's proxy, looked up once: each use of the proxy costs a context lookup.
+    req: Request = request._get_current_object()  # type: ignore[attr-defined]
+    environ = req.environ
+    with consumer_span(environ) as span:
+        answer = _deliver(caller, func, options, view_args, req)
+        environ.pop(_SITUATION_KEY, None)
         response, situation, context = answer
         status = _status(response)
-        if context is not None:
+        _log_delivery(caller, answer, status, started, clock, caller.deduplicates(options), req.path)
+        if context is not None and span.recording:
             name, destination, message_id = caller.span(context)
             span.update(name, destination_name=destination, message_id=message_id)
         if status >= 500 or situation is Situation.PAYLOAD_MISMATCH:

@@ -23,6 +23,11 @@ EXECUTION_COUNT = "X-CloudTasks-TaskExecutionCount"
 ETA = "X-CloudTasks-TaskETA"
 PREVIOUS_RESPONSE = "X-CloudTasks-TaskPreviousResponse"
 RETRY_REASON = "X-CloudTasks-TaskRetryReason"
+# The same names in lower case: the keys :func:`task_context` looks up.
+_QUEUE_NAME, _TASK_NAME, _RETRY_COUNT, _EXECUTION_COUNT, _ETA, _PREVIOUS_RESPONSE, _RETRY_REASON = (
+    name.lower()
+    for name in (QUEUE_NAME, TASK_NAME, RETRY_COUNT, EXECUTION_COUNT, ETA, PREVIOUS_RESPONSE, RETRY_REASON)
+)
 #: Cloud Scheduler's headers (target.proto ``HttpTarget.headers``).
 SCHEDULER_JOB_NAME = "X-CloudScheduler-JobName"
 SCHEDULER_SCHEDULE_TIME = "X-CloudScheduler-ScheduleTime"
@@ -35,6 +40,7 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 _NAME = re.compile(r"[\x21-\x7e]{1,500}")
 #: Largest count header: Cloud Tasks keeps its counts as int32 (reference §2.2, ``dispatchCount``).
 MAX_COUNT = 2**31 - 1
+_COUNT_DIGITS = len(str(MAX_COUNT))
 #: Characters of a rejected value quoted back in an error message.
 _SHOWN_CHARS = 40
 
@@ -83,15 +89,16 @@ def _get(headers: Mapping[str, str], name: str) -> str | None:
     return headers.get(name.lower())
 
 
-def _required(headers: Mapping[str, str], name: str) -> str:
-    value = _get(headers, name)
+def _required(headers: Mapping[str, str], name: str, lowered: str) -> str:
+    """The header ``name`` (``lowered``: its name in lower case, the key in ``headers``)."""
+    value = headers.get(lowered)
     if value is None:
         raise InvalidTaskRequest(f"missing {name} header: not a Cloud Tasks request")
     return value
 
 
-def _name(headers: Mapping[str, str], name: str) -> str:
-    value = _required(headers, name)
+def _name(headers: Mapping[str, str], name: str, lowered: str) -> str:
+    value = _required(headers, name, lowered)
     if not _NAME.fullmatch(value):
         raise InvalidTaskRequest(
             f"{name} must be 1-500 printable characters without spaces, got {_shown(value)}"
@@ -101,12 +108,11 @@ def _name(headers: Mapping[str, str], name: str) -> str:
 
 def _count(name: str, value: str) -> int:
     # The length check comes first: int() refuses strings of thousands of digits with a ValueError.
-    if (
-        not (value.isascii() and value.isdigit() and len(value) <= len(str(MAX_COUNT)))
-        or int(value) > MAX_COUNT
-    ):
-        raise InvalidTaskRequest(f"{name} must be an integer in [0, {MAX_COUNT}], got {_shown(value)}")
-    return int(value)
+    if value.isascii() and value.isdigit() and len(value) <= _COUNT_DIGITS:
+        count = int(value)
+        if count <= MAX_COUNT:
+            return count
+    raise InvalidTaskRequest(f"{name} must be an integer in [0, {MAX_COUNT}], got {_shown(value)}")
 
 
 def _eta(value: str) -> datetime.datetime:
@@ -151,18 +157,23 @@ def parse_task_context(headers: Mapping[str, str], body: bytes, *, parse_json: b
     Raises:
         InvalidTaskRequest: A required header is missing or a header value is malformed (names the header).
     """
-    headers = {key.lower(): value for key, value in headers.items()}
-    previous = _get(headers, PREVIOUS_RESPONSE)
+    return task_context({key.lower(): value for key, value in headers.items()}, body, parse_json=parse_json)
+
+
+def task_context(headers: Mapping[str, str], body: bytes, *, parse_json: bool = True) -> TaskContext:
+    """:func:`parse_task_context` of headers whose names are already in lower case."""
+    previous = headers.get(_PREVIOUS_RESPONSE)
+    # Positional arguments, in the order of the fields: a keyword call costs a third more.
     return TaskContext(
-        queue_name=_name(headers, QUEUE_NAME),
-        task_name=_name(headers, TASK_NAME),
-        retry_count=_count(RETRY_COUNT, _required(headers, RETRY_COUNT)),
-        execution_count=_count(EXECUTION_COUNT, _required(headers, EXECUTION_COUNT)),
-        eta=_eta(_required(headers, ETA)),
-        previous_response=_count(PREVIOUS_RESPONSE, previous) if previous is not None else None,
-        retry_reason=_get(headers, RETRY_REASON),
-        body=body,
-        payload=parse_payload(body) if parse_json else None,
+        _name(headers, QUEUE_NAME, _QUEUE_NAME),
+        _name(headers, TASK_NAME, _TASK_NAME),
+        _count(RETRY_COUNT, _required(headers, RETRY_COUNT, _RETRY_COUNT)),
+        _count(EXECUTION_COUNT, _required(headers, EXECUTION_COUNT, _EXECUTION_COUNT)),
+        _eta(_required(headers, ETA, _ETA)),
+        _count(PREVIOUS_RESPONSE, previous) if previous is not None else None,
+        headers.get(_RETRY_REASON),
+        body,
+        parse_payload(body) if parse_json else None,
     )
 
 

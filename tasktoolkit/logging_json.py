@@ -72,6 +72,12 @@ _ERROR = frozenset(
         Situation.STORE_UNAVAILABLE,
     }
 )
+#: The level of each situation, unless the handler's own answer decides it (see :func:`delivery_level`).
+_LEVELS: dict[Situation, int] = {
+    **dict.fromkeys(Situation, logging.INFO),
+    **dict.fromkeys(_WARNING, logging.WARNING),
+    **dict.fromkeys(_ERROR, logging.ERROR),
+}
 _SEVERITIES = {
     logging.DEBUG: "DEBUG",
     logging.INFO: "INFO",
@@ -87,13 +93,9 @@ def delivery_level(situation: Situation, status: int) -> int:
     ERROR when work is lost or something is broken, WARNING when the caller or the task is at fault, INFO for
     the ways a delivery ends as designed (ran, replayed, retried later).
     """
-    if situation in _ERROR:
-        return logging.ERROR
-    if situation in _WARNING:
-        return logging.WARNING
-    if situation in (Situation.RETURNED_OTHER, Situation.HTTP_EXCEPTION):
+    if situation is Situation.RETURNED_OTHER or situation is Situation.HTTP_EXCEPTION:
         return logging.ERROR if status >= 500 else logging.WARNING
-    return logging.INFO
+    return _LEVELS[situation]
 
 
 def dedup_outcome(situation: Situation, dedup: bool) -> str | None:

@@ -312,7 +312,10 @@ class OidcVerifier:
         if not audiences:
             raise TokenVerificationError("no audience configured")
         with self._lock:
-            verified = self._verified.get(token)
+            try:  # one lookup; ``get`` checks the entry's expiry twice
+                verified: _Verified | None = self._verified[token]
+            except KeyError:  # absent, or its certificates' time is over
+                verified = None
         if verified is None:
             verified = self._verify_signed(token, audiences)
         else:

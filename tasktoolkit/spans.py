@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from types import ModuleType
 from typing import Any
@@ -84,6 +84,8 @@ class Span:
 
     def __init__(self, span: Any = None) -> None:
         self._span = span
+        #: Whether anything is recorded (else every method is a no-op).
+        self.recording = span is not None
 
     def update(self, name: str | None = None, **attributes: str | int) -> None:
         """Renames the span and sets ``messaging.*`` attributes (``message_id``: ``messaging.message.id``)."""
@@ -157,6 +159,13 @@ def producer_span(queue: str) -> Iterator[Span]:
         yield span
 
 
-def consumer_span(trace: TraceContext | None) -> AbstractContextManager[Span]:
-    """The span of handling one delivery, a child of the trace that travelled with the task (if any)."""
-    return _span("process", "CONSUMER", "process", trace, current=False)
+def consumer_span(environ: Mapping[str, object]) -> AbstractContextManager[Span]:
+    """The span of handling one delivery, a child of the trace that travelled with the task (if any).
+
+    Args:
+        environ: The request's WSGI environ; its trace headers are parsed only when a span is recorded.
+    """
+    found = _tracer()
+    if found is None:
+        return _NO_SPAN
+    return _recording_span(found, "process", "CONSUMER", "process", trace_from_environ(environ), False)

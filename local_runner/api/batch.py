@@ -9,6 +9,7 @@ request fails the operation carries ``error`` ABORTED, as the v2 protos document
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from local_runner.service import TasksService
 MAX_CREATE_REQUESTS = 100
 MAX_DELETE_NAMES = 1000
 _TYPE = "type.googleapis.com/google.cloud.tasks.v2."
+#: A ``requestId`` the runner takes: it is the operation's id, one segment of the operation's name.
+_REQUEST_ID = re.compile(r"[^/:]{1,500}")
 #: The metadata's State numbers (the two messages number PARTIALLY_SUCCEEDED differently).
 _STATE_NUMBERS = {
     "BatchCreateTasksMetadata": {"SUCCEEDED": 2, "PARTIALLY_SUCCEEDED": 5},
@@ -119,6 +122,12 @@ class BatchTasks:
         request_id = fields.get("requestId") or str(uuid.uuid4())
         if not isinstance(request_id, str):
             raise InvalidArgument(f"Invalid value at 'request_id' (TYPE_STRING), {request_id!r}")
+        if not _REQUEST_ID.fullmatch(request_id):
+            # It becomes the operation's id, one segment of ``.../operations/{id}``: with a ``/`` or ``:``
+            # no GetOperation, DeleteOperation or WaitOperation could name it again.
+            raise InvalidArgument(
+                "request_id must be 1 to 500 characters and contain no '/' or ':' (it names the operation)."
+            )
         location = str(parse_queue_name(parent)).split("/queues/")[0]
         operation = f"{location}/operations/{request_id}"
         earlier = self.operations.find(operation)

@@ -59,14 +59,14 @@ class Operations:
 
     def wait(self, call: Call) -> JsonObject:
         """WaitOperation: the operation at once, since it is done (``timeout`` is checked, not needed)."""
-        fields = call.fields("name", "timeout")
+        fields = call.fields("timeout")  # ``name`` is the path's
         if "timeout" in fields:
             parse_duration(fields["timeout"], "timeout")
         return self._known(call.params["name"])
 
     def cancel(self, call: Call) -> JsonObject:
         """CancelOperation: nothing to stop in a done operation, which keeps its result."""
-        call.fields("name")
+        call.fields()  # ``name`` is the path's; nothing else is read
         self._known(call.params["name"])
         return {}
 

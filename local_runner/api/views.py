@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
 from aiohttp import web
 
 from local_runner.api import runner_ext
 from local_runner.api.errors import (
     INTERNAL_MESSAGE,
-    api_error_response,
-    error_response,
+    error_document,
     json_response,
-    store_error_response,
+    store_error_status,
 )
 from local_runner.api.request import SYSTEM_PARAMS, Call, camel, parse_json_object
 from local_runner.api.rest import CloudTasksApi
@@ -62,53 +61,84 @@ def make_view(router: Router, prefix: str) -> View:
     """One aiohttp view answering every path under ``prefix`` from ``router``, errors as JSON."""
 
     async def view(request: web.Request) -> web.StreamResponse:
-        try:
-            match = router.match(request.method, request.path[len(prefix) :])
-            if match is None:
-                raise NotFound(f"The requested URL {request.path} was not found on this server.")
-            call = await read_call(request, match.params, match.route.query, MAX_REQUEST_BYTES)
-            result = match.route.handler(call)
-            if inspect.isawaitable(result):
-                result = await result
-            return json_response(result)
-        except ApiError as error:
-            return api_error_response(error)
-        except StoreError as error:
-            log.error("%s %s: %s", request.method, request.path, error)
-            return store_error_response(error)
-        except Exception:
-            log.exception("%s %s failed", request.method, request.path)
-            return error_response(Code.INTERNAL, INTERNAL_MESSAGE)
+        status, document = await answer(
+            router,
+            request.method,
+            request.path,
+            len(prefix),
+            request.query.items(),
+            lambda: _read_body(request, MAX_REQUEST_BYTES),
+        )
+        return json_response(document, status)
 
     return view
 
 
+async def answer(
+    router: Router,
+    method: str,
+    path: str,
+    prefix_length: int,
+    query: Iterable[tuple[str, str]],
+    read_body: Callable[[], Awaitable[bytes]],
+) -> tuple[int, JsonObject]:
+    """The HTTP status and JSON document answering one call of ``router`` (errors included).
+
+    Shared by the aiohttp view and :mod:`local_runner.api.lean_http`, so both answer alike.
+    """
+    try:
+        match = router.match(method, path[prefix_length:])
+        if match is None:
+            raise NotFound(f"The requested URL {path} was not found on this server.")
+        call = await read_call(method, query, read_body, match.params, match.route.query)
+        result = match.route.handler(call)
+        if inspect.isawaitable(result):
+            result = await result
+        return 200, result
+    except ApiError as error:
+        return error.code.http_status, error_document(error.code, error.message)
+    except StoreError as error:
+        log.error("%s %s: %s", method, path, error)
+        return _error(*store_error_status(error))
+    except Exception:
+        log.exception("%s %s failed", method, path)
+        return _error(Code.INTERNAL, INTERNAL_MESSAGE)
+
+
+def _error(code: Code, message: str) -> tuple[int, JsonObject]:
+    return code.http_status, error_document(code, message)
+
+
 async def read_call(
-    request: web.Request, params: Mapping[str, str], query: frozenset[str], limit: int
+    method: str,
+    query: Iterable[tuple[str, str]],
+    read_body: Callable[[], Awaitable[bytes]],
+    params: Mapping[str, str],
+    fields: frozenset[str],
 ) -> Call:
-    """Bind the query string to ``query`` fields and read the body of a POST, PUT or PATCH.
+    """Bind the query string to ``fields`` and read the body of a POST, PUT or PATCH.
 
     Raises:
-        InvalidArgument: an unknown query parameter, malformed JSON, or a body over ``limit`` bytes.
+        InvalidArgument: an unknown query parameter, malformed JSON, or a body over the limit.
     """
     bound: dict[str, str] = {}
     int_enums = False
-    for key, value in request.query.items():
+    for key, value in query:
         if key in ("$alt", "alt"):
             int_enums = "enum-encoding=int" in (part.strip() for part in value.split(";"))
             continue
         if key.startswith("$") or key in SYSTEM_PARAMS:
             continue
         name = camel(key)
-        if name not in query:
+        if name not in fields:
             raise InvalidArgument(
                 f'Invalid JSON payload received. Unknown name "{key}": Cannot bind query parameter. '
                 f"Field '{key}' could not be found in request message."
             )
         bound[name] = value
     body: JsonObject = {}
-    if request.method in ("POST", "PUT", "PATCH"):
-        body = parse_json_object(await _read_body(request, limit))
+    if method in ("POST", "PUT", "PATCH"):
+        body = parse_json_object(await read_body())
     return Call(params=params, query=bound, body=body, int_enums=int_enums)
 
 

@@ -153,13 +153,8 @@ class DedupStore(ABC):
         """
         check_duration("lease_s", lease_s)
         now = self.clock()
-        record = DedupRecord(
-            key=key,
-            status=DedupStatus.IN_PROGRESS,
-            owner=secrets.token_hex(16),
-            fingerprint=fingerprint,
-            expires_at=now + lease_s,
-        )
+        # key, status, owner, fingerprint, expires_at: positional arguments cost less per claim
+        record = DedupRecord(key, DedupStatus.IN_PROGRESS, secrets.token_hex(16), fingerprint, now + lease_s)
         existing = self._call(self._claim, record, now)
         return Claim(True, record) if existing is None else Claim(False, existing)
 

@@ -1,4 +1,4 @@
-"""RedisDedupStore: one Lua script per claim and per owner-checked settle, for workers on many hosts."""
+"""RedisDedupStore: one ``SET NX GET`` per claim, a Lua script per owner-checked settle, for many hosts."""
 
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ DEFAULT_CONNECT_TIMEOUT_S = 1.0
 DEFAULT_RETRIES = 1
 
 # KEYS[1] key; ARGV: new record, now, ttl in ms. Returns the live record, or nil once the new one is stored.
-# One round trip whether the key is free, live, or present in Redis but expired by the store's clock.
+# Takes over a record present in Redis but expired by the store's clock (claims begin with SET NX GET, which
+# cannot tell), and claims on servers before Redis 7.0.
 _CLAIM = """
 local current = redis.call('GET', KEYS[1])
 if current and tonumber(cjson.decode(current)['expires_at']) > tonumber(ARGV[2]) then
@@ -59,6 +60,10 @@ return 1
 """
 
 
+#: What :meth:`RedisDedupStore._set_if_absent` returns when the server refuses ``SET NX GET``.
+_NO_SET_GET: Any = object()
+
+
 def _plain(client: redis.Redis) -> bool:
     """Whether ``client`` takes a pooled connection per command (not a single-connection client)."""
     return type(client) is redis.Redis and getattr(client, "connection", None) is None
@@ -72,12 +77,14 @@ def _command(*args: bytes) -> bytes:
     return b"".join(parts)
 
 
-def _evalsha(connection: AbstractConnection, command: bytes, script: Script) -> Any:
-    """Sends an EVALSHA ``command`` and reads its reply, loading the script first if the server lacks it."""
+def _round_trip(connection: AbstractConnection, command: bytes, script: Script | None) -> Any:
+    """Sends ``command`` and reads its reply (an EVALSHA of ``script``: loading it if the server lacks it)."""
     connection.send_packed_command([command])  # type: ignore[no-untyped-call]
     try:
         return connection.read_response()
     except NoScriptError:  # the server restarted or flushed its scripts
+        if script is None:  # pragma: no cover - only EVALSHA answers NOSCRIPT
+            raise
         connection.send_command("SCRIPT", "LOAD", script.script)  # type: ignore[no-untyped-call]
         connection.read_response()
         connection.send_packed_command([command])  # type: ignore[no-untyped-call]
@@ -85,7 +92,7 @@ def _evalsha(connection: AbstractConnection, command: bytes, script: Script) -> 
 
 
 class _ThreadConnection:
-    """The pooled connection one thread keeps for the scripts, handed back when the thread's locals go.
+    """The pooled connection one thread keeps for its commands, handed back when the thread's locals go.
 
     Holding it saves taking and returning a pooled connection per command (a lock, a fork check and a
     poll for stray data each time): a third of a round trip's client CPU. Python drops a thread's
@@ -105,30 +112,28 @@ class _ThreadConnection:
                 self.returned()
 
 
-def _run_on(connection: AbstractConnection, script: Script, key: str, args: tuple[str | int, ...]) -> Any:
-    """EVALSHA of ``script`` on ``connection``, with the connection's retry policy.
+def _run_on(
+    connection: AbstractConnection, script: Script | None, args: tuple[str | int | bytes, ...]
+) -> Any:
+    """The command ``args`` (an EVALSHA of ``script`` without its first two words) on ``connection``.
 
-    A first failure goes through the policy as its first failure, so the policy's count and backoff hold.
-    Retrying is safe: both scripts recognise a write of theirs whose reply was lost.
+    Sent with the connection's retry policy: a first failure goes through the policy as its first failure, so
+    the policy's count and backoff hold. Retrying is safe: the claim and both scripts recognise a write of
+    theirs whose reply was lost.
     """
     encoder = connection.encoder
     encoding, errors = encoder.encoding, encoder.encoding_errors
-    command = _command(
-        b"EVALSHA",
-        script.sha.encode(),
-        b"1",
-        key.encode(encoding, errors),
-        *(str(arg).encode(encoding, errors) for arg in args),
-    )
+    words = (arg if isinstance(arg, bytes) else str(arg).encode(encoding, errors) for arg in args)
+    command = _command(b"EVALSHA", script.sha.encode(), *words) if script is not None else _command(*words)
     try:
-        return _evalsha(connection, command, script)
+        return _round_trip(connection, command, script)
     except (redis.ConnectionError, redis.TimeoutError) as error:
         failed = [error]
 
         def again() -> Any:
             if failed:
                 raise failed.pop()
-            return _evalsha(connection, command, script)
+            return _round_trip(connection, command, script)
 
         return connection.retry.call_with_retry(again, lambda _error: connection.disconnect())  # type: ignore[no-untyped-call]
 
@@ -138,7 +143,10 @@ def _ttl_ms(expires_at: float, now: float) -> int:
 
 
 class RedisDedupStore(DedupStore):
-    """Dedup records as Redis strings (JSON) with a TTL: one round trip (a Lua script) per operation.
+    """Dedup records as Redis strings (JSON) with a TTL: one round trip per operation.
+
+    A claim is one ``SET NX PX GET`` (Redis 7.0 and later; a Lua script before), a completion or release
+    one owner-checked Lua script.
 
     A first delivery makes two round trips, the claim and the completion, and waits for both replies. The
     completion's reply could be read later (after the answer) without letting a duplicate run while the lease
@@ -170,7 +178,9 @@ class RedisDedupStore(DedupStore):
         self.prefix = prefix
         self._claim_script = client.register_script(_CLAIM)
         self._settle_script = client.register_script(_SETTLE)
-        #: The pool whose connections run the scripts directly; None: through redis-py's command layers.
+        #: Whether claims start with ``SET NX GET`` (until a server before Redis 7.0 refuses it).
+        self._set_get = True
+        #: The pool whose connections the store writes its commands to; None: through redis-py's layers.
         self._pool = client.connection_pool if _plain(client) else None
         self._local = threading.local()
         #: Threads keep their own connection while fewer than this many do; the others take one per command.
@@ -222,33 +232,72 @@ class RedisDedupStore(DedupStore):
             self._holders -= 1
 
     def _run(self, script: Script, key: str, *args: str | int) -> Any:
-        """Runs ``script`` on ``key``: one EVALSHA round trip, with the client's retry policy.
-
-        On a plain client it writes the command itself, on its thread's own connection while fewer than
-        half the pool's connections are kept by threads (else on one taken from the pool for the command),
-        and reads the reply with redis-py's parser. That costs half the client CPU of redis-py's command
-        path (pool, command encoding, retry wrapper).
-        """
+        """Runs ``script`` on ``key``: one EVALSHA round trip, with the client's retry policy."""
         if self._pool is None:
             return script(keys=[key], args=list(args))
+        return self._send(script, b"1", key, *args)
+
+    def _send(self, script: Script | None, *args: str | int | bytes) -> Any:
+        """One round trip on a plain client: the command ``args`` (an EVALSHA of ``script``'s, if given).
+
+        It writes the command itself, on its thread's own connection while fewer than half the pool's
+        connections are kept by threads (else on one taken from the pool for the command), and reads the
+        reply with redis-py's parser. That costs half the client CPU of redis-py's command path (pool,
+        command encoding, retry wrapper).
+        """
+        assert self._pool is not None
         connection = self._thread_connection()
         if connection is not None:
-            return _run_on(connection, script, key, args)
+            return _run_on(connection, script, args)
         connection = self._pool.get_connection()
         try:
-            return _run_on(connection, script, key, args)
+            return _run_on(connection, script, args)
         finally:
             self._pool.release(connection)
 
+    def _set_if_absent(self, name: str, value: str, ttl_ms: int) -> Any:
+        """``SET name value NX PX ttl_ms GET``: stores the record if the key is free, else returns its value.
+
+        Returns:
+            ``None`` once stored, the key's value otherwise, or :data:`_NO_SET_GET` from a server before
+            Redis 7.0 (which refuses ``NX`` with ``GET``); the store then claims with the script only.
+        """
+        try:
+            if self._pool is None:
+                return self.client.set(name, value, nx=True, px=ttl_ms, get=True)
+            return self._send(None, b"SET", name, value, b"NX", b"PX", ttl_ms, b"GET")
+        except redis.ResponseError as error:
+            if "syntax error" not in str(error).lower():
+                raise
+            self._set_get = False
+            return _NO_SET_GET
+
     def _claim(self, record: DedupRecord, now: float) -> DedupRecord | None:
+        """One ``SET NX GET``: Redis stores the record unless the key exists, and answers with what is there.
+
+        Only a record that Redis still keeps but that is over by the store's clock (clocks of hosts apart, an
+        injected clock) takes a second round trip: the script, which replaces it atomically if still over.
+        """
         name = self.prefix + record.key
         value = record.to_json()
         ttl_ms = _ttl_ms(record.expires_at, now)
-        current = self._run(self._claim_script, name, value, repr(now), ttl_ms)
-        if not current:
+        current = self._set_if_absent(name, value, ttl_ms) if self._set_get else _NO_SET_GET
+        if current is None:
             return None
+        if current is not _NO_SET_GET:
+            existing = self._existing(record, current)
+            if existing is None or now < existing.expires_at:
+                return existing
+        current = self._run(self._claim_script, name, value, repr(now), ttl_ms)
+        return self._existing(record, current) if current else None
+
+    @staticmethod
+    def _existing(record: DedupRecord, current: str | bytes) -> DedupRecord | None:
+        """The record found at ``record``'s key, or ``None`` when it is ``record`` itself.
+
+        That is the case when the first command stored it, its reply was lost and the client's retry found it.
+        """
         existing = DedupRecord.from_json(record.key, current)
-        # Our own record: the first EVALSHA stored it, its reply was lost and the retry found it.
         return None if existing.owner == record.owner else existing
 
     def _replace(self, record: DedupRecord, now: float) -> bool:

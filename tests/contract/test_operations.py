@@ -165,3 +165,14 @@ def test_bad_inputs_name_the_field(runner_url: str) -> None:
     bad_cancel = requests.post(f"{runner_url}/v2/{name}:cancel", json={"force": True}, timeout=10)
     assert bad_cancel.status_code == 400 and '"force"' in bad_cancel.json()["error"]["message"]
     assert requests.get(f"{runner_url}/v2/projects/p/operations", timeout=10).status_code == 404
+    # The path names the operation: a ``name`` in the body is refused, as for every v2 method.
+    for verb in ("wait", "cancel"):
+        named = requests.post(f"{runner_url}/v2/{name}:{verb}", json={"name": "other"}, timeout=10)
+        assert named.status_code == 400 and '"name"' in named.json()["error"]["message"], verb
+    # A request id becomes the operation's id: one that no later call could name is refused.
+    queue = f"{location}/queues/q"
+    for request_id in ("x/y", "a:b", "z" * 501):
+        batch = {"names": [f"{queue}/tasks/t"], "requestId": request_id}
+        answer = requests.post(f"{runner_url}/v2/{queue}/tasks:batchDelete", json=batch, timeout=10)
+        assert answer.status_code == 400 and "request_id" in answer.json()["error"]["message"], request_id
+    assert [op["name"] for op in requests.get(base, timeout=10).json()["operations"]] == [name]

@@ -11,11 +11,20 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import pytest
 from aiohttp import web
 
 Respond = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class Front(Protocol):
+    """A protocol factory in front of aiohttp's, closed before it."""
+
+    def __call__(self) -> asyncio.Protocol: ...
+
+    async def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,12 @@ class AppThread:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
 
-    def start(self, app: web.Application) -> str:
-        """Serve ``app`` on a free port; returns its base URL once it accepts connections."""
+    def start(self, app: web.Application, front: Callable[[web.Server], Front] | None = None) -> str:
+        """Serve ``app`` on a free port; returns its base URL once it accepts connections.
+
+        ``front`` takes aiohttp's protocol factory and returns the one the port serves with (as the
+        runner's ``LeanHttp`` does).
+        """
         ready = threading.Event()
         url: list[str] = []
 
@@ -54,12 +67,26 @@ class AppThread:
             self._stop = asyncio.Event()
             runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
             await runner.setup()
-            await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
-            url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+            serving: Front | None = None
+            listener: asyncio.Server | None = None
+            if front is None:
+                await web.TCPSite(runner, "127.0.0.1", 0, backlog=4096).start()
+                url.append(f"http://127.0.0.1:{runner.addresses[0][1]}")
+            else:
+                assert runner.server is not None
+                serving = front(runner.server)
+                listener = await asyncio.get_running_loop().create_server(
+                    serving, "127.0.0.1", 0, backlog=4096
+                )
+                url.append(f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}")
             ready.set()
             try:
                 await self._stop.wait()
             finally:
+                if listener is not None:
+                    listener.close()
+                if serving is not None:
+                    await serving.close()
                 await runner.cleanup()
 
         def main() -> None:

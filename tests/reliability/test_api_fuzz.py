@@ -31,6 +31,7 @@ from reliability.figures import Figures, Row
 from reliability.sink import AppThread
 
 from local_runner.api import browser_guard, views
+from local_runner.api.lean_http import LeanHttp
 from local_runner.clock import SystemClock
 from local_runner.codec.scalars import format_timestamp, parse_duration, snake
 from local_runner.errors import Code, InvalidArgument
@@ -51,13 +52,15 @@ class ApiUnderTest:
         self.db = db
         self.store = SQLiteTaskStore(db)
         self.service = TasksService(self.store, SystemClock())
+        hosts = browser_guard.HostCheck("127.0.0.1")
         app = web.Application(
-            client_max_size=views.MAX_REQUEST_BYTES,
-            middlewares=[browser_guard.middleware(browser_guard.HostCheck("127.0.0.1"))],
+            client_max_size=views.MAX_REQUEST_BYTES, middlewares=[browser_guard.middleware(hosts)]
         )
-        views.register(app, self.service)
+        router = views.register(app, self.service)
         self.thread = AppThread()
-        self.url = self.thread.start(app)
+        self.url = self.thread.start(
+            app, lambda aiohttp: LeanHttp(aiohttp, router, hosts)
+        )  # as the runner serves
         self.http = requests.Session()
         self.tried = 0
         self.refused = 0

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask, request
+from flask import Flask, Response, request
 from testsupport.runner_process import RunnerProcess, runner_process
 
 from tasktoolkit import TaskContext, TaskToolkit, task_handler
@@ -38,7 +38,15 @@ class Worker:
         self.fire_requests: list[dict[str, str]] = []
         self.emails: list[str] = []
         self.all_sent = threading.Event()
+        #: Set once the fire's answer left the view, its dedup record completed (after_request runs then).
+        self.fire_answered = threading.Event()
         self._lock = threading.Lock()
+
+        @app.after_request
+        def note_fire_answer(response: Response) -> Response:
+            if request.path == "/jobs/weekly-digest" and response.status_code == 200:
+                self.fire_answered.set()
+            return response
 
         @app.post("/tasks/email")
         @task_handler(queue="emails")
@@ -99,6 +107,7 @@ def test_a_runner_process_fires_the_job_and_a_duplicate_fire_enqueues_nothing(
         assert requests.post(jobs, json=job, timeout=10).status_code == 200
         assert requests.post(f"{jobs}/weekly-digest:run", json={}, timeout=10).status_code == 200
         assert worker.all_sent.wait(30), runner.log
+        assert worker.fire_answered.wait(30), runner.log  # the emails can arrive before the fire's answer
         [fire] = worker.fires
         assert fire.job_name == "weekly-digest"
         assert abs(fire.schedule_time - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=5)

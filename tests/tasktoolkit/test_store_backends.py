@@ -208,32 +208,90 @@ def test_redis_scripts_are_loaded_again_after_a_script_flush(
     assert store.complete(first.record, StoredResponse(200, b"ok"))
 
 
+def commands_sent_by(url: str, operation: Callable[[], object]) -> list[str]:
+    """The commands ``operation`` sent, seen by MONITOR on the real server (not in scripts, no handshakes)."""
+    import redis
+
+    with redis.Redis.from_url(url) as marker, redis.Redis.from_url(url) as watcher:
+        marker.ping()  # connected before the monitor starts
+        with watcher.monitor() as monitor:
+            operation()
+            marker.execute_command("ECHO", "marker")
+            sent = []
+            while (command := monitor.next_command())["command"] != "ECHO marker":
+                if command["client_type"] != "lua" and command["command"].split()[0] != "HELLO":
+                    sent.append(command["command"].split()[0])
+            return sent
+
+
 def test_redis_claim_and_complete_are_one_command_each(
     redis_server: Any, store_factory: Callable[..., DedupStore]
 ) -> None:
-    """Counted with MONITOR on the real server: commands sent by clients, not those run inside scripts."""
-    import redis
-
+    """A claim is one SET NX GET (no script), a duplicate's included; a completion is one EVALSHA."""
     store = store_factory("redis")
-    first = store.claim("k", "fp")  # also loads the script
+    first = store.claim("k", "fp")
     assert first.acquired
-    with redis.Redis.from_url(redis_server.url) as marker, redis.Redis.from_url(redis_server.url) as watcher:
-        marker.ping()  # connected before the monitor starts
-        with watcher.monitor() as monitor:
+    assert commands_sent_by(redis_server.url, lambda: store.claim("k", "fp")) == ["SET"]  # a duplicate
+    assert commands_sent_by(redis_server.url, lambda: store.claim("fresh", "fp")) == ["SET"]
+    response = StoredResponse(200, b"ok")
+    assert commands_sent_by(redis_server.url, lambda: store.complete(first.record, response)) == ["EVALSHA"]
 
-            def commands_sent(operation: Callable[[], object]) -> list[str]:
-                operation()
-                marker.execute_command("ECHO", "marker")
-                sent = []
-                while (command := monitor.next_command())["command"] != "ECHO marker":
-                    if command["client_type"] != "lua":
-                        sent.append(command["command"].split()[0])
-                return sent
 
-            assert commands_sent(lambda: store.claim("k", "fp")) == ["EVALSHA"]  # a duplicate: one round trip
-            assert commands_sent(lambda: store.claim("fresh", "fp")) == ["EVALSHA"]
-            response = StoredResponse(200, b"ok")
-            assert commands_sent(lambda: store.complete(first.record, response)) == ["EVALSHA"]
+def test_redis_claim_takes_over_a_record_over_by_the_store_clock_that_redis_still_keeps(
+    redis_server: Any, store_factory: Callable[..., DedupStore]
+) -> None:
+    """The clock says the lease is over, Redis's TTL not: the SET finds the record, the script replaces it."""
+    now = [1_700_000_000.0]
+    store = store_factory("redis", clock=lambda: now[0])
+    first = store.claim("k", "fp", lease_s=600)
+    store.claim("warm-up", "fp", lease_s=1)
+    now[0] += 600  # Redis keeps the keys for their TTL in real time
+    assert store.claim("warm-up", "fp").acquired  # a take-over that loads the script
+    claims: list[Any] = []
+    sent = commands_sent_by(redis_server.url, lambda: claims.append(store.claim("k", "fp")))
+    assert sent == ["SET", "EVALSHA"]
+    assert claims[0].acquired and claims[0].record.owner != first.record.owner
+    assert not store.complete(first.record, StoredResponse(200, b"late"))
+    assert store.complete(claims[0].record, StoredResponse(200, b"ok"))
+
+
+def test_redis_before_7_claims_with_the_script(redis_server: Any) -> None:
+    """A server that refuses NX with GET (before Redis 7.0: a syntax error) gets the script, then only it.
+
+    The refusal comes from the real server: this connection sends the claim's SET with NX and XX, which
+    Redis 7 refuses with the same "ERR syntax error" as an older server refuses NX with GET.
+    """
+    import redis
+    from redis.connection import Connection
+
+    from tasktoolkit.dedup import RedisDedupStore
+
+    class OldServer(Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            packed = b"".join([command] if isinstance(command, bytes) else command)
+            if packed.startswith(b"*7\r\n$3\r\nSET\r\n"):
+                packed = packed.replace(b"$2\r\nPX\r\n", b"$2\r\nXX\r\n", 1)
+            super().send_packed_command([packed], check_health)
+
+    store = RedisDedupStore.from_url(
+        redis_server.url, prefix=f"old:{uuid.uuid4().hex}:", connection_class=OldServer
+    )
+    try:
+        claims: list[Any] = []
+        assert commands_sent_by(redis_server.url, lambda: claims.append(store.claim("k", "fp"))) == [
+            "SET",
+            "EVALSHA",
+        ]
+        assert claims[0].acquired
+        assert commands_sent_by(redis_server.url, lambda: claims.append(store.claim("k", "fp"))) == [
+            "EVALSHA"
+        ]
+        assert not claims[1].acquired and claims[1].record.owner == claims[0].record.owner
+        assert store.complete(claims[0].record, StoredResponse(200, b"ok"))
+    finally:
+        store.close()
+    with redis.Redis.from_url(redis_server.url) as admin, pytest.raises(redis.ResponseError, match="syntax"):
+        admin.execute_command("SET", "probe", "v", "NX", "XX", "1000", "GET")
 
 
 def counting_pool_store(url: str) -> tuple[DedupStore, list[Any]]:
@@ -345,8 +403,8 @@ def test_memory_store_sweeps_expired_records_before_evicting_live_ones() -> None
     assert all(store.get(key) for key in ("long-1", "long-3", "long-4"))
 
 
-def losing_script_replies(url: str, *lose: int) -> tuple[DedupStore, list[int]]:
-    """A Redis store whose EVALSHAs numbered ``lose`` (from 1) run on the server but whose replies time out.
+def losing_replies(url: str, *lose: int) -> tuple[DedupStore, list[int]]:
+    """A Redis store whose SETs and EVALSHAs numbered ``lose`` (from 1) run on the server, replies timing out.
 
     Returns the store and the numbers of the replies lost so far; redis-py's retry sends each such one again.
     """
@@ -358,9 +416,10 @@ def losing_script_replies(url: str, *lose: int) -> tuple[DedupStore, list[int]]:
     scripts_run: list[int] = []
     lost: list[int] = []
 
-    class LosesScriptReplies(Connection):
+    class LosesReplies(Connection):
         def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-            if b"\r\nEVALSHA\r\n" in b"".join([command] if isinstance(command, bytes) else command)[:32]:
+            head = b"".join([command] if isinstance(command, bytes) else command)[:32]
+            if b"\r\nEVALSHA\r\n" in head or b"\r\nSET\r\n" in head:
                 scripts_run.append(len(scripts_run) + 1)
             super().send_packed_command(command, check_health)
 
@@ -371,15 +430,13 @@ def losing_script_replies(url: str, *lose: int) -> tuple[DedupStore, list[int]]:
                 raise redis.TimeoutError("Timeout reading from socket")
             return response
 
-    store = RedisDedupStore.from_url(
-        url, prefix=f"lost:{uuid.uuid4().hex}:", connection_class=LosesScriptReplies
-    )
+    store = RedisDedupStore.from_url(url, prefix=f"lost:{uuid.uuid4().hex}:", connection_class=LosesReplies)
     return store, lost
 
 
 def test_redis_claim_whose_reply_is_lost_is_still_acquired(redis_server: Any) -> None:
-    """The first EVALSHA runs on the server but its reply times out; the client's retry finds our record."""
-    store, lost = losing_script_replies(redis_server.url, 1)
+    """The claim's SET runs on the server but its reply times out; the client's retry finds our record."""
+    store, lost = losing_replies(redis_server.url, 1)
     try:
         claim = store.claim("k", "fp")
         assert lost == [1]
@@ -393,7 +450,7 @@ def test_redis_claim_whose_reply_is_lost_is_still_acquired(redis_server: Any) ->
 
 def test_redis_complete_whose_reply_is_lost_still_counts_as_held(redis_server: Any) -> None:
     """The completing EVALSHA stores the response but its reply times out; the retry finds that record."""
-    store, lost = losing_script_replies(redis_server.url, 2)
+    store, lost = losing_replies(redis_server.url, 2)
     try:
         claim = store.claim("k", "fp")
         assert store.complete(claim.record, StoredResponse(200, b"done"))

@@ -194,7 +194,7 @@ def test_through_a_real_runner_the_handler_logs_in_the_same_trace(
 
 def test_without_a_tracer_provider_deliveries_share_one_no_op_span() -> None:
     """With OpenTelemetry's API but no SDK, a delivery builds no span and no context manager of its own."""
-    first, second = spans.consumer_span(None), spans.consumer_span(None)
+    first, second = spans.consumer_span({}), spans.consumer_span({})
     assert first is second
     with first as span:
         span.update("process q", destination_name="q")  # a no-op
