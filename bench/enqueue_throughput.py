@@ -15,10 +15,12 @@ Sides alternate within each run. Prints one figure per line and writes bench/res
 
 ``--grpc-ceilings`` measures gRPC CreateTask only, alternating within each run: the peer and the runner
 from the official client (1 and 8 threads) and from a faster client (one ``grpc.aio`` channel, 64 calls
-in flight), and null gRPC servers (grpcio's threaded one and ``grpc.aio``) that answer with a fixed Task
-and store nothing (what each client reaches at all here). ``--baseline`` adds a runner from another
+in flight), and null gRPC servers (grpcio's threaded one, ``grpc.aio``, and one on gRPC's core with one
+Python thread, the runner's kind of server) that answer with a fixed Task and store nothing (what each
+client reaches at all here). ``--baseline`` adds a runner from another
 checkout (a worktree of an older commit) under the same loads. Every task a runner acknowledged is
-counted back through ListTasks.
+counted back through ListTasks. Each runner then takes wrk's REST CreateTasks (when wrk is there), for
+its CPU per gRPC call against its CPU per REST call in the same process.
 Writes bench/results/enqueue_grpc_ceilings.json.
 """
 
@@ -269,14 +271,20 @@ def grpc_side(python: Path, port: int, count: int, name: str, pid: int | None = 
 
 
 def runner_grpc(
-    tmp: Path, name: str, python: Path, count: int, checkout: Path = benchlib.ROOT
+    tmp: Path, name: str, python: Path, count: int, wrk_seconds: int, checkout: Path = benchlib.ROOT
 ) -> dict[str, float]:
-    """A runner's :func:`grpc_side` figures; every task acknowledged is then counted back."""
+    """A runner's :func:`grpc_side` figures; every task acknowledged is then counted back.
+
+    With ``wrk_seconds``, the same runner's CPU per REST CreateTask under wrk too (``{name}_rest_cpu_us``).
+    """
     data = tmp / f"data-{name}"
     runner = Runner(tmp, data, checkout=checkout).wait_ready()
     try:
         out = grpc_side(python, int(runner.url.rpartition(":")[2]), count, name, runner.pid)
         check_stored(runner, count // 2 + 2 * count)
+        if wrk_seconds:
+            benchlib.create_queue(requests.Session(), runner.url, QUEUE, paused=True)
+            out[f"{name}_rest_cpu_us"] = wrk_rate(runner.url, tmp, wrk_seconds, runner.pid)[1]
     finally:
         runner.stop()
         shutil.rmtree(data, ignore_errors=True)
@@ -306,6 +314,7 @@ def null_server(tmp: Path, python: Path, kind: str) -> Iterator[int]:
 
 
 _AIO = f"one grpc.aio channel, {AIO_CONCURRENCY} calls in flight"
+_CORE_NULL = "null server on gRPC's core, one Python thread (the runner's kind)"
 CEILING_LABELS = {
     "peer_1_thread": LABELS["peer_1_thread"],
     "peer_8_threads": LABELS["peer_8_threads"],
@@ -314,13 +323,17 @@ CEILING_LABELS = {
     "runner_8_threads": LABELS["grpc_8_threads"],
     "runner_aio": f"runner CreateTask, gRPC, {_AIO}",
     "runner_cpu_us": LABELS["grpc_cpu_us"],
+    "runner_rest_cpu_us": LABELS["wrk_cpu_us"],
     "baseline_1_thread": "baseline " + LABELS["grpc_1_thread"],
     "baseline_8_threads": "baseline " + LABELS["grpc_8_threads"],
     "baseline_aio": f"baseline runner CreateTask, gRPC, {_AIO}",
     "baseline_cpu_us": "baseline " + LABELS["grpc_cpu_us"],
+    "baseline_rest_cpu_us": "baseline " + LABELS["wrk_cpu_us"],
     "null_8_threads": "null gRPC server (threaded, fixed answer, no storage), official client, 8 threads",
     "null_aio": f"null gRPC server (threaded, fixed answer, no storage), {_AIO}",
     "aio_null_8_threads": "null grpc.aio server (fixed answer, no storage), official client, 8 threads",
+    "core_null_8_threads": f"{_CORE_NULL}, official client, 8 threads",
+    "core_null_aio": f"{_CORE_NULL}, {_AIO}",
 }
 CEILING_RATIOS = {
     "runner_vs_peer_1_thread": (
@@ -331,11 +344,21 @@ CEILING_RATIOS = {
     "runner_vs_peer": ("runner_8_threads", "peer_8_threads", "runner / peer, official client, 8 threads"),
     "null_vs_peer": ("null_8_threads", "peer_8_threads", "null server / peer, official client, 8 threads"),
     "null_aio_vs_peer_aio": ("null_aio", "peer_aio", "null server / peer, grpc.aio client"),
+    "runner_vs_null": ("runner_8_threads", "null_8_threads", "runner / threaded null server, 8 threads"),
+    "runner_aio_vs_null_aio": ("runner_aio", "null_aio", "runner / threaded null server, grpc.aio client"),
+    "runner_vs_core_null": ("runner_8_threads", "core_null_8_threads", "runner / core null, 8 threads"),
+    "runner_aio_vs_core_null_aio": ("runner_aio", "core_null_aio", "runner / core null, grpc.aio client"),
     "runner_aio_vs_peer_aio": ("runner_aio", "peer_aio", "runner / peer, grpc.aio client"),
     "runner_vs_baseline_1_thread": ("runner_1_thread", "baseline_1_thread", "runner / baseline, 1 thread"),
     "runner_vs_baseline": ("runner_8_threads", "baseline_8_threads", "runner / baseline, 8 threads"),
     "runner_vs_baseline_aio": ("runner_aio", "baseline_aio", "runner / baseline, grpc.aio client"),
     "cpu_vs_baseline": ("runner_cpu_us", "baseline_cpu_us", "runner CPU per call / baseline, 8 threads"),
+    "grpc_vs_rest_cpu": ("runner_cpu_us", "runner_rest_cpu_us", "runner CPU per call, gRPC / REST (wrk)"),
+    "baseline_grpc_vs_rest_cpu": (
+        "baseline_cpu_us",
+        "baseline_rest_cpu_us",
+        "baseline CPU per call, gRPC / REST (wrk)",
+    ),
 }
 
 
@@ -345,6 +368,7 @@ def grpc_ceilings(args: object, python: Path) -> None:
     count = args.tasks  # type: ignore[attr-defined]
     baseline = Path(args.baseline) if args.baseline else None  # type: ignore[attr-defined]
     figures.note(f"pure-Python 10M-iteration loop (benchlib): {benchlib.python_loop_seconds():.3f} s")
+    wrk_seconds = args.wrk_seconds if benchlib.have_wrk(figures) else 0  # type: ignore[attr-defined]
     runs: dict[str, list[float]] = {key: [] for key in CEILING_LABELS}
     with benchlib.workdir("enqueue-grpc") as tmp:
         for run in range(args.runs):  # type: ignore[attr-defined]
@@ -353,14 +377,17 @@ def grpc_ceilings(args: object, python: Path) -> None:
                 figures_of_run = grpc_side(python, peer.port, count, "peer")
             finally:
                 peer.stop()
-            figures_of_run |= runner_grpc(tmp, "runner", python, count)
+            figures_of_run |= runner_grpc(tmp, "runner", python, count, wrk_seconds)
             if baseline is not None:
-                figures_of_run |= runner_grpc(tmp, "baseline", python, count, baseline)
+                figures_of_run |= runner_grpc(tmp, "baseline", python, count, wrk_seconds, baseline)
             with null_server(tmp, python, "threads") as port:
                 figures_of_run["null_8_threads"] = grpc_rate(python, port, count, 8)[0]
                 figures_of_run["null_aio"] = grpc_aio_rate(python, port, count)
             with null_server(tmp, python, "aio") as port:
                 figures_of_run["aio_null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+            with null_server(tmp, python, "core") as port:
+                figures_of_run["core_null_8_threads"] = grpc_rate(python, port, count, 8)[0]
+                figures_of_run["core_null_aio"] = grpc_aio_rate(python, port, count)
             for key, value in figures_of_run.items():
                 runs[key].append(value)
             print(

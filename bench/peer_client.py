@@ -6,7 +6,7 @@ Usage: python bench/peer_client.py --port PORT ACTION ...; prints one JSON line.
   enqueue-aio --queues q0,q1 --count N --concurrency C --target URL   the same requests from one
                                               ``grpc.aio`` channel with C calls in flight (a faster client)
   resume --queues q0,q1                       resume queues
-  serve-null [--server threads|aio]           a gRPC server answering every CreateTask with one fixed Task
+  serve-null [--server threads|aio|core]      a gRPC server answering every CreateTask with one fixed Task
                                               and storing nothing (the client's ceiling); prints its port
 """
 
@@ -74,7 +74,9 @@ async def enqueue_aio(port: int, names: list[str], count: int, concurrency: int,
 def serve_null(port: int, kind: str) -> None:
     """Answer CreateTask with one fixed, pre-serialized Task until killed; prints the bound port.
 
-    ``kind`` is ``threads`` (grpcio's threaded server, as the peer uses) or ``aio`` (``grpc.aio``).
+    ``kind`` is ``threads`` (grpcio's threaded server, as the peer uses), ``aio`` (``grpc.aio``) or
+    ``core`` (gRPC's core with one Python thread taking its completion queue and answering there: the
+    runner's server without the event loop).
     """
     answer = tasks_v2.Task.serialize(tasks_v2.Task(name=f"{PARENT}/queues/null/tasks/1"))
 
@@ -89,6 +91,9 @@ def serve_null(port: int, kind: str) -> None:
             "google.cloud.tasks.v2.CloudTasks", {"CreateTask": grpc.unary_unary_rpc_method_handler(behaviour)}
         )
 
+    if kind == "core":
+        serve_core_null(port, answer)
+        return
     if kind == "threads":
         server = grpc.server(ThreadPoolExecutor(16), handlers=[handler(create_task)])
         print(json.dumps({"port": server.add_insecure_port(f"127.0.0.1:{port}")}), flush=True)
@@ -106,6 +111,36 @@ def serve_null(port: int, kind: str) -> None:
     asyncio.run(run())
 
 
+def serve_core_null(port: int, answer: bytes) -> None:
+    """The ``core`` null server: every event taken and answered on this thread."""
+    from grpc._cython import cygrpc
+
+    queue = cygrpc.CompletionQueue()
+    server = cygrpc.Server((("grpc.so_reuseport", 0),), False)
+    server.register_completion_queue(queue)
+    bound = server.add_http2_port(f"127.0.0.1:{port}".encode())
+    server.start()
+    new_call, sent = object(), object()
+    for _ in range(16):
+        server.request_call(queue, queue, new_call)
+    print(json.dumps({"port": bound}), flush=True)
+    while True:
+        event = queue.poll()
+        if event.tag is new_call:
+            server.request_call(queue, queue, new_call)
+            event.call.start_server_batch((cygrpc.ReceiveMessageOperation(0),), event.call)
+        elif isinstance(event.tag, cygrpc.Call):
+            event.tag.start_server_batch(
+                (
+                    cygrpc.SendInitialMetadataOperation(None, 0),
+                    cygrpc.SendMessageOperation(answer, 0),
+                    cygrpc.SendStatusFromServerOperation(None, cygrpc.StatusCode.ok, b"", 0),
+                    cygrpc.ReceiveCloseOnServerOperation(0),
+                ),
+                sent,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -116,7 +151,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--target", default="")
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--server", choices=["threads", "aio"], default="threads")
+    parser.add_argument("--server", choices=["threads", "aio", "core"], default="threads")
     args = parser.parse_args()
     names = [f"{PARENT}/queues/{q}" for q in args.queues.split(",") if q]
     if args.action == "serve-null":

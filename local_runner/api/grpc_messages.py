@@ -1,9 +1,10 @@
 """gRPC messages <-> the REST API's calls and answers, by HTTP-rule transcoding.
 
-A request message becomes its proto3 JSON form (:func:`google.protobuf.json_format.MessageToDict`), is
-split by the method's HTTP rule into path, query and body exactly as the REST transport would send it,
-and is answered by the same REST handler; the handler's proto3 JSON answer is parsed back into the
-response message (:mod:`~local_runner.api.grpc_json`). So the JSON codec stays the one place where
+A request message becomes its proto3 JSON form (what ``MessageToDict`` writes, by
+:func:`~local_runner.api.grpc_request_json.request_json`), is split by the method's HTTP rule into path,
+query and body exactly as the REST transport would send it, and is answered by the same REST handler;
+the handler's proto3 JSON answer is parsed back into the response message
+(:mod:`~local_runner.api.grpc_json`). So the JSON codec stays the one place where
 fields become model objects, and both fronts share every check and every error message.
 """
 
@@ -17,6 +18,7 @@ from google.protobuf.message import DecodeError, Message
 
 from local_runner.api.grpc_json import parse_answer
 from local_runner.api.grpc_methods import PathVariable, RpcMethod
+from local_runner.api.grpc_request_json import request_json
 from local_runner.codec.scalars import JsonObject, snake
 from local_runner.errors import InvalidArgument
 
@@ -51,7 +53,7 @@ def to_rest_call(method: RpcMethod, request: Message) -> RestCall:
             that has no proto3 JSON form (a Timestamp or Duration out of range).
     """
     try:
-        document: JsonObject = json_format.MessageToDict(request)
+        document = request_json(request)
     except json_format.SerializeToJsonError as error:
         raise InvalidArgument(f"Invalid value in the request. {error}") from None
     path = method.path

@@ -17,7 +17,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from local_runner.api.grpc_front import GrpcFront, GrpcServer
+from local_runner.api.grpc_core import GrpcServer
+from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.protocol_sniffer import ProtocolFactory, ProtocolSniffer
 
 #: How long in-flight gRPC calls may finish when the runner stops.
