@@ -56,6 +56,8 @@ def to_rest_call(method: RpcMethod, request: Message) -> RestCall:
         document = request_json(request)
     except json_format.SerializeToJsonError as error:
         raise InvalidArgument(f"Invalid value in the request. {error}") from None
+    except (KeyError, TypeError) as error:  # an ``Any`` of a type no descriptor pool knows
+        raise InvalidArgument(f"Invalid value in the request: {error}.") from None
     path = method.path
     for variable in method.variables:
         value = _take(document, variable.field)

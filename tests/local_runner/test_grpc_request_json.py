@@ -10,10 +10,13 @@ from google.cloud.location import locations_pb2
 from google.cloud.tasks_v2 import types
 from google.iam.v1 import iam_policy_pb2, options_pb2, policy_pb2
 from google.longrunning import operations_pb2
-from google.protobuf import duration_pb2, field_mask_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import any_pb2, duration_pb2, field_mask_pb2, json_format, struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
+from local_runner.api.grpc_messages import to_rest_call
+from local_runner.api.grpc_methods import METHODS
 from local_runner.api.grpc_request_json import request_json
+from local_runner.errors import InvalidArgument
 
 QUEUE = "projects/p/locations/l/queues/q"
 
@@ -141,3 +144,13 @@ def test_the_runners_requests_are_written_without_message_to_dict(
     expected = json_format.MessageToDict(request_message)
     monkeypatch.setattr(json_format, "MessageToDict", refuse)
     assert request_json(request_message) == expected
+
+
+def test_an_any_of_an_unknown_type_is_invalid_argument_not_a_crash() -> None:
+    """An ``Any`` whose type no descriptor pool knows (in an output-only field) has no JSON form."""
+    [create_task] = [method for method in METHODS if method.name == "CreateTask"]
+    unknown = any_pb2.Any(type_url="type.googleapis.com/unknown.Type", value=b"\x08\x01")
+    status = types.Attempt.pb()(response_status={"code": 5, "details": [unknown]})
+    request = _create_task(http_request=_HTTP(url="https://worker.example/run"), last_attempt=status)
+    with pytest.raises(InvalidArgument, match="Invalid value in the request"):
+        to_rest_call(create_task, request)
