@@ -11,7 +11,9 @@ wake-up.
 in waking threads and handing the interpreter lock around; ``grpc.aio`` runs the core's callbacks on
 the loop itself (docs/performance.md, "gRPC CreateTask"). grpcio's public API offers nothing between
 the two, so this uses ``grpc._cython.cygrpc``, the layer under both of them (the same calls
-``grpc._server`` makes; ``tests/local_runner/test_grpc_front.py`` covers every path).
+``grpc._server`` makes; ``tests/local_runner/test_grpc_front.py`` covers every path). That layer is
+private: :class:`GrpcServer` checks it is there as used here (tested with grpcio 1.60 to 1.85) and raises
+:class:`GrpcCoreUnavailable` otherwise, so a grpcio that changes it turns gRPC off, not the runner.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import importlib.metadata
 import logging
 import threading
 from typing import Any
@@ -28,9 +31,10 @@ import grpc
 from local_runner.api.errors import INTERNAL_MESSAGE
 from local_runner.api.grpc_front import GrpcFront, Outcome
 from local_runner.api.grpc_methods import RpcMethod
+from local_runner.errors import RunnerError
 
 log = logging.getLogger("local_runner.api")
-cygrpc: Any = importlib.import_module("grpc._cython.cygrpc")
+cygrpc: Any = None  # grpc._cython.cygrpc once _check_core has found it usable
 
 #: New calls the core may hand over before the poller asks for more.
 _REQUESTED_CALLS = 16
@@ -39,6 +43,64 @@ _SHUTTING_DOWN = "The runner is shutting down."
 #: How long a stop waits for the core to finish after cancelling the calls left, in seconds.
 _STOP_WAIT_S = 10.0
 _NO_FLAGS = 0
+
+
+#: What this module uses of ``grpc._cython.cygrpc``: a class or enum and the attributes it needs.
+_CORE_USES: dict[str, tuple[str, ...]] = {
+    "CompletionQueue": ("poll",),
+    "Server": (
+        "register_completion_queue",
+        "add_http2_port",
+        "start",
+        "request_call",
+        "shutdown",
+        "cancel_all_calls",
+        "destroy",
+    ),
+    "Call": ("start_server_batch",),
+    "StatusCode": ("ok",),
+    "ReceiveMessageOperation": (),
+    "SendMessageOperation": (),
+    "SendInitialMetadataOperation": (),
+    "SendStatusFromServerOperation": (),
+    "ReceiveCloseOnServerOperation": (),
+}
+
+
+class GrpcCoreUnavailable(RunnerError):
+    """This grpcio's private layer is not what :class:`GrpcServer` is built on; the message says why."""
+
+
+def grpcio_version() -> str:
+    """The installed grpcio's version (for messages)."""
+    try:
+        return importlib.metadata.version("grpcio")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - grpc imported without metadata
+        return str(getattr(grpc, "__version__", "unknown"))
+
+
+def _check_core() -> None:
+    """Import ``grpc._cython.cygrpc`` and check it offers what this module calls, as it calls it."""
+    global cygrpc
+    try:
+        core = importlib.import_module("grpc._cython.cygrpc")
+    except ImportError as error:
+        raise GrpcCoreUnavailable(f"grpc._cython.cygrpc cannot be imported ({error})") from error
+    missing: list[str] = []
+    for name, attributes in _CORE_USES.items():
+        owner = getattr(core, name, None)
+        missing += [name] if owner is None else [f"{name}.{a}" for a in attributes if not hasattr(owner, a)]
+    if missing:
+        raise GrpcCoreUnavailable(f"grpc._cython.cygrpc has no {', '.join(missing)}")
+    try:  # the operations _send and _new_call build, with the same arguments
+        core.ReceiveMessageOperation(_NO_FLAGS)
+        core.SendMessageOperation(b"", _NO_FLAGS)
+        core.SendInitialMetadataOperation(None, _NO_FLAGS)
+        core.SendStatusFromServerOperation(None, core.StatusCode.ok, b"", _NO_FLAGS)
+        core.ReceiveCloseOnServerOperation(_NO_FLAGS)
+    except Exception as error:
+        raise GrpcCoreUnavailable(f"grpc._cython.cygrpc's operations changed ({error!r})") from error
+    cygrpc = core
 
 
 class _Tag:
@@ -64,14 +126,19 @@ class GrpcServer:
     """gRPC on an internal address, each call answered by ``front`` on the running event loop."""
 
     def __init__(self, front: GrpcFront) -> None:
+        """Build the core's server; raises :class:`GrpcCoreUnavailable` if this grpcio cannot."""
+        _check_core()
         self._front = front
         self._methods = front.methods()
         self._loop = asyncio.get_running_loop()
-        self._queue = cygrpc.CompletionQueue()
-        self._server = cygrpc.Server(
-            (("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)), False
-        )
-        self._server.register_completion_queue(self._queue)
+        try:
+            self._queue = cygrpc.CompletionQueue()
+            self._server = cygrpc.Server(
+                (("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES)), False
+            )
+            self._server.register_completion_queue(self._queue)
+        except Exception as error:
+            raise GrpcCoreUnavailable(f"grpc._cython.cygrpc's server cannot be built ({error!r})") from error
         self._lock = threading.Lock()
         self._arrived: list[_Received] = []
         self._woken = False

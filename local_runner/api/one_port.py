@@ -3,12 +3,15 @@
 gRPC's server cannot adopt a socket accepted elsewhere, so it listens on an internal unix socket (an
 abstract one on Linux; elsewhere a fresh directory only this user can enter; loopback TCP where unix
 sockets do not exist) and the :class:`~local_runner.api.protocol_sniffer.ProtocolSniffer` pipes gRPC
-connections to it (measured cost: about 30 µs of server CPU per call).
+connections to it (measured cost: about 30 µs of server CPU per call). If this grpcio cannot run that
+server (:class:`~local_runner.api.grpc_core.GrpcCoreUnavailable`), gRPC is off, said once in the log,
+and the port serves REST alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import secrets
 import shutil
@@ -17,9 +20,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from local_runner.api.grpc_core import GrpcServer
+from local_runner.api.grpc_core import GrpcServer, grpcio_version
 from local_runner.api.grpc_front import GrpcFront
-from local_runner.api.protocol_sniffer import ProtocolFactory, ProtocolSniffer
+from local_runner.api.protocol_sniffer import Connector, ProtocolFactory, ProtocolSniffer
+
+log = logging.getLogger("local_runner.api")
 
 #: How long in-flight gRPC calls may finish when the runner stops.
 GRPC_STOP_GRACE_S = 1.0
@@ -39,19 +44,42 @@ class OnePortServer:
 
     async def start(self, host: str, port: int) -> int:
         """Start the gRPC server, then listen on ``host:port``; returns the bound port."""
+        self._sniffer = ProtocolSniffer(self._http_factory, self._start_grpc())
+        try:
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._sniffer, host, port, reuse_address=True, backlog=_BACKLOG
+            )
+        except BaseException:
+            await self.close()
+            raise
+        bound: int = self._listener.sockets[0].getsockname()[1]
+        return bound
+
+    def _start_grpc(self) -> Connector | None:
+        """Start the gRPC server on an internal address; how to connect to it, or None if gRPC is off."""
         loop = asyncio.get_running_loop()
         path, grpc_port = "", 0
-        self._grpc = GrpcServer(self._grpc_front)
-        if sys.platform == "linux":  # an abstract socket: no file to leave behind if the process is killed
-            name = f"tasktoolkit-runner-{os.getpid()}-{secrets.token_hex(8)}"
-            self._grpc.start(f"unix-abstract:{name}")
-            path = "\0" + name
-        elif hasattr(socket, "AF_UNIX"):
-            self._socket_dir = Path(tempfile.mkdtemp(prefix="runner-grpc-"))
-            path = str(self._socket_dir / "grpc.sock")
-            self._grpc.start(f"unix:{path}")
-        else:  # pragma: no cover - Windows
-            grpc_port = self._grpc.start("127.0.0.1:0")
+        try:
+            self._grpc = GrpcServer(self._grpc_front)
+            if sys.platform == "linux":  # an abstract socket: no file left behind if the process is killed
+                name = f"tasktoolkit-runner-{os.getpid()}-{secrets.token_hex(8)}"
+                self._grpc.start(f"unix-abstract:{name}")
+                path = "\0" + name
+            elif hasattr(socket, "AF_UNIX"):
+                self._socket_dir = Path(tempfile.mkdtemp(prefix="runner-grpc-"))
+                path = str(self._socket_dir / "grpc.sock")
+                self._grpc.start(f"unix:{path}")
+            else:  # pragma: no cover - Windows
+                grpc_port = self._grpc.start("127.0.0.1:0")
+        except Exception as error:  # a grpcio whose private layer changed must not stop REST
+            self._grpc = None
+            log.warning(
+                "gRPC is off: the runner's gRPC server cannot run on grpcio %s (%s); the REST API and the "
+                "console are served (grpcio 1.60 to 1.85 is tested: docs/runner.md)",
+                grpcio_version(),
+                error,
+            )
+            return None
 
         async def connect(factory: ProtocolFactory) -> asyncio.BaseTransport:
             if path:
@@ -60,16 +88,7 @@ class OnePortServer:
                 transport, _ = await loop.create_connection(factory, "127.0.0.1", grpc_port)
             return transport
 
-        self._sniffer = ProtocolSniffer(self._http_factory, connect)
-        try:
-            self._listener = await loop.create_server(
-                self._sniffer, host, port, reuse_address=True, backlog=_BACKLOG
-            )
-        except BaseException:
-            await self.close()
-            raise
-        bound: int = self._listener.sockets[0].getsockname()[1]
-        return bound
+        return connect
 
     async def close(self) -> None:
         """Stop accepting, let in-flight gRPC calls finish briefly, then close every open connection.

@@ -34,7 +34,10 @@ class ProtocolSniffer:
     """
 
     def __init__(
-        self, http_factory: ProtocolFactory, connect_grpc: Connector, sniff_deadline: float = SNIFF_DEADLINE_S
+        self,
+        http_factory: ProtocolFactory,
+        connect_grpc: Connector | None,
+        sniff_deadline: float = SNIFF_DEADLINE_S,
     ) -> None:
         self._http_factory = http_factory
         self._connect_grpc = connect_grpc
@@ -89,7 +92,18 @@ class ProtocolSniffer:
         protocol.data_received(first)
 
     def start_pipe(self, transport: asyncio.Transport, first: bytes) -> None:
-        """Start :meth:`to_grpc` (the connection to the gRPC server is opened asynchronously)."""
+        """Start :meth:`to_grpc` (the connection to the gRPC server is opened asynchronously).
+
+        Without a gRPC server (``connect_grpc`` is None: gRPC is off) the connection is closed.
+        """
+        if self._connect_grpc is None:
+            self.hint(
+                "grpc-off",
+                "a gRPC client connected, but gRPC is off in this runner (the start-up log says why): "
+                "the connection is closed; the REST API is served",
+            )
+            transport.close()
+            return
         task = asyncio.get_running_loop().create_task(self.to_grpc(transport, first))
         self._connecting[task] = transport
         task.add_done_callback(self._connected)
@@ -100,6 +114,7 @@ class ProtocolSniffer:
     async def to_grpc(self, transport: asyncio.Transport, first: bytes) -> None:
         """Pipe the connection to the gRPC server, starting with the bytes read so far."""
         client_side = _Pump(transport, self._piped)
+        assert self._connect_grpc is not None
         try:
             backend = await self._connect_grpc(lambda: _Pump(transport, self._piped))
         except OSError as error:

@@ -1,17 +1,23 @@
-"""gRPC's core served from the event loop: hand-over in batches, odd calls, cancellation and the stop."""
+"""gRPC's core served from the event loop: hand-over in batches, odd calls, cancellation, the stop, and a
+grpcio whose private layer is not the one the server is built on (gRPC off, REST served)."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import os
 import threading
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import pytest
+import requests
+from testsupport.runner_process import RunnerProcess
 
 from local_runner.api import grpc_methods
-from local_runner.api.grpc_core import GrpcServer
+from local_runner.api.grpc_core import GrpcCoreUnavailable, GrpcServer, grpcio_version
 from local_runner.api.grpc_front import GrpcFront, Outcome
 from local_runner.api.grpc_methods import RpcMethod
 from local_runner.api.routing import Router
@@ -181,3 +187,58 @@ def test_an_address_in_use_is_refused_and_the_unstarted_server_stops() -> None:
         await first.stop(0)
 
     asyncio.run(start_twice())
+
+
+def _build() -> None:
+    async def build() -> None:
+        GrpcServer(_Front())
+
+    asyncio.run(build())
+
+
+def test_a_grpcio_without_a_name_the_server_uses_is_refused_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    core = importlib.import_module("grpc._cython.cygrpc")
+    monkeypatch.delattr(core, "SendStatusFromServerOperation")
+    monkeypatch.setattr(core, "Call", type("Call", (), {}))  # its methods cannot be deleted one by one
+    with pytest.raises(GrpcCoreUnavailable) as refused:
+        _build()
+    assert (
+        str(refused.value)
+        == "grpc._cython.cygrpc has no Call.start_server_batch, SendStatusFromServerOperation"
+    )
+
+
+def test_a_grpcio_whose_operations_take_other_arguments_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    core = importlib.import_module("grpc._cython.cygrpc")
+    monkeypatch.setattr(core, "ReceiveMessageOperation", lambda: None)  # no flags any more
+    with pytest.raises(GrpcCoreUnavailable, match="operations changed"):
+        _build()
+
+
+#: A ``sitecustomize`` that takes from grpcio what a future version might drop.
+_WITHOUT_COMPLETION_QUEUE = "import grpc._cython.cygrpc as core\n\ndel core.CompletionQueue\n"
+PARENT = "projects/local-project/locations/us-central1"
+
+
+def test_runner_serve_on_a_grpcio_it_cannot_use_serves_rest_and_says_once_why_grpc_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, runner_process: Callable[..., RunnerProcess]
+) -> None:
+    (tmp_path / "sitecustomize.py").write_text(_WITHOUT_COMPLETION_QUEUE)
+    paths = [str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(paths))
+    runner = runner_process(None)  # before the check, the runner exited: AttributeError: CompletionQueue
+    queues = requests.get(f"{runner.url}/v2/{PARENT}/queues", timeout=_WAIT_S)
+    assert queues.status_code == 200 and queues.json() == {}
+    assert requests.get(f"{runner.url}/", timeout=_WAIT_S).status_code == 200  # the console
+    off = [line for line in runner.log if "gRPC is off" in line]
+    assert len(off) == 1
+    assert f"grpcio {grpcio_version()} (grpc._cython.cygrpc has no CompletionQueue)" in off[0]
+    with grpc.insecure_channel(runner.url.removeprefix("http://")) as channel:
+        for _ in range(2):
+            with pytest.raises(grpc.RpcError) as refused:
+                channel.unary_unary(CREATE.full_name)(b"", timeout=_WAIT_S)
+            assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert runner.interrupt() == 0
+    hints = [line for line in runner.log if "a gRPC client connected, but gRPC is off" in line]
+    assert len(hints) == 1
+    assert not [line for line in runner.log if "Traceback" in line]
