@@ -12,7 +12,7 @@ in waking threads and handing the interpreter lock around; ``grpc.aio`` runs the
 the loop itself (docs/performance.md, "gRPC CreateTask"). grpcio's public API offers nothing between
 the two, so this uses ``grpc._cython.cygrpc``, the layer under both of them (the same calls
 ``grpc._server`` makes; ``tests/local_runner/test_grpc_front.py`` covers every path). That layer is
-private: :class:`GrpcServer` checks it is there as used here (tested with grpcio 1.60 to 1.85) and raises
+private: :class:`GrpcServer` checks it is there as used here (tested: :data:`TESTED_GRPCIO`) and raises
 :class:`GrpcCoreUnavailable` otherwise, so a grpcio that changes it turns gRPC off, not the runner.
 """
 
@@ -45,6 +45,8 @@ _STOP_WAIT_S = 10.0
 _NO_FLAGS = 0
 
 
+#: The grpcio releases this module was tested with (docs/runner.md, "gRPC and the grpcio version").
+TESTED_GRPCIO = "1.59 to 1.85"
 #: What this module uses of ``grpc._cython.cygrpc``: a class or enum and the attributes it needs.
 _CORE_USES: dict[str, tuple[str, ...]] = {
     "CompletionQueue": ("poll",),

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from local_runner.api.grpc_core import GrpcServer, grpcio_version
+from local_runner.api.grpc_core import TESTED_GRPCIO, GrpcServer, grpcio_version
 from local_runner.api.grpc_front import GrpcFront
 from local_runner.api.protocol_sniffer import Connector, ProtocolFactory, ProtocolSniffer
 
@@ -75,9 +75,10 @@ class OnePortServer:
             self._grpc = None
             log.warning(
                 "gRPC is off: the runner's gRPC server cannot run on grpcio %s (%s); the REST API and the "
-                "console are served (grpcio 1.60 to 1.85 is tested: docs/runner.md)",
+                "console are served (tested: grpcio %s; docs/runner.md)",
                 grpcio_version(),
                 error,
+                TESTED_GRPCIO,
             )
             return None
 
