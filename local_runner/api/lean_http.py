@@ -198,6 +198,8 @@ class _LeanConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._write_paused = False
         self._pace()
+        if not self._busy:
+            self._next()  # the calls held back while the client was not reading its answers
 
     def eof_received(self) -> bool | None:
         return None  # as aiohttp: the transport closes
@@ -212,7 +214,9 @@ class _LeanConnection(asyncio.Protocol):
     def _next(self) -> None:
         """Start answering the next whole call in the buffer, or hand the connection over."""
         buffer = self._buffer
-        if not buffer or self.closing:
+        if not buffer or self.closing or self._write_paused:
+            # While the client does not read its answers, no call starts (as aiohttp awaits its drain):
+            # answers do not pile up here, and no hand-over happens while the transport is paused.
             return
         end = buffer.find(b"\r\n\r\n", 0, LEAN_MAX_HEAD + 4)
         if end < 0:

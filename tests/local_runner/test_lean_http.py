@@ -290,3 +290,35 @@ def test_calls_sent_far_ahead_of_their_answers(runner: RunnerServer) -> None:
         sender.join()
         client.close()
     assert answered == [f"{QUEUE}/tasks/{n}" for n in names]
+
+
+def test_a_client_that_does_not_read_its_answers_stops_the_calls_it_sent_ahead() -> None:
+    """Answers do not pile up in the runner: no call starts while the client's socket is full.
+
+    Another connection's round trips serve as the clock: after each, the silent connection's unsent
+    answers must stay near the transport's high-water mark (64 KiB), never the 300 answers sent ahead.
+    """
+    parent = "projects/lean-backpressure/locations/us-central1"
+    with RunnerServer(RunnerSettings(port=0, data_dir=None)) as server:
+        for index in range(60):
+            server.service.create_queue(parent, Queue(name=f"{parent}/queues/q{index:02}"))
+        listing = request("GET", f"/v2/{parent}/queues?pageSize=1000")
+        answer_size = len(one(server, listing).body)
+        silent = socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])))
+        silent.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        other = Client(server)
+        try:
+            silent.sendall(listing * 300)
+            assert server._lean is not None
+            lean = server._lean
+            most = 0
+            for _ in range(200):
+                other.send(request("GET", QUEUE_PATH.replace(QUEUE, f"{parent}/queues/q00")))
+                assert other.read().status_line == "HTTP/1.1 200 OK"
+                unsent = [c._transport.get_write_buffer_size() for c in lean.connections if c._transport]
+                most = max([most, *unsent])
+            assert answer_size > 10_000
+            assert most < 64 * 1024 + 2 * answer_size, most
+        finally:
+            other.close()
+            silent.close()
