@@ -5,8 +5,6 @@ Methods and messages follow ``google/cloud/scheduler/v1/cloudscheduler.proto``.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import secrets
 from collections.abc import Callable, Iterable
 
@@ -25,6 +23,7 @@ from local_runner.cloud_scheduler.store import JobStore
 from local_runner.codec.scalars import JsonObject
 from local_runner.codec.tasks import attempt_to_stored_json
 from local_runner.errors import AlreadyExists, InvalidArgument, NotFound
+from local_runner.service.page_tokens import decode_page_token, encode_page_token
 
 JOB_NOT_FOUND = "Job not found."
 JOB_EXISTS = "Job already exists."
@@ -93,20 +92,13 @@ class JobsService:
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative.")
         size = min(page_size or MAX_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = ""
-        if page_token:
-            try:
-                after = base64.b64decode(page_token, altchars=b"-_", validate=True).decode("utf-8")
-            except (binascii.Error, ValueError, UnicodeError):
-                after = ""
-            if not after.startswith(f"{parent}/jobs/"):
-                raise InvalidArgument(f"Invalid page_token {page_token!r}.")
+        after = _decode_job_token(page_token, parent) if page_token else ""
         jobs = [job for job in self.store.list_jobs(parent) if job.name > after]
         out: JsonObject = {}
         if jobs[:size]:
             out["jobs"] = [job_to_json(job) for job in jobs[:size]]
         if len(jobs) > size:
-            out["nextPageToken"] = base64.urlsafe_b64encode(jobs[size - 1].name.encode()).decode("ascii")
+            out["nextPageToken"] = encode_page_token("", jobs[size - 1].name)  # ListJobs has no filter
         return out
 
     def update_job(self, name: str, body: object, update_mask: Iterable[str] | None) -> JsonObject:
@@ -179,3 +171,14 @@ class JobsService:
 def _same_settings(a: Job, b: Job) -> bool:
     keys = ("schedule", "time_zone", "description", "http_target", "retry_config", "attempt_deadline")
     return all(getattr(a, key) == getattr(b, key) for key in keys)
+
+
+def _decode_job_token(token: str, parent: str) -> str:
+    """The last job name of the page before, from its ``next_page_token``."""
+    try:
+        after = decode_page_token(token, "")
+    except InvalidArgument:
+        after = None
+    if not isinstance(after, str) or not after.startswith(f"{parent}/jobs/"):
+        raise InvalidArgument(f"Invalid page_token {token!r}.")
+    return after
