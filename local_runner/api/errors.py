@@ -27,9 +27,15 @@ def error_document(code: Code, message: str) -> dict[str, Any]:
     return {"error": {"code": code.http_status, "message": message, "status": code.name}}
 
 
+def error_answer(code: Code, message: str) -> tuple[int, dict[str, Any]]:
+    """The HTTP status of ``code`` and its error body (:func:`error_document`)."""
+    return code.http_status, error_document(code, message)
+
+
 def error_response(code: Code, message: str) -> web.Response:
     """An error response with the HTTP status of ``code``."""
-    return json_response(error_document(code, message), status=code.http_status)
+    status, document = error_answer(code, message)
+    return json_response(document, status=status)
 
 
 def api_error_response(error: ApiError) -> web.Response:
@@ -44,8 +50,3 @@ def store_error_status(error: StoreError) -> tuple[Code, str]:
     """
     code = Code.RESOURCE_EXHAUSTED if isinstance(error, StoreFull) else Code.UNAVAILABLE
     return code, f"The runner cannot use its database; nothing was changed. {error}"
-
-
-def store_error_response(error: StoreError) -> web.Response:
-    """The REST response for a store failure (:func:`store_error_status`)."""
-    return error_response(*store_error_status(error))

@@ -29,7 +29,7 @@ from aiohttp.http import SERVER_SOFTWARE
 from aiohttp.tcp_helpers import tcp_keepalive
 
 from local_runner.api import browser_guard, views
-from local_runner.api.errors import error_document
+from local_runner.api.errors import error_answer
 from local_runner.api.routing import Router
 
 log = logging.getLogger("local_runner.api")
@@ -245,7 +245,7 @@ class _LeanConnection(asyncio.Protocol):
                 call.method, call.path, call.headers, bool(call.body), self._owner.hosts
             )
             if refused is not None:
-                status, document = refused.code.http_status, error_document(refused.code, refused.message)
+                status, document = error_answer(refused.code, refused.message)
             else:
                 status, document = await views.answer(
                     self._owner.router,

@@ -11,7 +11,7 @@ from aiohttp import web
 from local_runner.api import runner_ext
 from local_runner.api.errors import (
     INTERNAL_MESSAGE,
-    error_document,
+    error_answer,
     json_response,
     store_error_status,
 )
@@ -96,17 +96,13 @@ async def answer(
             result = await result
         return 200, result
     except ApiError as error:
-        return error.code.http_status, error_document(error.code, error.message)
+        return error_answer(error.code, error.message)
     except StoreError as error:
         log.error("%s %s: %s", method, path, error)
-        return _error(*store_error_status(error))
+        return error_answer(*store_error_status(error))
     except Exception:
         log.exception("%s %s failed", method, path)
-        return _error(Code.INTERNAL, INTERNAL_MESSAGE)
-
-
-def _error(code: Code, message: str) -> tuple[int, JsonObject]:
-    return code.http_status, error_document(code, message)
+        return error_answer(Code.INTERNAL, INTERNAL_MESSAGE)
 
 
 async def read_call(
